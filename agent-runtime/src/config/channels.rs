@@ -1,0 +1,128 @@
+//! `[channels_config]`: the messaging channels an agent is configured for.
+//!
+//! agent-runtime accepts and validates the upstream tables (`cli`, `telegram`, `discord`,
+//! `slack`) and reports each configured channel as a `channel:<name>` component of `/health`
+//! in status `starting`; the channel clients themselves are a later issue.
+
+use super::file::Section;
+use super::ConfigError;
+use crate::secret::Secret;
+
+/// `[channels_config.telegram]`.
+#[derive(Debug, Clone)]
+pub struct TelegramConfig {
+    /// `bot_token` (non-empty).
+    pub bot_token: Secret,
+    /// `allowed_users`: `@names` or numeric ids; empty = everyone.
+    pub allowed_users: Vec<String>,
+}
+
+/// `[channels_config.discord]`.
+#[derive(Debug, Clone)]
+pub struct DiscordConfig {
+    /// `bot_token` (non-empty).
+    pub bot_token: Secret,
+    /// `guild_id`: restrict to one server.
+    pub guild_id: Option<String>,
+    /// `allowed_users`; empty = everyone.
+    pub allowed_users: Vec<String>,
+}
+
+/// `[channels_config.slack]`.
+#[derive(Debug, Clone)]
+pub struct SlackConfig {
+    /// `bot_token` (`xoxb-…`, non-empty).
+    pub bot_token: Secret,
+    /// `app_token` (`xapp-…`) for Socket Mode.
+    pub app_token: Option<Secret>,
+    /// `channel_id`: restrict to one channel.
+    pub channel_id: Option<String>,
+}
+
+/// `[channels_config]` as a whole.
+#[derive(Debug, Clone, Default)]
+pub struct ChannelsConfig {
+    /// `cli`: the local CLI channel (always on upstream; recorded, no component).
+    pub cli: bool,
+    /// Telegram, when its table is present.
+    pub telegram: Option<TelegramConfig>,
+    /// Discord, when its table is present.
+    pub discord: Option<DiscordConfig>,
+    /// Slack, when its table is present.
+    pub slack: Option<SlackConfig>,
+}
+
+impl ChannelsConfig {
+    /// Names of the configured network channels, in a fixed order (`telegram`, `discord`,
+    /// `slack`): each becomes the `/health` component `channel:<name>`.
+    pub fn configured(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.telegram.is_some() {
+            names.push("telegram");
+        }
+        if self.discord.is_some() {
+            names.push("discord");
+        }
+        if self.slack.is_some() {
+            names.push("slack");
+        }
+        names
+    }
+}
+
+fn required_token(section: &mut Section<'_>, key: &str) -> Result<Secret, ConfigError> {
+    match section.string(key)? {
+        Some(v) if !v.trim().is_empty() => Ok(Secret::new(v)),
+        _ => Err(ConfigError::Invalid {
+            key: section.path(key),
+            reason: "must be a non-empty string".into(),
+        }),
+    }
+}
+
+fn optional_token(section: &mut Section<'_>, key: &str) -> Result<Option<Secret>, ConfigError> {
+    match section.string(key)? {
+        None => Ok(None),
+        Some(v) if v.trim().is_empty() => Ok(None),
+        Some(v) => Ok(Some(Secret::new(v))),
+    }
+}
+
+/// Parses the `[channels_config]` table; unknown channels and keys become warnings.
+pub(super) fn parse(
+    mut top: Section<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<ChannelsConfig, ConfigError> {
+    let mut out = ChannelsConfig {
+        cli: top.bool("cli")?.unwrap_or(true),
+        ..ChannelsConfig::default()
+    };
+    if let Some(t) = top.table("telegram")? {
+        let mut s = Section::new(t, "channels_config.telegram");
+        out.telegram = Some(TelegramConfig {
+            bot_token: required_token(&mut s, "bot_token")?,
+            allowed_users: s.strings("allowed_users")?.unwrap_or_default(),
+        });
+        s.finish(warnings);
+    }
+    if let Some(t) = top.table("discord")? {
+        let mut s = Section::new(t, "channels_config.discord");
+        out.discord = Some(DiscordConfig {
+            bot_token: required_token(&mut s, "bot_token")?,
+            guild_id: s.id("guild_id")?.filter(|g| !g.is_empty()),
+            allowed_users: s.strings("allowed_users")?.unwrap_or_default(),
+        });
+        s.finish(warnings);
+    }
+    if let Some(t) = top.table("slack")? {
+        let mut s = Section::new(t, "channels_config.slack");
+        out.slack = Some(SlackConfig {
+            bot_token: required_token(&mut s, "bot_token")?,
+            app_token: optional_token(&mut s, "app_token")?,
+            channel_id: s.id("channel_id")?.filter(|c| !c.is_empty()),
+        });
+        s.finish(warnings);
+    }
+    top.finish(warnings);
+    Ok(out)
+}

@@ -1,0 +1,252 @@
+//! Conversation memory: what the agent remembers between messages.
+//!
+//! Backends (`[memory] backend`):
+//! - `sqlite` (default): turns in `<workspace>/memory/brain.db`; the last [`RECALL_TURNS`] turns
+//!   (at most [`RECALL_CHARS`] characters) are replayed as chat history;
+//! - `markdown`: each exchange appended to `<workspace>/memory/YYYY-MM-DD.md` (UTC), with
+//!   `<workspace>/MEMORY.md` as the curated long-term file (created empty-headed if missing; it is
+//!   also a persona file). The tail of yesterday's and today's logs is recalled into the system
+//!   prompt;
+//! - `none`: nothing stored or recalled.
+//!
+//! With `auto_save` each exchange is stored after the provider answers. All calls are blocking
+//! (file and SQLite I/O): run them on `spawn_blocking`. Opening is lazy ([`MemoryHandle`]) so
+//! it never delays the start-up banner.
+
+mod markdown;
+mod sqlite;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::OnceLock;
+
+pub use markdown::MarkdownMemory;
+pub use sqlite::SqliteMemory;
+
+/// Most turns (user or assistant messages) replayed from memory.
+pub const RECALL_TURNS: usize = 20;
+/// Most characters replayed from memory (turns or notes).
+pub const RECALL_CHARS: usize = 16_000;
+
+/// `[memory] backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryBackend {
+    /// `workspace/memory/brain.db`.
+    Sqlite,
+    /// `workspace/MEMORY.md` + `workspace/memory/YYYY-MM-DD.md`.
+    Markdown,
+    /// No memory.
+    None,
+}
+
+impl MemoryBackend {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Markdown => "markdown",
+            Self::None => "none",
+        }
+    }
+}
+
+impl FromStr for MemoryBackend {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "sqlite" => Ok(Self::Sqlite),
+            "markdown" => Ok(Self::Markdown),
+            "none" => Ok(Self::None),
+            _ => Err("expected \"sqlite\", \"markdown\" or \"none\"".into()),
+        }
+    }
+}
+
+/// Who said a turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The human (or the system calling `/webhook`).
+    User,
+    /// The agent.
+    Assistant,
+}
+
+impl Role {
+    /// `user` / `assistant`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Assistant => "assistant",
+        }
+    }
+}
+
+/// One message of the conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Turn {
+    /// Speaker.
+    pub role: Role,
+    /// Text.
+    pub content: String,
+}
+
+/// What memory contributes to the next request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recall {
+    /// Chat history, oldest first, starting with a user turn.
+    pub turns: Vec<Turn>,
+    /// Free-text notes for the system prompt (markdown backend).
+    pub notes: Option<String>,
+}
+
+/// A memory failure.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    /// File or directory I/O.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// SQLite.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Opening failed earlier (the message of that failure).
+    #[error("memory unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> MemoryError + '_ {
+    move |source| MemoryError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// An open memory backend.
+#[derive(Debug)]
+pub enum Memory {
+    /// `none`.
+    None,
+    /// `sqlite`.
+    Sqlite(SqliteMemory),
+    /// `markdown`.
+    Markdown(MarkdownMemory),
+}
+
+impl Memory {
+    /// Opens `backend` in `workspace`, creating directories and files as needed.
+    ///
+    /// # Errors
+    /// [`MemoryError`] when the workspace is not writable or the database cannot be opened.
+    pub fn open(backend: MemoryBackend, workspace: &Path) -> Result<Self, MemoryError> {
+        Ok(match backend {
+            MemoryBackend::None => Self::None,
+            MemoryBackend::Sqlite => Self::Sqlite(SqliteMemory::open(workspace)?),
+            MemoryBackend::Markdown => Self::Markdown(MarkdownMemory::open(workspace)?),
+        })
+    }
+
+    /// The context to replay before the next message.
+    ///
+    /// # Errors
+    /// [`MemoryError`] on I/O or SQLite failure.
+    pub fn recall(&self) -> Result<Recall, MemoryError> {
+        match self {
+            Self::None => Ok(Recall::default()),
+            Self::Sqlite(m) => Ok(Recall {
+                turns: m.recall(RECALL_TURNS, RECALL_CHARS)?,
+                notes: None,
+            }),
+            Self::Markdown(m) => Ok(Recall {
+                turns: Vec::new(),
+                notes: m.recall(chrono::Utc::now(), RECALL_CHARS)?,
+            }),
+        }
+    }
+
+    /// Stores one exchange.
+    ///
+    /// # Errors
+    /// [`MemoryError`] on I/O or SQLite failure.
+    pub fn save(&self, user: &str, assistant: &str) -> Result<(), MemoryError> {
+        match self {
+            Self::None => Ok(()),
+            Self::Sqlite(m) => m.save(user, assistant),
+            Self::Markdown(m) => m.save(chrono::Utc::now(), user, assistant),
+        }
+    }
+}
+
+/// A memory backend opened on first use (or by a warm-up task right after start).
+#[derive(Debug)]
+pub struct MemoryHandle {
+    backend: MemoryBackend,
+    workspace: PathBuf,
+    cell: OnceLock<Result<Memory, String>>,
+}
+
+impl MemoryHandle {
+    /// A handle that will open `backend` in `workspace`.
+    pub fn new(backend: MemoryBackend, workspace: PathBuf) -> Self {
+        Self {
+            backend,
+            workspace,
+            cell: OnceLock::new(),
+        }
+    }
+
+    /// The backend kind.
+    pub fn backend(&self) -> MemoryBackend {
+        self.backend
+    }
+
+    /// The open memory (opening it now if needed; blocking).
+    ///
+    /// # Errors
+    /// [`MemoryError::Unavailable`] when opening failed (the failure is sticky).
+    pub fn get(&self) -> Result<&Memory, MemoryError> {
+        self.cell
+            .get_or_init(|| Memory::open(self.backend, &self.workspace).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| MemoryError::Unavailable(e.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_spellings() {
+        for b in [
+            MemoryBackend::Sqlite,
+            MemoryBackend::Markdown,
+            MemoryBackend::None,
+        ] {
+            assert_eq!(b.as_str().parse::<MemoryBackend>(), Ok(b));
+        }
+        assert!("Sqlite".parse::<MemoryBackend>().is_err());
+    }
+
+    #[test]
+    fn none_backend_stores_nothing() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let m = Memory::open(MemoryBackend::None, dir.path()).expect("open");
+        m.save("hi", "hello").expect("save");
+        assert_eq!(m.recall().expect("recall"), Recall::default());
+        assert!(std::fs::read_dir(dir.path()).expect("ls").next().is_none());
+    }
+
+    #[test]
+    fn handle_reports_open_failures() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, "x").expect("w");
+        let h = MemoryHandle::new(MemoryBackend::Sqlite, file);
+        assert!(matches!(h.get(), Err(MemoryError::Unavailable(_))));
+    }
+}

@@ -1,0 +1,540 @@
+//! What is injected into an agent's data volume before it starts:
+//! `.zeroclaw/config.toml` (rendered with a TOML serializer, never string
+//! interpolation; mode 0600 because it holds the LLM key) and the persona files
+//! `workspace/IDENTITY.md`, `USER.md`, `SOUL.md` (seed 003).
+//!
+//! The config uses upstream ZeroClaw's V1 keys, so the stock image reads it
+//! too: `[memory]` always carries both `backend` and `auto_save` (upstream
+//! refuses the file otherwise). Persona files are markdown for the model to
+//! read; user text goes in verbatim as their body.
+
+use crate::docker::{FileEntry, AGENT_PORT};
+use crate::model::{Agent, Channels};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Errors rendering an agent's files.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("rendering config.toml: {0}")]
+    Toml(#[from] toml::ser::Error),
+}
+
+/// Path of the config file, relative to the data volume.
+pub const CONFIG_PATH: &str = ".zeroclaw/config.toml";
+/// Mode of the config file (it holds the LLM key and channel tokens).
+pub const CONFIG_MODE: u32 = 0o600;
+/// Mode of the persona files.
+pub const PERSONA_MODE: u32 = 0o644;
+
+/// `config.toml`, upstream V1 schema (only the keys we set).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
+    pub default_provider: String,
+    pub default_model: String,
+    pub default_temperature: f64,
+    pub memory: MemoryConfig,
+    pub gateway: GatewayConfig,
+    pub channels_config: ChannelsConfig,
+}
+
+/// `[memory]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryConfig {
+    pub backend: String,
+    pub auto_save: bool,
+}
+
+/// `[gateway]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub port: u16,
+    pub host: String,
+    pub allow_public_bind: bool,
+    pub require_pairing: bool,
+}
+
+/// `[channels_config]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelsConfig {
+    pub cli: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telegram: Option<TelegramConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discord: Option<DiscordConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack: Option<SlackConfig>,
+}
+
+/// `[channels_config.telegram]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelegramConfig {
+    pub bot_token: String,
+    pub allowed_users: Vec<String>,
+}
+
+/// `[channels_config.discord]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscordConfig {
+    pub bot_token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guild_id: Option<String>,
+    pub allowed_users: Vec<String>,
+}
+
+/// `[channels_config.slack]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfig {
+    pub bot_token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_id: Option<String>,
+}
+
+/// The config for `agent` (pure).
+pub fn config_file(agent: &Agent, api_key: Option<&str>, channels: &Channels) -> ConfigFile {
+    ConfigFile {
+        api_key: api_key.map(str::to_owned),
+        api_url: agent.provider_url.clone(),
+        default_provider: agent.provider.clone(),
+        default_model: agent.model.clone(),
+        default_temperature: agent.temperature,
+        memory: MemoryConfig {
+            backend: agent.memory_backend.clone(),
+            auto_save: matches!(
+                agent.auto_save.trim().to_ascii_lowercase().as_str(),
+                "true" | "1"
+            ),
+        },
+        gateway: GatewayConfig {
+            port: AGENT_PORT,
+            host: "0.0.0.0".to_owned(),
+            allow_public_bind: true,
+            require_pairing: true,
+        },
+        channels_config: ChannelsConfig {
+            cli: true,
+            telegram: channels.telegram.as_ref().map(|t| TelegramConfig {
+                bot_token: t.bot_token.clone(),
+                allowed_users: t.allowed_users.clone(),
+            }),
+            discord: channels.discord.as_ref().map(|d| DiscordConfig {
+                bot_token: d.bot_token.clone(),
+                guild_id: d.guild_id.clone(),
+                allowed_users: d.allowed_users.clone(),
+            }),
+            slack: channels.slack.as_ref().map(|s| SlackConfig {
+                bot_token: s.bot_token.clone(),
+                app_token: s.app_token.clone(),
+                channel_id: s.channel_id.clone(),
+            }),
+        },
+    }
+}
+
+/// The files for `agent`, with its decrypted API key and channels:
+/// `.zeroclaw/config.toml` (0600) and `workspace/IDENTITY.md`, `USER.md`,
+/// `SOUL.md` (0644), in that order.
+pub fn render(
+    agent: &Agent,
+    api_key: Option<&str>,
+    channels: &Channels,
+) -> Result<Vec<FileEntry>, RenderError> {
+    let config = toml::to_string(&config_file(agent, api_key, channels))?;
+    let identity = format!(
+        "# Identity\n\nYour name is {}.\n\nYou are the agent \"{}\", hosted on zcaas.\n",
+        agent.agent_name, agent.name
+    );
+    let user = format!(
+        "# User\n\n- Name: {}\n- Timezone: {}\n",
+        agent
+            .user_name
+            .as_deref()
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or("(not given)"),
+        agent.timezone
+    );
+    let soul = format!(
+        "# Soul\n\n## Communication style\n\n{}\n",
+        agent
+            .communication_style
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or("Helpful, clear and concise.")
+    );
+    let file = |path: &str, contents: String, mode| FileEntry {
+        path: path.to_owned(),
+        contents: contents.into_bytes(),
+        mode,
+    };
+    Ok(vec![
+        file(CONFIG_PATH, config, CONFIG_MODE),
+        file("workspace/IDENTITY.md", identity, PERSONA_MODE),
+        file("workspace/USER.md", user, PERSONA_MODE),
+        file("workspace/SOUL.md", soul, PERSONA_MODE),
+    ])
+}
+
+/// Keys of `config.toml` whose values are secrets, redacted before hashing.
+const SECRET_KEYS: [&str; 3] = ["api_key", "bot_token", "app_token"];
+
+/// A stable hash (hex SHA-256) of everything that shapes the container and
+/// the injected files, so a change is visible as drift. Secrets enter only
+/// through their ciphertexts' presence, never in clear.
+///
+/// Hashed: a format version, the image, memory and CPU limits, the slug
+/// (container, volume, router and host names derive from it), whether an API
+/// key is stored, and every file's path, mode and contents — with the values
+/// of `api_key`, `bot_token` and `app_token` in `config.toml` replaced by a
+/// marker. The hash is put in a container label that `docker inspect` shows,
+/// so it must not confirm a guessed secret; a secret rotation is therefore
+/// not drift, and whoever changes a secret re-injects the files. The host
+/// port is left out (the reconciler compares it on its own, and it is
+/// claimed after the first hash is computed).
+pub fn spec_hash(agent: &Agent, files: &[FileEntry]) -> String {
+    let mut sorted: Vec<&FileEntry> = files.iter().collect();
+    sorted.sort_by(|a, b| a.path.cmp(&b.path));
+    let files: Vec<serde_json::Value> = sorted
+        .into_iter()
+        .map(|f| {
+            let contents = if f.path == CONFIG_PATH {
+                redact_config(&f.contents)
+            } else {
+                f.contents.clone()
+            };
+            serde_json::json!({
+                "path": f.path,
+                "mode": f.mode,
+                "sha256": hex::encode(Sha256::digest(&contents)),
+            })
+        })
+        .collect();
+    let canonical = serde_json::json!({
+        "v": 1,
+        "image": agent.image,
+        "memory_limit_mb": agent.memory_limit_mb,
+        "nano_cpus": agent.nano_cpus,
+        "slug": agent.slug,
+        "has_api_key": agent.encrypted_api_key.is_some(),
+        "files": files,
+    });
+    hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+}
+
+/// `config.toml` with secret values replaced; a file that does not parse is
+/// hashed as a digest of nothing but its length (it holds secrets in clear).
+fn redact_config(contents: &[u8]) -> Vec<u8> {
+    let parsed = std::str::from_utf8(contents)
+        .ok()
+        .and_then(|s| s.parse::<toml::Table>().ok());
+    match parsed {
+        Some(mut table) => {
+            redact_table(&mut table);
+            toml::to_string(&table).unwrap_or_default().into_bytes()
+        }
+        None => format!("unparsable config of {} bytes", contents.len()).into_bytes(),
+    }
+}
+
+fn redact_table(table: &mut toml::Table) {
+    for (key, value) in table.iter_mut() {
+        match value {
+            toml::Value::Table(inner) => redact_table(inner),
+            v if SECRET_KEYS.contains(&key.as_str()) => {
+                *v = toml::Value::String("<secret>".to_owned());
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{DiscordChannel, SlackChannel, TelegramChannel};
+    use crate::status::Status;
+
+    /// The reconciler's fixture row (kept in step with the model), made
+    /// distinctive.
+    fn agent() -> Agent {
+        let mut a = crate::reconciler::testing::agent(Status::Pending);
+        a.name = "Ada's helper".into();
+        a.slug = "ada".into();
+        a.agent_name = "Ada".into();
+        a.user_name = Some("Grace".into());
+        a.timezone = "Europe/Paris".into();
+        a.communication_style = Some("Warm and brief.".into());
+        a.provider = "openrouter".into();
+        a.model = "anthropic/claude-sonnet-4".into();
+        a.encrypted_api_key = Some("v1:k1:ciphertext".into());
+        a
+    }
+
+    fn config_of(files: &[FileEntry]) -> (String, ConfigFile) {
+        let text = String::from_utf8(files[0].contents.clone()).expect("utf8");
+        let parsed = toml::from_str(&text).expect("config parses back");
+        (text, parsed)
+    }
+
+    fn text(files: &[FileEntry], path: &str) -> String {
+        let f = files.iter().find(|f| f.path == path).expect("file present");
+        String::from_utf8(f.contents.clone()).expect("utf8")
+    }
+
+    #[test]
+    fn files_paths_and_modes() {
+        let files = render(&agent(), Some("sk-or-key"), &Channels::default()).expect("render");
+        let shape: Vec<(&str, u32)> = files.iter().map(|f| (f.path.as_str(), f.mode)).collect();
+        assert_eq!(
+            shape,
+            vec![
+                (".zeroclaw/config.toml", 0o600),
+                ("workspace/IDENTITY.md", 0o644),
+                ("workspace/USER.md", 0o644),
+                ("workspace/SOUL.md", 0o644),
+            ]
+        );
+    }
+
+    #[test]
+    fn config_has_the_upstream_v1_keys() {
+        let mut a = agent();
+        a.provider_url = Some("http://stub:8080/v1".into());
+        a.auto_save = "false".into();
+        let files = render(&a, Some("sk-or-key"), &Channels::default()).expect("render");
+        let (_, config) = config_of(&files);
+        assert_eq!(
+            config,
+            ConfigFile {
+                api_key: Some("sk-or-key".into()),
+                api_url: Some("http://stub:8080/v1".into()),
+                default_provider: "openrouter".into(),
+                default_model: "anthropic/claude-sonnet-4".into(),
+                default_temperature: 0.7,
+                memory: MemoryConfig {
+                    backend: "sqlite".into(),
+                    auto_save: false
+                },
+                gateway: GatewayConfig {
+                    port: 42617,
+                    host: "0.0.0.0".into(),
+                    allow_public_bind: true,
+                    require_pairing: true,
+                },
+                channels_config: ChannelsConfig {
+                    cli: true,
+                    telegram: None,
+                    discord: None,
+                    slack: None
+                },
+            }
+        );
+    }
+
+    #[test]
+    fn absent_key_and_url_are_omitted_and_memory_always_has_both_keys() {
+        let files = render(&agent(), None, &Channels::default()).expect("render");
+        let (text, config) = config_of(&files);
+        assert!(!text.contains("api_key"), "{text}");
+        assert!(!text.contains("api_url"), "{text}");
+        assert!(!text.contains("telegram") && !text.contains("discord") && !text.contains("slack"));
+        let raw: toml::Table = text.parse().expect("table");
+        let memory = raw["memory"].as_table().expect("[memory]");
+        assert_eq!(memory["backend"].as_str(), Some("sqlite"));
+        assert_eq!(memory["auto_save"].as_bool(), Some(true));
+        assert_eq!(raw["channels_config"]["cli"].as_bool(), Some(true));
+        assert_eq!(config.api_key, None);
+    }
+
+    fn hostile() -> Vec<&'static str> {
+        vec![
+            "plain",
+            "quote \" and 'single' and \"\"\" triple",
+            "new\nline\r\nand\ttab",
+            "]\n[gateway]\nrequire_pairing = false\n",
+            "x\"\nrequire_pairing = false\n[gateway]\nport = 1\n#",
+            "back\\slash \\u0041 \\\"",
+            "unicode ✓ Ünïcödé 日本語 🦀 \u{202e}rtl \u{0}nul",
+            "= [ { } ] , #",
+        ]
+    }
+
+    #[test]
+    fn hostile_channel_and_key_values_round_trip_and_add_no_keys() {
+        for value in hostile() {
+            let channels = Channels {
+                telegram: Some(TelegramChannel {
+                    bot_token: value.into(),
+                    allowed_users: vec![value.into(), "@alice".into()],
+                }),
+                discord: Some(DiscordChannel {
+                    bot_token: value.into(),
+                    guild_id: Some(value.into()),
+                    allowed_users: vec![],
+                }),
+                slack: Some(SlackChannel {
+                    bot_token: value.into(),
+                    app_token: None,
+                    channel_id: Some(value.into()),
+                }),
+            };
+            let mut a = agent();
+            a.model = value.into();
+            a.provider_url = Some(value.into());
+            let files = render(&a, Some(value), &channels).expect("render");
+            // deny_unknown_fields on every table: an injected key fails here.
+            let (text, config) = config_of(&files);
+            assert_eq!(config.api_key.as_deref(), Some(value), "{text}");
+            assert_eq!(config.api_url.as_deref(), Some(value));
+            assert_eq!(config.default_model, value);
+            assert!(config.gateway.require_pairing, "{text}");
+            assert_eq!(config.gateway.port, 42617);
+            let tg = config.channels_config.telegram.expect("telegram");
+            assert_eq!(
+                (tg.bot_token.as_str(), tg.allowed_users[0].as_str()),
+                (value, value)
+            );
+            let dc = config.channels_config.discord.expect("discord");
+            assert_eq!(dc.guild_id.as_deref(), Some(value));
+            assert!(dc.allowed_users.is_empty());
+            let sl = config.channels_config.slack.expect("slack");
+            assert_eq!(
+                (sl.app_token, sl.channel_id.as_deref()),
+                (None, Some(value))
+            );
+            let raw: toml::Table = text.parse().expect("table");
+            let keys: Vec<&str> = raw.keys().map(String::as_str).collect();
+            assert_eq!(
+                keys,
+                vec![
+                    "api_key",
+                    "api_url",
+                    "channels_config",
+                    "default_model",
+                    "default_provider",
+                    "default_temperature",
+                    "gateway",
+                    "memory"
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn persona_text_goes_in_verbatim() {
+        for value in hostile() {
+            let mut a = agent();
+            a.agent_name = value.into();
+            a.name = value.into();
+            a.user_name = Some(value.into());
+            a.timezone = value.into();
+            a.communication_style = Some(value.into());
+            let files = render(&a, None, &Channels::default()).expect("render");
+            assert!(text(&files, "workspace/IDENTITY.md").contains(value));
+            let user = text(&files, "workspace/USER.md");
+            assert!(user.starts_with("# User\n"));
+            assert!(user.contains(&format!("- Name: {value}\n")));
+            assert!(user.contains(&format!("- Timezone: {value}\n")));
+            assert!(text(&files, "workspace/SOUL.md").contains(value));
+            // The config is untouched by persona text.
+            assert_eq!(
+                files[0],
+                render(&agent(), None, &Channels::default()).expect("r")[0]
+            );
+        }
+    }
+
+    #[test]
+    fn persona_defaults_when_optional_fields_are_missing() {
+        let mut a = agent();
+        a.user_name = None;
+        a.communication_style = Some("  ".into());
+        let files = render(&a, None, &Channels::default()).expect("render");
+        assert_eq!(text(&files, "workspace/IDENTITY.md"),
+            "# Identity\n\nYour name is Ada.\n\nYou are the agent \"Ada's helper\", hosted on zcaas.\n");
+        assert_eq!(
+            text(&files, "workspace/USER.md"),
+            "# User\n\n- Name: (not given)\n- Timezone: Europe/Paris\n"
+        );
+        assert_eq!(
+            text(&files, "workspace/SOUL.md"),
+            "# Soul\n\n## Communication style\n\nHelpful, clear and concise.\n"
+        );
+    }
+
+    #[test]
+    fn spec_hash_is_stable_and_sees_what_matters() {
+        let a = agent();
+        let files = render(&a, Some("sk-1"), &Channels::default()).expect("render");
+        let base = spec_hash(&a, &files);
+        assert_eq!(base.len(), 64);
+        assert_eq!(base, spec_hash(&a, &files), "deterministic");
+        let mut reversed = files.clone();
+        reversed.reverse();
+        assert_eq!(base, spec_hash(&a, &reversed), "file order does not matter");
+
+        // Not drift: the port (compared on its own), row state, re-encryption.
+        let mut same = a.clone();
+        same.container_port = Some(40001);
+        same.status = Status::Running;
+        same.encrypted_api_key = Some("v1:k2:other-ciphertext".into());
+        assert_eq!(base, spec_hash(&same, &files));
+
+        // Drift: image, limits, slug, config, persona, modes.
+        let changed = |f: &dyn Fn(&mut Agent)| {
+            let mut b = a.clone();
+            f(&mut b);
+            let files = render(&b, Some("sk-1"), &Channels::default()).expect("render");
+            spec_hash(&b, &files)
+        };
+        for h in [
+            changed(&|b| b.image = "other:1".into()),
+            changed(&|b| b.memory_limit_mb = 512),
+            changed(&|b| b.nano_cpus = 1_000_000_000),
+            changed(&|b| b.slug = "bob".into()),
+            changed(&|b| b.model = "gpt-4o".into()),
+            changed(&|b| b.temperature = 0.2),
+            changed(&|b| b.communication_style = Some("Terse.".into())),
+            changed(&|b| b.encrypted_api_key = None),
+        ] {
+            assert_ne!(h, base);
+        }
+        let mut modes = files.clone();
+        modes[0].mode = 0o644;
+        assert_ne!(spec_hash(&a, &modes), base);
+    }
+
+    #[test]
+    fn spec_hash_does_not_depend_on_secret_values() {
+        let a = agent();
+        let channels = |token: &str| Channels {
+            telegram: Some(TelegramChannel {
+                bot_token: token.into(),
+                allowed_users: vec![],
+            }),
+            ..Default::default()
+        };
+        let one = render(&a, Some("sk-secret-1"), &channels("t1")).expect("render");
+        let two = render(&a, Some("sk-secret-2"), &channels("t2")).expect("render");
+        assert_eq!(spec_hash(&a, &one), spec_hash(&a, &two));
+        // A non-secret channel field is drift.
+        let mut users = channels("t1");
+        if let Some(t) = users.telegram.as_mut() {
+            t.allowed_users.push("@bob".into());
+        }
+        let three = render(&a, Some("sk-secret-1"), &users).expect("render");
+        assert_ne!(spec_hash(&a, &one), spec_hash(&a, &three));
+    }
+}

@@ -1,0 +1,114 @@
+//! Admin API (role admin; 403 for anyone else): `GET /api/admin/agents`
+//! (every agent with its owner) and `GET /api/admin/events` (SSE of status
+//! transitions as they happen).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::get;
+use axum::Router;
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
+use serde::Serialize;
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::app::AppState;
+use crate::auth::AdminUser;
+use crate::db::agents;
+use crate::error::ApiError;
+use crate::status::{DesiredState, Status};
+
+/// Admin routes bounded by the normal request timeout.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/admin/agents", get(list_agents))
+}
+
+/// Streaming admin routes (no request timeout; they end at shutdown).
+pub fn stream_router() -> Router<AppState> {
+    Router::new().route("/api/admin/events", get(events))
+}
+
+/// One agent in the admin list.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminAgentView {
+    pub id: String,
+    pub user_id: String,
+    pub owner_email: String,
+    pub name: String,
+    pub slug: String,
+    pub status: Status,
+    pub desired_state: DesiredState,
+    pub last_error: Option<String>,
+    pub attempts: i64,
+    pub container_id: Option<String>,
+    pub container_port: Option<i64>,
+    /// MiB, last polled.
+    pub memory_mb: Option<f64>,
+    /// Percent of one core, last polled.
+    pub cpu_percent: Option<f64>,
+    pub last_health_at: Option<DateTime<Utc>>,
+    pub image: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `GET /api/admin/agents` → 200 with every agent (those being deleted too).
+async fn list_agents(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+) -> Result<axum::Json<Vec<AdminAgentView>>, ApiError> {
+    let rows = agents::list_all_with_owner(&state.db).await?;
+    Ok(axum::Json(
+        rows.into_iter()
+            .map(|r| {
+                let a = r.agent;
+                AdminAgentView {
+                    id: a.id,
+                    user_id: a.user_id,
+                    owner_email: r.owner_email,
+                    name: a.name,
+                    slug: a.slug,
+                    status: a.status,
+                    desired_state: a.desired_state,
+                    last_error: a.last_error,
+                    attempts: a.attempts,
+                    container_id: a.container_id,
+                    container_port: a.container_port,
+                    memory_mb: a.memory_mb,
+                    cpu_percent: a.cpu_percent,
+                    last_health_at: a.last_health_at,
+                    image: a.image,
+                    created_at: a.created_at,
+                    updated_at: a.updated_at,
+                }
+            })
+            .collect(),
+    ))
+}
+
+/// `GET /api/admin/events` → `text/event-stream`: one `transition` event
+/// (JSON `AgentEvent`, id = its row id) per status change; a `lagged` event
+/// when this subscriber fell behind (history is in `agent_events`).
+async fn events(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let stream = BroadcastStream::new(state.events.subscribe())
+        .map(|item| {
+            Ok(match item {
+                Ok(ev) => Event::default()
+                    .event("transition")
+                    .id(ev.id.to_string())
+                    .json_data(&ev)
+                    .unwrap_or_else(|_| Event::default().event("error")),
+                Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                    Event::default().event("lagged").data(n.to_string())
+                }
+            })
+        })
+        .take_until(state.shutdown.clone().cancelled_owned());
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}

@@ -1,0 +1,86 @@
+//! The HTTP surface: one router per resource (auth, agents, agent
+//! operations, admin, health), merged here under three timeout classes:
+//! normal routes ([`REQUEST_TIMEOUT`]), the message proxy
+//! ([`MESSAGE_TIMEOUT`], an LLM answer is slow) and streaming routes (SSE:
+//! no timeout, they end at shutdown). A global body limit
+//! ([`BODY_LIMIT`]) applies to all, and every error — ours, axum's or a
+//! tower layer's — has the JSON body of [`ApiError`].
+
+pub mod admin;
+pub mod agent_input;
+pub mod agent_ops;
+pub mod agents;
+pub mod auth;
+pub mod extract;
+pub mod health;
+pub mod view;
+
+use std::time::Duration;
+
+use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+/// Largest request body, in bytes (64 KiB; a message is at most 32 KiB).
+pub const BODY_LIMIT: usize = 64 * 1024;
+/// Time limit of a normal request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time limit of a proxied message (the agent's own limit is 30 s by default).
+pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The whole API with its state.
+pub fn router(state: AppState) -> Router {
+    let normal = Router::new()
+        .merge(auth::router())
+        .merge(agents::router())
+        .merge(agent_ops::router())
+        .merge(admin::router())
+        .merge(health::router())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ));
+    let slow = agent_ops::message_router().layer(TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        MESSAGE_TIMEOUT,
+    ));
+    let streaming = admin::stream_router();
+    Router::new()
+        .merge(normal)
+        .merge(slow)
+        .merge(streaming)
+        .fallback(not_found)
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(axum::middleware::map_response(json_errors))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("route")
+}
+
+/// Gives error responses made outside our handlers (body limit, timeout,
+/// method not allowed) the API's JSON error body.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    ApiError::from_status(status).into_response()
+}

@@ -1,0 +1,229 @@
+//! Wiring: [`App::build`] turns a [`Config`] and a bound listener into the
+//! running service (store, keys, Docker, reconciler, router), so tests start
+//! the real thing on `127.0.0.1:0`.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rand::distributions::{Alphanumeric, DistString};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::auth::LoginLimiter;
+use crate::auth::JwtKeys;
+use crate::config::Config;
+use crate::db::{self, Db};
+use crate::docker::DockerRuntime;
+use crate::events::EventBus;
+use crate::gateway::GatewayClient;
+use crate::model::{Plan, Role};
+use crate::reconciler::{self, ReconcilerHandle};
+use crate::secrets::SecretBox;
+
+/// How long [`App::shutdown`] waits for background tasks and open requests.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Everything a request handler needs. Cheap to clone; no locks around data
+/// the database owns.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub docker: DockerRuntime,
+    pub gateway: GatewayClient,
+    pub secrets: Arc<SecretBox>,
+    pub config: Arc<Config>,
+    pub reconciler: ReconcilerHandle,
+    pub events: EventBus,
+    pub jwt: Arc<JwtKeys>,
+    /// Failed-login counters (per email) for the login rate limit.
+    pub login_limiter: Arc<LoginLimiter>,
+    /// Fires when the service shuts down; long-lived responses (SSE) end on it.
+    pub shutdown: CancellationToken,
+}
+
+/// The running service.
+pub struct App {
+    addr: SocketAddr,
+    state: AppState,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl App {
+    /// Builds and starts the service on `listener`:
+    /// 1. creates `data_dir` (mode 0700), loads or creates the master keyring
+    ///    and the JWT secret in it (mode 0600);
+    /// 2. opens the database and applies the embedded migrations;
+    /// 3. connects to Docker, ensures the agent network, and builds the
+    ///    runtime image if it is missing (a failed build is logged, not
+    ///    fatal: deploys then fail with that reason until it is fixed);
+    /// 4. creates the first admin account if there is none and prints its
+    ///    credentials once to stdout;
+    /// 5. starts the reconciler and serves the API.
+    ///
+    /// Errors: any of steps 1–4 failing (with context).
+    pub async fn build(config: Config, listener: tokio::net::TcpListener) -> anyhow::Result<App> {
+        let config = Arc::new(config);
+        prepare_data_dir(&config.data_dir)?;
+        let secrets = Arc::new(
+            SecretBox::load_or_create(&config.master_key_path()).context("master keyring")?,
+        );
+        let jwt =
+            Arc::new(JwtKeys::load_or_create(&config.jwt_secret_path()).context("JWT secret")?);
+
+        let db = db::connect(&config.database_url)
+            .await
+            .with_context(|| format!("opening {}", config.database_url))?;
+        db::migrate(&db).await.context("applying migrations")?;
+
+        let docker = DockerRuntime::connect(config.extra_labels.clone())
+            .await
+            .context("connecting to Docker")?;
+        docker.ping().await.context("pinging Docker")?;
+        docker
+            .ensure_network(&config.network)
+            .await
+            .with_context(|| format!("network {}", config.network))?;
+        ensure_image(&docker, &config).await;
+
+        bootstrap_admin(&db, &config).await?;
+
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let gateway = GatewayClient::new();
+        let events = EventBus::new();
+        let ctx = reconciler::Context {
+            db: db.clone(),
+            docker: docker.clone(),
+            gateway: gateway.clone(),
+            secrets: secrets.clone(),
+            config: config.clone(),
+            events: events.clone(),
+        };
+        let reconciler = reconciler::spawn(ctx, cancel.clone(), &tracker);
+        let state = AppState {
+            db,
+            docker,
+            gateway,
+            secrets,
+            config,
+            reconciler,
+            events,
+            jwt,
+            login_limiter: Arc::new(LoginLimiter::default()),
+            shutdown: cancel.clone(),
+        };
+
+        let addr = listener.local_addr().context("listener address")?;
+        let router = crate::api::router(state.clone());
+        let stop = cancel.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        });
+        Ok(App {
+            addr,
+            state,
+            cancel,
+            tracker,
+            server,
+        })
+    }
+
+    /// The address the API listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The shared state (tests use its store and clients).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Stops accepting requests, cancels background tasks, and waits up to
+    /// [`SHUTDOWN_GRACE`] for each of open requests and the tasks to finish.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background tasks still running after the grace period");
+        }
+        match tokio::time::timeout(SHUTDOWN_GRACE, self.server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error"),
+            Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
+            Err(_) => tracing::warn!("requests still open after the grace period"),
+        }
+        self.state.db.close().await;
+    }
+}
+
+/// Creates `dir` if needed and restricts it to its owner (0700): it holds
+/// the master key, the JWT secret and the database.
+pub fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("chmod 700 {}", dir.display()))
+}
+
+async fn ensure_image(docker: &DockerRuntime, config: &Config) {
+    match docker.image_exists(&config.runtime_image).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::info!(image = %config.runtime_image, binary = %config.agent_binary.display(), "building the agent image");
+            match docker
+                .build_agent_image(&config.runtime_image, &config.agent_binary)
+                .await
+            {
+                Ok(()) => tracing::info!(image = %config.runtime_image, "agent image built"),
+                Err(e) => tracing::error!(image = %config.runtime_image, error = %e,
+                    "building the agent image failed; deploys will fail until it exists (zcaas image build)"),
+            }
+        }
+        Err(e) => {
+            tracing::error!(image = %config.runtime_image, error = %e, "checking the agent image failed")
+        }
+    }
+}
+
+/// Creates `admin@<domain>` with a random password when no admin exists, and
+/// prints both once to stdout (never to the logs).
+async fn bootstrap_admin(db: &Db, config: &Config) -> anyhow::Result<()> {
+    if db::users::count_admins(db).await? > 0 {
+        return Ok(());
+    }
+    let email = crate::validation::email(&format!("admin@{}", config.domain))
+        .unwrap_or_else(|_| "admin@localhost".to_owned());
+    let password = Alphanumeric.sample_string(&mut rand::rngs::OsRng, 24);
+    let hash = crate::auth::hash_password(password.clone()).await?;
+    let new = db::users::NewUser {
+        email: &email,
+        password_hash: &hash,
+        role: Role::Admin,
+        plan: Plan::Enterprise,
+    };
+    match db::users::create(db, &new).await {
+        Ok(_) => {
+            println!("zcaas: created the first admin account (shown once, keep it):");
+            println!("  email:    {email}");
+            println!("  password: {password}");
+            tracing::info!(email = %email, "first admin account created; credentials printed to stdout");
+            Ok(())
+        }
+        Err(db::users::CreateUserError::EmailTaken) => {
+            tracing::warn!(email = %email, "no admin exists and {email} is a user account; create one with zcaas user create --admin");
+            Ok(())
+        }
+        Err(e) => Err(e).context("creating the first admin"),
+    }
+}

@@ -1,0 +1,267 @@
+//! Command line: `zcaas serve | migrate | image build | keys rotate | user
+//! create`. Configuration flags (shared by every command) and their loading
+//! live in [`crate::config`]; this module runs the commands.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::app::App;
+use crate::config::{Config, ConfigArgs};
+use crate::db;
+use crate::model::{Plan, Role};
+use crate::secrets::{SecretBox, SecretField};
+
+/// zcaas: hosts one ZeroClaw-compatible agent container per agent.
+#[derive(Parser)]
+#[command(name = "zcaas", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to do.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Runs the service until SIGTERM or Ctrl-C (a second signal forces exit).
+    Serve,
+    /// Applies the database migrations and exits.
+    Migrate,
+    /// The agent runtime image.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+    /// The master keys that encrypt agents' secrets.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Accounts.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+/// `zcaas image …`.
+#[derive(Subcommand)]
+pub enum ImageCommand {
+    /// Builds `runtime_image` into the local engine from `agent_binary` (no registry).
+    Build,
+}
+
+/// `zcaas keys …`.
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Adds a new current master key and re-encrypts every agent secret with
+    /// it; older keys stay in the keyring so nothing becomes unreadable.
+    Rotate,
+}
+
+/// `zcaas user …`.
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Creates an account.
+    Create {
+        /// Email address (stored lower-cased).
+        #[arg(long)]
+        email: String,
+        /// Password, 8 to 128 characters (or set ZCAAS_USER_PASSWORD).
+        #[arg(long, env = "ZCAAS_USER_PASSWORD", hide_env_values = true)]
+        password: String,
+        /// Makes the account an admin.
+        #[arg(long)]
+        admin: bool,
+        /// Plan: free, pro or enterprise.
+        #[arg(long, default_value = "free", value_parser = parse_plan)]
+        plan: Plan,
+    },
+}
+
+fn parse_plan(s: &str) -> Result<Plan, String> {
+    match s {
+        "free" => Ok(Plan::Free),
+        "pro" => Ok(Plan::Pro),
+        "enterprise" => Ok(Plan::Enterprise),
+        _ => Err("expected free, pro or enterprise".into()),
+    }
+}
+
+/// Sets up `tracing`: JSON lines when `json`, text otherwise; the filter
+/// comes from `RUST_LOG` (default `info`).
+pub fn init_tracing(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Runs `command` with the resolved configuration.
+pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            let db = open_db(&config).await?;
+            db.close().await;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Image {
+            command: ImageCommand::Build,
+        } => {
+            let docker = crate::docker::DockerRuntime::connect(config.extra_labels.clone())
+                .await
+                .context("connecting to Docker")?;
+            docker
+                .build_agent_image(&config.runtime_image, &config.agent_binary)
+                .await
+                .with_context(|| format!("building {}", config.runtime_image))?;
+            println!("built {}", config.runtime_image);
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::Rotate,
+        } => rotate_keys(&config).await,
+        Command::User {
+            command:
+                UserCommand::Create {
+                    email,
+                    password,
+                    admin,
+                    plan,
+                },
+        } => create_user(&config, &email, password, admin, plan).await,
+    }
+}
+
+async fn open_db(config: &Config) -> anyhow::Result<db::Db> {
+    crate::app::prepare_data_dir(&config.data_dir)?;
+    let db = db::connect(&config.database_url)
+        .await
+        .with_context(|| format!("opening {}", config.database_url))?;
+    db::migrate(&db).await.context("applying migrations")?;
+    Ok(db)
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let app = App::build(config, listener).await?;
+    tracing::info!(addr = %app.addr(), "zcaas listening");
+    shutdown_signal().await;
+    tracing::info!("shutting down; send the signal again to force exit");
+    let force = tokio::spawn(async {
+        shutdown_signal().await;
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+    app.shutdown().await;
+    force.abort();
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+/// `zcaas keys rotate`: a new current key, then every secret re-encrypted
+/// with it. A secret changed meanwhile by a running server is left as the
+/// server wrote it (still readable: the old key stays in the keyring).
+async fn rotate_keys(config: &Config) -> anyhow::Result<()> {
+    let db = open_db(config).await?;
+    let secrets = SecretBox::load_or_create(&config.master_key_path())
+        .context("loading the master keyring")?;
+    let new_id = secrets.rotate().context("rotating")?;
+    let (mut done, mut skipped, mut failed) = (0usize, 0usize, 0usize);
+    for row in db::agents::list_secrets(&db).await? {
+        for (field, stored) in [
+            (SecretField::Token, &row.encrypted_token),
+            (SecretField::ApiKey, &row.encrypted_api_key),
+            (SecretField::Channels, &row.encrypted_channels),
+        ] {
+            let Some(stored) = stored else { continue };
+            if !secrets.needs_rotation(stored) {
+                continue;
+            }
+            let fresh = match secrets.decrypt(&row.id, field, stored) {
+                Ok(plain) => secrets.encrypt(&row.id, field, &plain)?,
+                Err(e) => {
+                    tracing::error!(agent_id = %row.id, field = field.as_str(), error = %e, "cannot decrypt; left as is");
+                    failed += 1;
+                    continue;
+                }
+            };
+            if db::agents::replace_secret(&db, &row.id, field, stored, &fresh).await? {
+                done += 1;
+            } else {
+                skipped += 1;
+            }
+        }
+    }
+    db.close().await;
+    println!("new key {new_id}: {done} secrets re-encrypted, {skipped} changed meanwhile, {failed} unreadable");
+    if failed > 0 {
+        anyhow::bail!("{failed} secrets could not be decrypted");
+    }
+    Ok(())
+}
+
+async fn create_user(
+    config: &Config,
+    email: &str,
+    password: String,
+    admin: bool,
+    plan: Plan,
+) -> anyhow::Result<()> {
+    let email = crate::validation::email(email)?;
+    crate::validation::password(&password)?;
+    let db = open_db(config).await?;
+    let hash = crate::auth::hash_password(password).await?;
+    let role = if admin { Role::Admin } else { Role::User };
+    let user = db::users::create(
+        &db,
+        &db::users::NewUser {
+            email: &email,
+            password_hash: &hash,
+            role,
+            plan,
+        },
+    )
+    .await
+    .with_context(|| format!("creating {email}"))?;
+    // Give the pool a moment to flush WAL before the process exits.
+    tokio::time::timeout(Duration::from_secs(5), db.close())
+        .await
+        .ok();
+    println!(
+        "created user {} ({email}, {:?}, {:?})",
+        user.id, user.role, user.plan
+    );
+    Ok(())
+}

@@ -1,0 +1,437 @@
+//! The control plane's configuration: an optional `zcaas.toml`, overridden by
+//! `ZCAAS_*` environment variables, overridden by flags (DESIGN.md §2).
+//!
+//! [`ConfigArgs`] is the flag/env layer (clap reads the environment, flags
+//! win); [`FileConfig`] the file layer; [`ConfigArgs::load`] resolves them
+//! over the defaults of [`Config::with_data_dir`] into the plain [`Config`].
+//! Relative paths in the file are taken from the current directory.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::builder::BoolishValueParser;
+use serde::Deserialize;
+
+/// Resource limits for one plan (seed 003 for CPU and agent counts; memory ours).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanLimits {
+    /// Max agents a user on this plan may own; `None` = unlimited.
+    pub max_agents: Option<u32>,
+    /// CPU quota per agent, in CPUs (0.5 = half a core).
+    pub cpus: f64,
+    /// Memory limit per agent, in MiB.
+    pub memory_mb: i64,
+}
+
+/// Resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address the API listens on (`127.0.0.1:8080`).
+    pub listen: SocketAddr,
+    /// Holds the SQLite file, the master key file and the JWT secret file.
+    pub data_dir: PathBuf,
+    /// `sqlite://…`; defaults to `<data_dir>/zcaas.db`.
+    pub database_url: String,
+    /// Agents are routed at `<slug>.<domain>`.
+    pub domain: String,
+    /// The Docker network agents join (`zeroone-net`).
+    pub network: String,
+    /// The runtime image agents run (our agent-runtime image by default).
+    pub runtime_image: String,
+    /// Path of the static agent-runtime binary used to build `runtime_image`
+    /// when it is missing (default: `agent-runtime` next to the zcaas binary).
+    pub agent_binary: PathBuf,
+    /// Allow provider base URLs that resolve to loopback/private/link-local
+    /// addresses (tests use it for a local provider stand-in).
+    pub allow_private_provider_urls: bool,
+    /// Host ports claimed for agents (inclusive), 40000–50000.
+    pub port_range: (u16, u16),
+    /// Host IP agent ports are bound to, and the control plane reaches agents on.
+    pub agent_host: String,
+    /// Traefik entrypoint and certificate resolver put in the router labels.
+    pub traefik_entrypoint: String,
+    pub traefik_cert_resolver: String,
+    pub free: PlanLimits,
+    pub pro: PlanLimits,
+    pub enterprise: PlanLimits,
+    /// How long a deploy waits for the pairing code after a start.
+    pub pairing_timeout: Duration,
+    /// How long a deploy polls `/health` before giving up.
+    pub health_timeout: Duration,
+    /// How many Docker-heavy deploy steps run at once (moby #42096).
+    pub max_concurrent_deploys: usize,
+    /// Failed deploys/re-pairs retried automatically before an agent stays in
+    /// ERROR (the retry budget); 1 means no automatic retry.
+    pub retry_budget: u32,
+    /// Backoff before the first automatic retry; doubles each time, capped at
+    /// `retry_backoff_max`.
+    pub retry_backoff_base: Duration,
+    pub retry_backoff_max: Duration,
+    /// Extra labels on everything created (tests: `io.zcaas.test=<prefix>`).
+    pub extra_labels: std::collections::BTreeMap<String, String>,
+    /// Logs as JSON lines instead of human-readable text.
+    pub log_json: bool,
+}
+
+impl Config {
+    /// The defaults of DESIGN.md §2 for a given data directory.
+    pub fn with_data_dir(data_dir: PathBuf) -> Self {
+        let database_url = format!("sqlite://{}", data_dir.join("zcaas.db").display());
+        let agent_binary = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|dir| dir.join("agent-runtime")))
+            .unwrap_or_else(|| PathBuf::from("agent-runtime"));
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir,
+            database_url,
+            domain: "localhost".into(),
+            network: "zeroone-net".into(),
+            runtime_image: "zcaas/agent-runtime:latest".into(),
+            agent_binary,
+            allow_private_provider_urls: false,
+            port_range: (40000, 50000),
+            agent_host: "127.0.0.1".into(),
+            traefik_entrypoint: "websecure".into(),
+            traefik_cert_resolver: "letsencrypt".into(),
+            free: PlanLimits {
+                max_agents: Some(3),
+                cpus: 0.5,
+                memory_mb: 256,
+            },
+            pro: PlanLimits {
+                max_agents: Some(20),
+                cpus: 1.0,
+                memory_mb: 512,
+            },
+            enterprise: PlanLimits {
+                max_agents: None,
+                cpus: 2.0,
+                memory_mb: 1024,
+            },
+            pairing_timeout: Duration::from_secs(30),
+            health_timeout: Duration::from_secs(30),
+            max_concurrent_deploys: 8,
+            retry_budget: 5,
+            retry_backoff_base: Duration::from_secs(2),
+            retry_backoff_max: Duration::from_secs(300),
+            extra_labels: Default::default(),
+            log_json: false,
+        }
+    }
+
+    /// The limits for `plan`.
+    pub fn limits(&self, plan: crate::model::Plan) -> PlanLimits {
+        match plan {
+            crate::model::Plan::Free => self.free,
+            crate::model::Plan::Pro => self.pro,
+            crate::model::Plan::Enterprise => self.enterprise,
+        }
+    }
+}
+
+/// File names inside `data_dir`.
+impl Config {
+    /// The keyring file of `SecretBox` (`<data_dir>/master.key`, mode 0600).
+    pub fn master_key_path(&self) -> PathBuf {
+        self.data_dir.join("master.key")
+    }
+
+    /// The JWT signing secret (`<data_dir>/jwt.secret`, mode 0600).
+    pub fn jwt_secret_path(&self) -> PathBuf {
+        self.data_dir.join("jwt.secret")
+    }
+
+    /// Refuses values that cannot work.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let (lo, hi) = self.port_range;
+        if lo == 0 || lo > hi {
+            bail!("port_range {lo}-{hi} is empty or starts at 0");
+        }
+        for (name, p) in [
+            ("free", self.free),
+            ("pro", self.pro),
+            ("enterprise", self.enterprise),
+        ] {
+            if !(p.cpus > 0.0 && p.cpus <= 1024.0) {
+                bail!("plans.{name}.cpus must be in (0, 1024]");
+            }
+            if p.memory_mb < 16 {
+                bail!("plans.{name}.memory_mb must be at least 16");
+            }
+        }
+        if self.domain.is_empty()
+            || self
+                .domain
+                .contains(|c: char| c.is_whitespace() || c == '`')
+        {
+            bail!("domain {:?} is not a host name", self.domain);
+        }
+        if self.max_concurrent_deploys == 0 {
+            bail!("max_concurrent_deploys must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Per-plan limits in the file (`[plans.free]`, …); absent keys keep the defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePlan {
+    pub max_agents: Option<u32>,
+    pub unlimited: Option<bool>,
+    pub cpus: Option<f64>,
+    pub memory_mb: Option<i64>,
+}
+
+/// `[plans]` of the file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePlans {
+    #[serde(default)]
+    pub free: FilePlan,
+    #[serde(default)]
+    pub pro: FilePlan,
+    #[serde(default)]
+    pub enterprise: FilePlan,
+}
+
+/// `zcaas.toml`: every key optional, same names as [`Config`]'s fields;
+/// unknown keys are refused (a typo must not silently keep a default).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub domain: Option<String>,
+    pub network: Option<String>,
+    pub runtime_image: Option<String>,
+    pub agent_binary: Option<PathBuf>,
+    pub allow_private_provider_urls: Option<bool>,
+    pub port_range: Option<(u16, u16)>,
+    pub agent_host: Option<String>,
+    pub traefik_entrypoint: Option<String>,
+    pub traefik_cert_resolver: Option<String>,
+    /// Seconds.
+    pub pairing_timeout_secs: Option<u64>,
+    /// Seconds.
+    pub health_timeout_secs: Option<u64>,
+    pub max_concurrent_deploys: Option<usize>,
+    pub log_json: Option<bool>,
+    #[serde(default)]
+    pub extra_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub plans: FilePlans,
+}
+
+impl FileConfig {
+    /// Reads and parses a `zcaas.toml`.
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+}
+
+/// Configuration flags, each also read from its `ZCAAS_*` variable (flags
+/// win over the environment, which wins over the file).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ConfigArgs {
+    /// Configuration file [default: ./zcaas.toml if it exists].
+    #[arg(long, env = "ZCAAS_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Address the API listens on [default: 127.0.0.1:8080].
+    #[arg(long, env = "ZCAAS_LISTEN", global = true)]
+    pub listen: Option<SocketAddr>,
+    /// Directory of the SQLite file, the master key and the JWT secret [default: ./data].
+    #[arg(long, env = "ZCAAS_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL [default: sqlite://<data_dir>/zcaas.db].
+    #[arg(long, env = "ZCAAS_DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// Agents are served at <slug>.<domain> [default: localhost].
+    #[arg(long, env = "ZCAAS_DOMAIN", global = true)]
+    pub domain: Option<String>,
+    /// Docker network agents join [default: zeroone-net].
+    #[arg(long, env = "ZCAAS_NETWORK", global = true)]
+    pub network: Option<String>,
+    /// Image agents run [default: zcaas/agent-runtime:latest].
+    #[arg(long, env = "ZCAAS_RUNTIME_IMAGE", global = true)]
+    pub runtime_image: Option<String>,
+    /// Static agent-runtime binary the image is built from [default: next to zcaas].
+    #[arg(long, env = "ZCAAS_AGENT_BINARY", global = true)]
+    pub agent_binary: Option<PathBuf>,
+    /// Allow provider URLs on loopback/private/link-local addresses [default: false].
+    #[arg(long, env = "ZCAAS_ALLOW_PRIVATE_PROVIDER_URLS", global = true, num_args = 0..=1,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub allow_private_provider_urls: Option<bool>,
+    /// Host IP agent ports are bound to and reached on [default: 127.0.0.1].
+    #[arg(long, env = "ZCAAS_AGENT_HOST", global = true)]
+    pub agent_host: Option<String>,
+    /// Traefik entrypoint in router labels [default: websecure].
+    #[arg(long, env = "ZCAAS_TRAEFIK_ENTRYPOINT", global = true)]
+    pub traefik_entrypoint: Option<String>,
+    /// Traefik certificate resolver in router labels [default: letsencrypt].
+    #[arg(long, env = "ZCAAS_TRAEFIK_CERT_RESOLVER", global = true)]
+    pub traefik_cert_resolver: Option<String>,
+    /// Memory limit per agent on the free plan, MiB [default: 256].
+    #[arg(long, env = "ZCAAS_FREE_MEMORY_MB", global = true)]
+    pub free_memory_mb: Option<i64>,
+    /// Memory limit per agent on the pro plan, MiB [default: 512].
+    #[arg(long, env = "ZCAAS_PRO_MEMORY_MB", global = true)]
+    pub pro_memory_mb: Option<i64>,
+    /// Memory limit per agent on the enterprise plan, MiB [default: 1024].
+    #[arg(long, env = "ZCAAS_ENTERPRISE_MEMORY_MB", global = true)]
+    pub enterprise_memory_mb: Option<i64>,
+    /// CPU quota per agent on the enterprise plan, CPUs [default: 2.0].
+    #[arg(long, env = "ZCAAS_ENTERPRISE_CPUS", global = true)]
+    pub enterprise_cpus: Option<f64>,
+    /// Deploys running Docker-heavy steps at once [default: 8].
+    #[arg(long, env = "ZCAAS_MAX_CONCURRENT_DEPLOYS", global = true)]
+    pub max_concurrent_deploys: Option<usize>,
+    /// Seconds a deploy waits for the pairing code [default: 30].
+    #[arg(long, env = "ZCAAS_PAIRING_TIMEOUT_SECS", global = true)]
+    pub pairing_timeout_secs: Option<u64>,
+    /// Seconds a deploy polls /health [default: 30].
+    #[arg(long, env = "ZCAAS_HEALTH_TIMEOUT_SECS", global = true)]
+    pub health_timeout_secs: Option<u64>,
+    /// Log JSON lines instead of text [default: false].
+    #[arg(long, env = "ZCAAS_LOG_JSON", global = true, num_args = 0..=1,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub log_json: Option<bool>,
+}
+
+impl ConfigArgs {
+    /// Resolves defaults ← file ← environment ← flags. The file is
+    /// `--config`/`ZCAAS_CONFIG` (must exist) or `./zcaas.toml` if present.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        let file = match &self.config {
+            Some(path) => FileConfig::read(path)?,
+            None if Path::new("zcaas.toml").is_file() => FileConfig::read(Path::new("zcaas.toml"))?,
+            None => FileConfig::default(),
+        };
+        self.resolve(file)
+    }
+
+    /// Applies `file` then these flags over the defaults.
+    pub fn resolve(&self, file: FileConfig) -> anyhow::Result<Config> {
+        let data_dir = self
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./data"));
+        let mut c = Config::with_data_dir(data_dir);
+        macro_rules! layer {
+            ($($field:ident),*) => {$(
+                if let Some(v) = file.$field { c.$field = v; }
+                if let Some(v) = self.$field.clone() { c.$field = v; }
+            )*};
+        }
+        layer!(
+            listen,
+            database_url,
+            domain,
+            network,
+            runtime_image,
+            agent_binary,
+            allow_private_provider_urls,
+            agent_host,
+            traefik_entrypoint,
+            traefik_cert_resolver,
+            max_concurrent_deploys,
+            log_json
+        );
+        if let Some(r) = file.port_range {
+            c.port_range = r;
+        }
+        c.extra_labels.extend(file.extra_labels);
+        for (limits, plan) in [
+            (&mut c.free, &file.plans.free),
+            (&mut c.pro, &file.plans.pro),
+            (&mut c.enterprise, &file.plans.enterprise),
+        ] {
+            if plan.unlimited == Some(true) {
+                limits.max_agents = None;
+            } else if let Some(n) = plan.max_agents {
+                limits.max_agents = Some(n);
+            }
+            limits.cpus = plan.cpus.unwrap_or(limits.cpus);
+            limits.memory_mb = plan.memory_mb.unwrap_or(limits.memory_mb);
+        }
+        c.free.memory_mb = self.free_memory_mb.unwrap_or(c.free.memory_mb);
+        c.pro.memory_mb = self.pro_memory_mb.unwrap_or(c.pro.memory_mb);
+        c.enterprise.memory_mb = self.enterprise_memory_mb.unwrap_or(c.enterprise.memory_mb);
+        c.enterprise.cpus = self.enterprise_cpus.unwrap_or(c.enterprise.cpus);
+        if let Some(s) = self.pairing_timeout_secs.or(file.pairing_timeout_secs) {
+            c.pairing_timeout = Duration::from_secs(s);
+        }
+        if let Some(s) = self.health_timeout_secs.or(file.health_timeout_secs) {
+            c.health_timeout = Duration::from_secs(s);
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct TestCli {
+        #[command(flatten)]
+        config: ConfigArgs,
+    }
+
+    #[test]
+    fn defaults_file_env_and_flags_layer_in_order() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            data_dir = "/srv/zcaas"
+            domain = "file.example"
+            network = "file-net"
+            runtime_image = "file/image:1"
+            [plans.pro]
+            memory_mb = 2048
+            [plans.free]
+            unlimited = true
+            "#,
+        )
+        .unwrap();
+        // The only test touching these variables (tests run in parallel).
+        std::env::set_var("ZCAAS_NETWORK", "env-net");
+        std::env::set_var("ZCAAS_RUNTIME_IMAGE", "env/image:2");
+        std::env::set_var("ZCAAS_ALLOW_PRIVATE_PROVIDER_URLS", "1");
+        let cli = TestCli::try_parse_from(["t", "--runtime-image", "flag/image:3", "--log-json"])
+            .unwrap();
+        std::env::remove_var("ZCAAS_NETWORK");
+        std::env::remove_var("ZCAAS_RUNTIME_IMAGE");
+        std::env::remove_var("ZCAAS_ALLOW_PRIVATE_PROVIDER_URLS");
+        let c = cli.config.resolve(file).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/srv/zcaas"));
+        assert_eq!(c.database_url, "sqlite:///srv/zcaas/zcaas.db");
+        assert_eq!(c.domain, "file.example");
+        assert_eq!(c.network, "env-net");
+        assert_eq!(c.runtime_image, "flag/image:3");
+        assert!(c.allow_private_provider_urls && c.log_json);
+        assert_eq!(c.pro.memory_mb, 2048);
+        assert_eq!(c.free.max_agents, None);
+        assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(toml::from_str::<FileConfig>("typo_key = 1").is_err());
+        let bad: FileConfig = toml::from_str("port_range = [50000, 40000]").unwrap();
+        assert!(ConfigArgs::default().resolve(bad).is_err());
+        let bad: FileConfig = toml::from_str("[plans.free]\ncpus = 0.0").unwrap();
+        assert!(ConfigArgs::default().resolve(bad).is_err());
+    }
+}

@@ -1,0 +1,208 @@
+//! Removing what we created: one container, one volume, or everything
+//! carrying a label (orphan cleanup and the tests' cleanup-even-on-panic).
+//! Nothing without our ownership label is ever removed.
+
+use super::{status_of, DockerError, DockerRuntime, MANAGED_LABEL};
+use bollard::container::{ListContainersOptions, RemoveContainerOptions};
+use bollard::network::ListNetworksOptions;
+use bollard::volume::{ListVolumesOptions, RemoveVolumeOptions};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+/// How long a volume still "in use" (its container being removed) is retried.
+const VOLUME_BUSY_RETRY: Duration = Duration::from_secs(10);
+
+impl DockerRuntime {
+    /// Force-removes the container (by id or name) with its anonymous
+    /// volumes; gone is success. Refuses (Ok, does nothing, logs a warning)
+    /// for a container without our labels.
+    pub async fn remove_container(&self, id_or_name: &str) -> Result<(), DockerError> {
+        let Some(c) = self.inspect(id_or_name).await? else {
+            return Ok(());
+        };
+        if !self.is_owned(&c.labels) {
+            tracing::warn!(container = %id_or_name, "not removing a container that is not ours");
+            return Ok(());
+        }
+        remove_container_by_id(&self.docker, &c.id).await
+    }
+
+    /// Removes the named volume; gone is success. Only volumes with our
+    /// labels (others: Ok, nothing done, a warning). A volume still in use by
+    /// a container being removed is retried for a few seconds.
+    pub async fn remove_volume(&self, name: &str) -> Result<(), DockerError> {
+        let volume = match self.docker.inspect_volume(name).await {
+            Ok(v) => v,
+            Err(e) if status_of(&e) == Some(404) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let labels: BTreeMap<String, String> = volume.labels.into_iter().collect();
+        if !self.is_owned(&labels) {
+            tracing::warn!(volume = %name, "not removing a volume that is not ours");
+            return Ok(());
+        }
+        remove_volume_by_name(&self.docker, name).await
+    }
+
+    /// Every named volume carrying our labels (and the extra labels), as
+    /// `(name, labels)` sorted by name: for orphan cleanup against the agents
+    /// table (the agent id is the [`super::AGENT_ID_LABEL`] label).
+    pub async fn list_managed_volumes(
+        &self,
+    ) -> Result<Vec<(String, BTreeMap<String, String>)>, DockerError> {
+        let options = ListVolumesOptions {
+            filters: HashMap::from([("label".to_owned(), self.label_filters())]),
+        };
+        let listed = self.docker.list_volumes(Some(options)).await?;
+        let mut out: Vec<(String, BTreeMap<String, String>)> = listed
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| (v.name, v.labels.into_iter().collect()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Removes every container (forced), then every volume, then every
+    /// network carrying both `key=value` and `io.zcaas.managed=true`.
+    /// Best effort: goes on past failures and returns the first one.
+    pub async fn remove_all_with_label(&self, key: &str, value: &str) -> Result<(), DockerError> {
+        let filters = || {
+            HashMap::from([(
+                "label".to_owned(),
+                vec![format!("{MANAGED_LABEL}=true"), format!("{key}={value}")],
+            )])
+        };
+        let mut first_error: Option<DockerError> = None;
+        let mut keep = |r: Result<(), DockerError>| {
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "cleanup by label");
+                first_error.get_or_insert(e);
+            }
+        };
+
+        let containers = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: filters(),
+                ..Default::default()
+            }))
+            .await;
+        match containers {
+            Ok(list) => {
+                for id in list.into_iter().filter_map(|c| c.id) {
+                    keep(remove_container_by_id(&self.docker, &id).await);
+                }
+            }
+            Err(e) => keep(Err(e.into())),
+        }
+
+        match self
+            .docker
+            .list_volumes(Some(ListVolumesOptions { filters: filters() }))
+            .await
+        {
+            Ok(list) => {
+                for volume in list.volumes.unwrap_or_default() {
+                    keep(remove_volume_by_name(&self.docker, &volume.name).await);
+                }
+            }
+            Err(e) => keep(Err(e.into())),
+        }
+
+        match self
+            .docker
+            .list_networks(Some(ListNetworksOptions { filters: filters() }))
+            .await
+        {
+            Ok(list) => {
+                for id in list.into_iter().filter_map(|n| n.id) {
+                    let removed = match self.docker.remove_network(&id).await {
+                        Err(e) if status_of(&e) == Some(404) => Ok(()),
+                        other => other.map_err(DockerError::from),
+                    };
+                    keep(removed);
+                }
+            }
+            Err(e) => keep(Err(e.into())),
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+async fn remove_container_by_id(docker: &bollard::Docker, id: &str) -> Result<(), DockerError> {
+    let options = RemoveContainerOptions {
+        force: true,
+        v: true,
+        link: false,
+    };
+    match docker.remove_container(id, Some(options)).await {
+        Ok(()) => Ok(()),
+        Err(e) if status_of(&e) == Some(404) => Ok(()),
+        // "removal of container … is already in progress"
+        Err(e) if status_of(&e) == Some(409) && e.to_string().contains("already in progress") => {
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn remove_volume_by_name(docker: &bollard::Docker, name: &str) -> Result<(), DockerError> {
+    let deadline = tokio::time::Instant::now() + VOLUME_BUSY_RETRY;
+    loop {
+        match docker
+            .remove_volume(name, Some(RemoveVolumeOptions { force: false }))
+            .await
+        {
+            Ok(()) => return Ok(()),
+            Err(e) if status_of(&e) == Some(404) => return Ok(()),
+            Err(e) if status_of(&e) == Some(409) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Removes everything labelled `key=value` (and ours) when dropped, even
+/// during a panic: for tests, which give every object they create a unique
+/// `io.zcaas.test=<prefix>` label. Runs on its own thread with its own
+/// runtime, so it works from inside or outside a Tokio runtime.
+#[derive(Debug)]
+pub struct CleanupOnDrop {
+    pub key: String,
+    pub value: String,
+}
+
+impl CleanupOnDrop {
+    /// A guard for `key=value`.
+    pub fn new(key: impl Into<String>, value: impl Into<String>) -> Self {
+        CleanupOnDrop {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+}
+
+impl Drop for CleanupOnDrop {
+    fn drop(&mut self) {
+        let (key, value) = (self.key.clone(), self.value.clone());
+        let worker = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let docker = DockerRuntime::connect(BTreeMap::new()).await?;
+                docker.remove_all_with_label(&key, &value).await
+            })?;
+            Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+        });
+        match worker.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("cleanup of {}={} failed: {e}", self.key, self.value),
+            Err(_) => eprintln!("cleanup of {}={} panicked", self.key, self.value),
+        }
+    }
+}

@@ -1,0 +1,387 @@
+//! The container runtime: everything zcaas asks of the Docker Engine, through
+//! bollard. The engine here may be old (API 1.41), so the client negotiates
+//! its API version on connect.
+//!
+//! Architecture invariant: everything created here carries
+//! [`MANAGED_LABEL`]`=true` (plus the runtime's extra labels), and nothing
+//! without those labels is ever started, stopped, removed or modified.
+//!
+//! Map: this file holds the types and the container lifecycle; [`observe`]
+//! reads state (inspect, list, logs, pairing code, stats, events);
+//! [`cleanup`] removes volumes and everything carrying a label; [`image`]
+//! builds images from in-memory contexts; [`spec`], [`archive`], [`logs`]
+//! and [`pairing`] are the pure parts; `testing` helps tests against the
+//! real engine.
+
+pub mod archive;
+pub mod cleanup;
+pub mod image;
+pub mod logs;
+pub mod observe;
+pub mod pairing;
+pub mod spec;
+#[doc(hidden)]
+pub mod testing;
+
+use bollard::container::{
+    CreateContainerOptions, RestartContainerOptions, StartContainerOptions, StopContainerOptions,
+    UploadToContainerOptions,
+};
+use bollard::network::CreateNetworkOptions;
+use bollard::volume::CreateVolumeOptions;
+use chrono::{DateTime, Utc};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+pub use archive::FileEntry;
+pub use cleanup::CleanupOnDrop;
+pub use spec::ContainerSpec;
+
+/// Ownership label on every container, volume, network and image we create.
+pub const MANAGED_LABEL: &str = "io.zcaas.managed";
+/// The agent id a container or volume belongs to.
+pub const AGENT_ID_LABEL: &str = "io.zcaas.agent-id";
+/// Hash of the spec the container was created from.
+pub const SPEC_HASH_LABEL: &str = "io.zcaas.spec-hash";
+/// The port the agent gateway listens on inside its container.
+pub const AGENT_PORT: u16 = 42617;
+/// Where the agent's data volume is mounted; injected files are relative to it.
+pub const DATA_DIR: &str = "/zeroclaw-data";
+
+/// Errors from the container runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("docker: {0}")]
+    Api(#[from] bollard::errors::Error),
+    #[error("container name {0} is taken by a container that is not ours")]
+    NameConflict(String),
+    #[error("image build failed: {0}")]
+    Build(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl DockerError {
+    /// The engine's HTTP status, when the engine answered with an error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            DockerError::Api(e) => status_of(e),
+            _ => None,
+        }
+    }
+
+    /// Whether the engine said the object does not exist (404).
+    pub fn is_not_found(&self) -> bool {
+        self.status() == Some(404)
+    }
+}
+
+/// The HTTP status of an engine error response, if it is one.
+pub(crate) fn status_of(e: &bollard::errors::Error) -> Option<u16> {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+/// What Docker says about one container right now (observed state).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedContainer {
+    pub id: String,
+    /// Without the leading `/`.
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// Value of [`AGENT_ID_LABEL`], if any.
+    pub agent_id: Option<String>,
+    /// Value of [`SPEC_HASH_LABEL`], if any.
+    pub spec_hash: Option<String>,
+    /// Docker's state string: created, running, restarting, exited, dead, …
+    pub state: String,
+    pub running: bool,
+    /// `State.StartedAt` with nanoseconds; `None` if never started.
+    pub started_at: Option<DateTime<Utc>>,
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+    pub restart_count: i64,
+    /// The host port bound to [`AGENT_PORT`], if published.
+    pub host_port: Option<u16>,
+}
+
+/// One log line of a container, with Docker's timestamp.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogLine {
+    pub at: Option<DateTime<Utc>>,
+    /// `stdout` or `stderr`.
+    pub stream: &'static str,
+    pub text: String,
+}
+
+/// Live resource use of one container.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ContainerStats {
+    /// Percent of one CPU (100.0 = one full core), as `docker stats` computes it.
+    pub cpu_percent: f64,
+    /// Memory in MiB (usage minus page cache).
+    pub memory_mb: f64,
+}
+
+/// A Docker event about one of our containers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerEvent {
+    pub container_id: String,
+    /// `start`, `die`, `oom`, `destroy`, `restart`, …
+    pub action: String,
+    pub agent_id: Option<String>,
+    pub exit_code: Option<i64>,
+    pub at: Option<DateTime<Utc>>,
+}
+
+/// Handle on the Docker Engine. Cheap to clone.
+#[derive(Clone)]
+pub struct DockerRuntime {
+    docker: bollard::Docker,
+    /// Added to every object we create, on top of `MANAGED_LABEL=true`
+    /// (tests add `io.zcaas.test=<prefix>` to clean up by label).
+    extra_labels: BTreeMap<String, String>,
+}
+
+/// Serializes network creation in this process: the engine does not enforce
+/// unique network names, so two concurrent creates could both succeed.
+static NETWORK_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+impl DockerRuntime {
+    /// Connects to the local engine (`DOCKER_HOST` or the unix socket) and
+    /// negotiates the API version.
+    pub async fn connect(extra_labels: BTreeMap<String, String>) -> Result<Self, DockerError> {
+        let docker = bollard::Docker::connect_with_local_defaults()?
+            .negotiate_version()
+            .await?;
+        Ok(DockerRuntime {
+            docker,
+            extra_labels,
+        })
+    }
+
+    /// The labels put on everything we create: ours plus the extra ones.
+    pub fn ownership_labels(&self) -> BTreeMap<String, String> {
+        let mut labels = self.extra_labels.clone();
+        labels.insert(MANAGED_LABEL.to_owned(), "true".to_owned());
+        labels
+    }
+
+    /// Whether `labels` carry every one of [`Self::ownership_labels`].
+    pub fn is_owned(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.ownership_labels()
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+    }
+
+    /// `["io.zcaas.managed=true", …]`, the engine's `label` filter values.
+    pub(crate) fn label_filters(&self) -> Vec<String> {
+        self.ownership_labels()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect()
+    }
+
+    fn labels_map(&self) -> HashMap<String, String> {
+        self.ownership_labels().into_iter().collect()
+    }
+
+    /// The underlying bollard client, for callers that need an API not wrapped here.
+    pub fn client(&self) -> &bollard::Docker {
+        &self.docker
+    }
+
+    /// `GET /_ping`.
+    pub async fn ping(&self) -> Result<(), DockerError> {
+        self.docker.ping().await?;
+        Ok(())
+    }
+
+    /// Creates the bridge network `name` with our labels if it does not exist.
+    /// An existing network of that name is used as it is (not modified).
+    pub async fn ensure_network(&self, name: &str) -> Result<(), DockerError> {
+        let _guard = NETWORK_LOCK.lock().await;
+        match self.docker.inspect_network::<String>(name, None).await {
+            // The engine also resolves id prefixes: only an exact name counts.
+            Ok(n) if n.name.as_deref() == Some(name) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if status_of(&e) == Some(404) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let options = CreateNetworkOptions {
+            name: name.to_owned(),
+            check_duplicate: true,
+            driver: "bridge".to_owned(),
+            labels: self.labels_map(),
+            ..Default::default()
+        };
+        match self.docker.create_network(options).await {
+            Ok(_) => Ok(()),
+            Err(e) if status_of(&e) == Some(409) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether `image` (a tag or id) is present in the local engine.
+    pub async fn image_exists(&self, image: &str) -> Result<bool, DockerError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(e) if status_of(&e) == Some(404) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Creates the container (not started) and returns its id. If a container
+    /// with that name already exists and carries this agent's id label, it is
+    /// adopted (its id returned); a name held by anything else is
+    /// [`DockerError::NameConflict`].
+    ///
+    /// First creates (or adopts) the named volume `spec.volume` with our
+    /// labels and the agent id; a volume of that name belonging to anything
+    /// else is a [`DockerError::NameConflict`] too.
+    pub async fn create_container(&self, spec: &ContainerSpec) -> Result<String, DockerError> {
+        self.ensure_volume(&spec.volume, &spec.agent_id).await?;
+        let options = CreateContainerOptions {
+            name: spec.name.clone(),
+            platform: None::<String>,
+        };
+        match self
+            .docker
+            .create_container(Some(options), spec::container_config(spec))
+            .await
+        {
+            Ok(created) => Ok(created.id),
+            Err(e) if status_of(&e) == Some(409) => {
+                let existing = self.inspect(&spec.name).await?;
+                match existing {
+                    Some(c)
+                        if self.is_owned(&c.labels)
+                            && c.agent_id.as_deref() == Some(spec.agent_id.as_str()) =>
+                    {
+                        tracing::info!(container = %c.id, agent_id = %spec.agent_id,
+                            "adopting existing container");
+                        Ok(c.id)
+                    }
+                    // Removed between the conflict and the inspect: one more try.
+                    None => Ok(self
+                        .docker
+                        .create_container(
+                            Some(CreateContainerOptions {
+                                name: spec.name.clone(),
+                                platform: None::<String>,
+                            }),
+                            spec::container_config(spec),
+                        )
+                        .await?
+                        .id),
+                    Some(_) => Err(DockerError::NameConflict(spec.name.clone())),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Creates the named volume (idempotent) and checks it is this agent's.
+    async fn ensure_volume(&self, name: &str, agent_id: &str) -> Result<(), DockerError> {
+        let mut labels = self.labels_map();
+        labels.insert(AGENT_ID_LABEL.to_owned(), agent_id.to_owned());
+        let volume = self
+            .docker
+            .create_volume(CreateVolumeOptions {
+                name: name.to_owned(),
+                driver: "local".to_owned(),
+                driver_opts: HashMap::new(),
+                labels,
+            })
+            .await?;
+        let labels: BTreeMap<String, String> = volume.labels.into_iter().collect();
+        if self.is_owned(&labels)
+            && labels.get(AGENT_ID_LABEL).map(String::as_str) == Some(agent_id)
+        {
+            Ok(())
+        } else {
+            Err(DockerError::NameConflict(name.to_owned()))
+        }
+    }
+
+    /// Inspects `id` and checks it carries our labels. `Ok(None)` if gone;
+    /// an error if it exists but is not ours.
+    async fn owned(&self, id: &str) -> Result<Option<ObservedContainer>, DockerError> {
+        match self.inspect(id).await? {
+            Some(c) if self.is_owned(&c.labels) => Ok(Some(c)),
+            Some(_) => Err(DockerError::Other(format!(
+                "container {id} is not managed by zcaas"
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    /// Uploads `files` into [`DATA_DIR`] of container `id` with the archive API
+    /// (works on a created, not yet started container). Files and their
+    /// parent directories are owned by the agent user (65534:65534) with the
+    /// entries' modes.
+    pub async fn upload_files(&self, id: &str, files: &[FileEntry]) -> Result<(), DockerError> {
+        if self.owned(id).await?.is_none() {
+            return Err(DockerError::Other(format!("container {id} does not exist")));
+        }
+        let tar = archive::build_tar(files, spec::AGENT_UID, spec::AGENT_GID)
+            .map_err(|e| DockerError::Other(e.to_string()))?;
+        let options = UploadToContainerOptions {
+            path: DATA_DIR.to_owned(),
+            no_overwrite_dir_non_dir: "true".to_owned(),
+        };
+        self.docker
+            .upload_to_container(id, Some(options), tar.into())
+            .await?;
+        Ok(())
+    }
+
+    /// Starts the container; already running is success.
+    pub async fn start(&self, id: &str) -> Result<(), DockerError> {
+        if self.owned(id).await?.is_none() {
+            return Err(DockerError::Other(format!("container {id} does not exist")));
+        }
+        match self
+            .docker
+            .start_container(id, None::<StartContainerOptions<String>>)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if status_of(&e) == Some(304) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Stops the container (SIGTERM, then SIGKILL after `timeout`); already
+    /// stopped or gone is success.
+    pub async fn stop(&self, id: &str, timeout: Duration) -> Result<(), DockerError> {
+        if self.owned(id).await?.is_none() {
+            return Ok(());
+        }
+        let t = i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX);
+        match self
+            .docker
+            .stop_container(id, Some(StopContainerOptions { t }))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(status_of(&e), Some(304) | Some(404)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Restarts the container (stop with `timeout`, then start). A container
+    /// that is gone is an error (404).
+    pub async fn restart(&self, id: &str, timeout: Duration) -> Result<(), DockerError> {
+        if self.owned(id).await?.is_none() {
+            return Err(DockerError::Other(format!("container {id} does not exist")));
+        }
+        let t = isize::try_from(timeout.as_secs()).unwrap_or(isize::MAX);
+        self.docker
+            .restart_container(id, Some(RestartContainerOptions { t }))
+            .await?;
+        Ok(())
+    }
+}

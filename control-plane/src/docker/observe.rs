@@ -1,0 +1,399 @@
+//! Reading observed state from the engine: inspect and list, logs (tail,
+//! follow, pairing code), stats and the event stream. The conversions from
+//! the engine's shapes are pure functions, tested without an engine.
+
+use super::logs::{LineSplitter, StreamKind};
+use super::pairing::{self, PairingScan};
+use super::{
+    status_of, ContainerEvent, ContainerStats, DockerError, DockerRuntime, LogLine,
+    ObservedContainer, AGENT_ID_LABEL, SPEC_HASH_LABEL,
+};
+use bollard::container::{
+    InspectContainerOptions, ListContainersOptions, LogOutput, LogsOptions, MemoryStatsStats,
+    Stats, StatsOptions,
+};
+use bollard::models::{ContainerInspectResponse, EventMessage};
+use bollard::system::EventsOptions;
+use chrono::{DateTime, Datelike, Utc};
+use futures::stream::{self, BoxStream, Stream, StreamExt};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// After a code printed only in the box form, how long the output must stay
+/// quiet before the code is taken (the `X-Pairing-Code:` line, printed last
+/// in the same block, ends the wait at once).
+pub const PAIRING_QUIET: Duration = Duration::from_millis(300);
+
+/// How many inspects [`DockerRuntime::list_managed`] runs at once.
+const LIST_CONCURRENCY: usize = 8;
+
+impl DockerRuntime {
+    /// Inspects a container by id or name; `None` if it does not exist.
+    pub async fn inspect(
+        &self,
+        id_or_name: &str,
+    ) -> Result<Option<ObservedContainer>, DockerError> {
+        Ok(self.inspect_raw(id_or_name).await?.map(observed))
+    }
+
+    async fn inspect_raw(
+        &self,
+        id_or_name: &str,
+    ) -> Result<Option<ContainerInspectResponse>, DockerError> {
+        match self
+            .docker
+            .inspect_container(id_or_name, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(resp) => Ok(Some(resp)),
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every container (running or not) carrying our label and the extra
+    /// labels, sorted by name. Containers removed while listing are skipped.
+    pub async fn list_managed(&self) -> Result<Vec<ObservedContainer>, DockerError> {
+        let options = ListContainersOptions {
+            all: true,
+            filters: HashMap::from([("label".to_owned(), self.label_filters())]),
+            ..Default::default()
+        };
+        let summaries = self.docker.list_containers(Some(options)).await?;
+        let ids: Vec<String> = summaries.into_iter().filter_map(|s| s.id).collect();
+        let results: Vec<Result<Option<ObservedContainer>, DockerError>> = stream::iter(ids)
+            .map(|id| async move { self.inspect(&id).await })
+            .buffer_unordered(LIST_CONCURRENCY)
+            .collect()
+            .await;
+        let mut out = Vec::with_capacity(results.len());
+        for result in results {
+            if let Some(c) = result? {
+                out.push(c);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// The last `lines` log lines of both streams, oldest first, each with
+    /// the engine's timestamp; lines are capped at
+    /// [`super::logs::MAX_LINE_BYTES`] and decoded lossily.
+    pub async fn logs_tail(&self, id: &str, lines: usize) -> Result<Vec<LogLine>, DockerError> {
+        let options = LogsOptions {
+            follow: false,
+            stdout: true,
+            stderr: true,
+            since: 0,
+            until: 0,
+            timestamps: true,
+            tail: lines.to_string(),
+        };
+        let mut out: Vec<LogLine> = Vec::new();
+        let mut stream = into_lines(self.docker.logs(id, Some(options)));
+        while let Some(line) = stream.next().await {
+            out.push(line?);
+        }
+        if out.len() > lines {
+            out.drain(..out.len() - lines);
+        }
+        Ok(out)
+    }
+
+    /// Follows the logs of both streams, starting with the last `tail` lines.
+    /// The stream ends when the container stops (the engine does not follow
+    /// a restart): inspect then, do not assume.
+    pub fn logs_follow(
+        &self,
+        id: &str,
+        tail: usize,
+    ) -> BoxStream<'static, Result<LogLine, DockerError>> {
+        let options = LogsOptions {
+            follow: true,
+            stdout: true,
+            stderr: true,
+            since: 0,
+            until: 0,
+            timestamps: true,
+            tail: tail.to_string(),
+        };
+        into_lines(self.docker.logs(id, Some(options)))
+    }
+
+    /// Waits until a pairing code appears in the container's logs at or after
+    /// `since` (the start's `State.StartedAt`), up to `timeout`. Returns the
+    /// last code printed since then, or `None` on timeout.
+    ///
+    /// Which lines count is decided by [`pairing::lower_bound`]: lines of the
+    /// same start can be stamped a few ms before `StartedAt`, so the bound is
+    /// the previous run's `FinishedAt` (read here), never earlier than
+    /// `since - `[`pairing::START_SLACK`]. The wait ends as soon as the
+    /// banner's `X-Pairing-Code:` line arrives, or [`PAIRING_QUIET`] after a
+    /// box-only code. If the container is gone or stops while waiting (the
+    /// follow stream ends), `Ok(None)` comes back at once: a code of a
+    /// process that exited is worthless.
+    pub async fn wait_for_pairing_code(
+        &self,
+        id: &str,
+        since: DateTime<Utc>,
+        timeout: Duration,
+    ) -> Result<Option<String>, DockerError> {
+        let deadline = Instant::now() + timeout;
+        let Some(raw) = self.inspect_raw(id).await? else {
+            return Ok(None);
+        };
+        let previous_finish = raw
+            .state
+            .as_ref()
+            .and_then(|s| s.finished_at.as_deref())
+            .and_then(parse_docker_time);
+        let after = pairing::lower_bound(since, previous_finish);
+        let options = LogsOptions {
+            follow: true,
+            stdout: true,
+            stderr: true,
+            since: after.timestamp(),
+            until: 0,
+            timestamps: true,
+            tail: "all".to_owned(),
+        };
+        let mut lines = into_lines(self.docker.logs(id, Some(options)));
+        let mut scan = PairingScan::new(after);
+        let mut code_seen_at: Option<Instant> = None;
+        loop {
+            let until = match code_seen_at {
+                Some(at) => deadline.min(at + PAIRING_QUIET),
+                None => deadline,
+            };
+            match tokio::time::timeout_at(until, lines.next()).await {
+                Ok(Some(Ok(line))) => {
+                    if scan.feed(&line) {
+                        if scan.complete() {
+                            return Ok(scan.last_code().map(str::to_owned));
+                        }
+                        code_seen_at = Some(Instant::now());
+                    }
+                }
+                Ok(Some(Err(e))) if e.is_not_found() => return Ok(None),
+                Ok(Some(Err(e))) => return Err(e),
+                // The container stopped: its code died with it.
+                Ok(None) => return Ok(None),
+                // Quiet after a box-only code, or the deadline.
+                Err(_) => return Ok(scan.last_code().map(str::to_owned)),
+            }
+        }
+    }
+
+    /// One sample of CPU and memory use. The engine takes two readings about
+    /// a second apart so the CPU share is over that second (`stream=false`,
+    /// `one-shot=false`); expect the call to take ~1–2 s.
+    pub async fn stats(&self, id: &str) -> Result<ContainerStats, DockerError> {
+        let options = StatsOptions {
+            stream: false,
+            one_shot: false,
+        };
+        let mut stream = self.docker.stats(id, Some(options));
+        match stream.next().await {
+            Some(Ok(stats)) => Ok(compute_stats(&stats)),
+            Some(Err(e)) => Err(e.into()),
+            None => Err(DockerError::Other(format!("no stats for container {id}"))),
+        }
+    }
+
+    /// Events about our containers (`type=container`, filtered on our
+    /// ownership labels) from the moment of this call on. The request only
+    /// goes out when the stream is first polled, so it asks the engine for
+    /// events `since` the call (the engine replays them from its last-256
+    /// buffer): subscribing, then resyncing, misses nothing in between.
+    ///
+    /// The stream ends when the daemon restarts or the connection is cut:
+    /// reconnect with backoff and resync (list by label) after every
+    /// reconnect; an end is not "done".
+    pub fn events(&self) -> BoxStream<'static, Result<ContainerEvent, DockerError>> {
+        let now = Utc::now();
+        let options = EventsOptions::<String> {
+            since: Some(format!(
+                "{}.{:09}",
+                now.timestamp(),
+                now.timestamp_subsec_nanos()
+            )),
+            until: None,
+            filters: HashMap::from([
+                ("type".to_owned(), vec!["container".to_owned()]),
+                ("label".to_owned(), self.label_filters()),
+            ]),
+        };
+        self.docker
+            .events(Some(options))
+            .filter_map(|item| async move {
+                match item {
+                    Ok(message) => container_event(message).map(Ok),
+                    Err(e) => Some(Err(DockerError::from(e))),
+                }
+            })
+            .boxed()
+    }
+}
+
+/// Turns a stream of log frames into a stream of lines.
+fn into_lines<S>(frames: S) -> BoxStream<'static, Result<LogLine, DockerError>>
+where
+    S: Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send + 'static,
+{
+    struct State<S> {
+        frames: std::pin::Pin<Box<S>>,
+        splitter: LineSplitter,
+        pending: VecDeque<LogLine>,
+        done: bool,
+    }
+    let state = State {
+        frames: Box::pin(frames),
+        splitter: LineSplitter::new(true),
+        pending: VecDeque::new(),
+        done: false,
+    };
+    stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(line) = st.pending.pop_front() {
+                return Some((Ok(line), st));
+            }
+            if st.done {
+                return None;
+            }
+            match st.frames.next().await {
+                Some(Ok(frame)) => {
+                    if let Some((kind, bytes)) = StreamKind::of(&frame) {
+                        st.pending.extend(st.splitter.push(kind, bytes));
+                    }
+                }
+                Some(Err(e)) => {
+                    st.done = true;
+                    return Some((Err(DockerError::from(e)), st));
+                }
+                None => {
+                    st.done = true;
+                    st.pending.extend(st.splitter.finish());
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+/// Parses an engine timestamp (RFC 3339, nanoseconds); the engine's zero
+/// time (`0001-01-01T00:00:00Z`, "never") and garbage are `None`.
+pub fn parse_docker_time(s: &str) -> Option<DateTime<Utc>> {
+    let at = DateTime::parse_from_rfc3339(s).ok()?.with_timezone(&Utc);
+    (at.year() > 1).then_some(at)
+}
+
+/// The observed state of one inspected container.
+pub fn observed(resp: ContainerInspectResponse) -> ObservedContainer {
+    let labels: BTreeMap<String, String> = resp
+        .config
+        .as_ref()
+        .and_then(|c| c.labels.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let state = resp.state.unwrap_or_default();
+    let port_key = super::spec::agent_port_key();
+    let first_port = |map: Option<&HashMap<String, Option<Vec<bollard::models::PortBinding>>>>| {
+        map.and_then(|m| m.get(&port_key))
+            .and_then(|b| b.as_ref())
+            .and_then(|b| {
+                b.iter()
+                    .find_map(|p| p.host_port.as_deref()?.parse::<u16>().ok())
+            })
+    };
+    let host_port = first_port(
+        resp.network_settings
+            .as_ref()
+            .and_then(|n| n.ports.as_ref()),
+    )
+    .or_else(|| {
+        first_port(
+            resp.host_config
+                .as_ref()
+                .and_then(|h| h.port_bindings.as_ref()),
+        )
+    });
+    ObservedContainer {
+        id: resp.id.unwrap_or_default(),
+        name: resp
+            .name
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_owned(),
+        agent_id: labels.get(AGENT_ID_LABEL).cloned(),
+        spec_hash: labels.get(SPEC_HASH_LABEL).cloned(),
+        labels,
+        state: state.status.map(|s| s.to_string()).unwrap_or_default(),
+        running: state.running.unwrap_or(false),
+        started_at: state.started_at.as_deref().and_then(parse_docker_time),
+        exit_code: state.exit_code,
+        oom_killed: state.oom_killed.unwrap_or(false),
+        restart_count: resp.restart_count.unwrap_or(0),
+        host_port,
+    }
+}
+
+/// CPU and memory as `docker stats` computes them: CPU % = container delta
+/// / system delta × online CPUs × 100 (0 without a previous reading);
+/// memory = usage − page cache (cgroup v1 `cache`, v2 `inactive_file`), MiB.
+pub fn compute_stats(stats: &Stats) -> ContainerStats {
+    let cpu = &stats.cpu_stats;
+    let pre = &stats.precpu_stats;
+    let cpu_delta = cpu
+        .cpu_usage
+        .total_usage
+        .saturating_sub(pre.cpu_usage.total_usage) as f64;
+    let system_delta = cpu
+        .system_cpu_usage
+        .unwrap_or(0)
+        .saturating_sub(pre.system_cpu_usage.unwrap_or(0)) as f64;
+    let online = cpu
+        .online_cpus
+        .filter(|n| *n > 0)
+        .or_else(|| cpu.cpu_usage.percpu_usage.as_ref().map(|p| p.len() as u64))
+        .unwrap_or(1) as f64;
+    let cpu_percent = if cpu_delta > 0.0 && system_delta > 0.0 {
+        cpu_delta / system_delta * online * 100.0
+    } else {
+        0.0
+    };
+    let memory = &stats.memory_stats;
+    let cache = match memory.stats {
+        Some(MemoryStatsStats::V1(v1)) => v1.cache,
+        Some(MemoryStatsStats::V2(v2)) => v2.inactive_file,
+        None => 0,
+    };
+    let used = memory.usage.unwrap_or(0).saturating_sub(cache);
+    ContainerStats {
+        cpu_percent,
+        memory_mb: used as f64 / (1024.0 * 1024.0),
+    }
+}
+
+/// Our view of one engine event; `None` for events without an actor id.
+pub fn container_event(message: EventMessage) -> Option<ContainerEvent> {
+    let actor = message.actor?;
+    let container_id = actor.id?;
+    let attributes = actor.attributes.unwrap_or_default();
+    let at = message
+        .time_nano
+        .map(DateTime::from_timestamp_nanos)
+        .or_else(|| message.time.and_then(|s| DateTime::from_timestamp(s, 0)));
+    Some(ContainerEvent {
+        container_id,
+        action: message.action.unwrap_or_default(),
+        agent_id: attributes.get(AGENT_ID_LABEL).cloned(),
+        exit_code: attributes.get("exitCode").and_then(|c| c.parse().ok()),
+        at,
+    })
+}
+
+#[cfg(test)]
+#[path = "observe_tests.rs"]
+mod tests;

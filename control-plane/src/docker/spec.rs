@@ -1,0 +1,348 @@
+//! The container spec of one agent, and the pure function that turns it into
+//! bollard's create body (seed 003's `createContainer`, hardened).
+
+use super::{AGENT_ID_LABEL, AGENT_PORT, DATA_DIR, MANAGED_LABEL, SPEC_HASH_LABEL};
+use bollard::container::Config;
+use bollard::models::{
+    HostConfig, Mount, MountTypeEnum, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+};
+use std::collections::{BTreeMap, HashMap};
+
+/// Everything that shapes one agent's container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerSpec {
+    pub agent_id: String,
+    /// Container name, `zeroclaw-<slug>`.
+    pub name: String,
+    /// The slug (a DNS label), used for the Traefik router name and host.
+    pub slug: String,
+    pub image: String,
+    pub network: String,
+    /// Host port bound on 127.0.0.1 to the agent's 42617.
+    pub host_port: u16,
+    pub memory_bytes: i64,
+    pub nano_cpus: i64,
+    /// Extra `KEY=value` environment (never a secret).
+    pub env: Vec<String>,
+    /// Named volume mounted at `/zeroclaw-data`.
+    pub volume: String,
+    /// `<slug>.<domain>`.
+    pub host: String,
+    pub traefik_entrypoint: String,
+    pub traefik_cert_resolver: String,
+    pub spec_hash: String,
+    /// Ownership labels (ours plus the runtime's extra labels).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The user every agent process runs as (`nobody:nogroup`); injected files
+/// are owned by it.
+pub const AGENT_UID: u64 = 65534;
+/// See [`AGENT_UID`].
+pub const AGENT_GID: u64 = 65534;
+/// Host address agent ports are published on: never a public interface.
+pub const PUBLISH_IP: &str = "127.0.0.1";
+/// Max processes/threads in one agent container.
+pub const PIDS_LIMIT: i64 = 256;
+/// The writable, non-executable scratch space of a read-only rootfs.
+pub const TMPFS_OPTIONS: &str = "rw,noexec,nosuid,size=16m";
+
+/// `42617/tcp`, the key of the agent port in Docker's port maps.
+pub fn agent_port_key() -> String {
+    format!("{AGENT_PORT}/tcp")
+}
+
+/// The environment every agent gets, after [`ContainerSpec::env`]. These keys
+/// cannot be overridden by the spec (entries of `spec.env` with the same key
+/// are dropped: duplicates in `Env` are ambiguous to the process).
+pub fn fixed_env() -> Vec<String> {
+    vec![
+        format!("HOME={DATA_DIR}"),
+        format!("ZEROCLAW_WORKSPACE={DATA_DIR}/workspace"),
+        format!("ZEROCLAW_GATEWAY_PORT={AGENT_PORT}"),
+        "ZEROCLAW_ALLOW_PUBLIC_BIND=true".to_owned(),
+        "ZEROCLAW_GATEWAY_HOST=0.0.0.0".to_owned(),
+    ]
+}
+
+/// The create body for `spec`. The name goes separately in
+/// `CreateContainerOptions`. Pure: no I/O, unit-tested field by field.
+pub fn container_config(spec: &ContainerSpec) -> Config<String> {
+    let fixed = fixed_env();
+    let fixed_keys: Vec<&str> = fixed
+        .iter()
+        .filter_map(|kv| kv.split_once('=').map(|(k, _)| k))
+        .collect();
+    let mut env: Vec<String> = spec
+        .env
+        .iter()
+        .filter(|kv| {
+            let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
+            !fixed_keys.contains(&key)
+        })
+        .cloned()
+        .collect();
+    env.extend(fixed);
+
+    let port_key = agent_port_key();
+    let port_bindings = HashMap::from([(
+        port_key.clone(),
+        Some(vec![PortBinding {
+            host_ip: Some(PUBLISH_IP.to_owned()),
+            host_port: Some(spec.host_port.to_string()),
+        }]),
+    )]);
+
+    let host_config = HostConfig {
+        port_bindings: Some(port_bindings),
+        memory: Some(spec.memory_bytes),
+        nano_cpus: Some(spec.nano_cpus),
+        restart_policy: Some(RestartPolicy {
+            name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+            maximum_retry_count: None,
+        }),
+        network_mode: Some(spec.network.clone()),
+        mounts: Some(vec![Mount {
+            target: Some(DATA_DIR.to_owned()),
+            source: Some(spec.volume.clone()),
+            typ: Some(MountTypeEnum::VOLUME),
+            read_only: Some(false),
+            ..Default::default()
+        }]),
+        cap_drop: Some(vec!["ALL".to_owned()]),
+        security_opt: Some(vec!["no-new-privileges".to_owned()]),
+        readonly_rootfs: Some(true),
+        tmpfs: Some(HashMap::from([(
+            "/tmp".to_owned(),
+            TMPFS_OPTIONS.to_owned(),
+        )])),
+        pids_limit: Some(PIDS_LIMIT),
+        ..Default::default()
+    };
+
+    Config {
+        image: Some(spec.image.clone()),
+        cmd: Some(vec!["gateway".to_owned()]),
+        env: Some(env),
+        exposed_ports: Some(HashMap::from([(port_key, HashMap::new())])),
+        tty: Some(false),
+        attach_stdin: Some(false),
+        open_stdin: Some(false),
+        user: Some(format!("{AGENT_UID}:{AGENT_GID}")),
+        labels: Some(labels(spec)),
+        host_config: Some(host_config),
+        ..Default::default()
+    }
+}
+
+/// Ownership labels, agent id, spec hash and Traefik's router labels. The
+/// router is named after the slug, which validation keeps a DNS label, so no
+/// user text can change a key or a rule.
+fn labels(spec: &ContainerSpec) -> HashMap<String, String> {
+    let mut labels: HashMap<String, String> = spec
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    labels.insert(MANAGED_LABEL.to_owned(), "true".to_owned());
+    labels.insert(AGENT_ID_LABEL.to_owned(), spec.agent_id.clone());
+    labels.insert(SPEC_HASH_LABEL.to_owned(), spec.spec_hash.clone());
+    let router = format!("traefik.http.routers.{}", spec.slug);
+    labels.insert("traefik.enable".to_owned(), "true".to_owned());
+    labels.insert(format!("{router}.rule"), format!("Host(`{}`)", spec.host));
+    labels.insert(
+        format!("{router}.entrypoints"),
+        spec.traefik_entrypoint.clone(),
+    );
+    labels.insert(
+        format!("{router}.tls.certresolver"),
+        spec.traefik_cert_resolver.clone(),
+    );
+    labels.insert(
+        format!(
+            "traefik.http.services.{}.loadbalancer.server.port",
+            spec.slug
+        ),
+        AGENT_PORT.to_string(),
+    );
+    labels.insert("traefik.docker.network".to_owned(), spec.network.clone());
+    labels
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ContainerSpec {
+        ContainerSpec {
+            agent_id: "0b9d1c5e-agent".into(),
+            name: "zeroclaw-ada".into(),
+            slug: "ada".into(),
+            image: "zcaas/agent-runtime:latest".into(),
+            network: "zeroone-net".into(),
+            host_port: 40123,
+            memory_bytes: 256 * 1024 * 1024,
+            nano_cpus: 500_000_000,
+            env: vec![
+                "RUST_LOG=info".into(),
+                "HOME=/root".into(),
+                "NOVALUE".into(),
+            ],
+            volume: "zeroclaw-ada-data".into(),
+            host: "ada.example.com".into(),
+            traefik_entrypoint: "websecure".into(),
+            traefik_cert_resolver: "le".into(),
+            spec_hash: "abc123".into(),
+            labels: BTreeMap::from([
+                ("io.zcaas.managed".into(), "true".into()),
+                ("io.zcaas.test".into(), "t1".into()),
+            ]),
+        }
+    }
+
+    fn host(config: &Config<String>) -> &HostConfig {
+        config.host_config.as_ref().expect("host config")
+    }
+
+    #[test]
+    fn image_cmd_tty_user() {
+        let c = container_config(&spec());
+        assert_eq!(c.image.as_deref(), Some("zcaas/agent-runtime:latest"));
+        assert_eq!(c.cmd, Some(vec!["gateway".to_owned()]));
+        assert_eq!(c.tty, Some(false));
+        assert_eq!(c.open_stdin, Some(false));
+        assert_eq!(c.user.as_deref(), Some("65534:65534"));
+        assert_eq!(c.entrypoint, None, "the image's entrypoint is kept");
+    }
+
+    #[test]
+    fn env_is_spec_env_then_fixed_keys_which_win() {
+        let c = container_config(&spec());
+        assert_eq!(
+            c.env.expect("env"),
+            vec![
+                "RUST_LOG=info",
+                "NOVALUE",
+                "HOME=/zeroclaw-data",
+                "ZEROCLAW_WORKSPACE=/zeroclaw-data/workspace",
+                "ZEROCLAW_GATEWAY_PORT=42617",
+                "ZEROCLAW_ALLOW_PUBLIC_BIND=true",
+                "ZEROCLAW_GATEWAY_HOST=0.0.0.0",
+            ]
+        );
+    }
+
+    #[test]
+    fn port_is_exposed_and_published_on_loopback_only() {
+        let c = container_config(&spec());
+        let exposed = c.exposed_ports.expect("exposed");
+        assert_eq!(exposed.keys().collect::<Vec<_>>(), vec!["42617/tcp"]);
+        let bindings = host(&container_config(&spec()))
+            .port_bindings
+            .clone()
+            .expect("bindings");
+        assert_eq!(bindings.len(), 1);
+        let b = bindings["42617/tcp"].clone().expect("binding list");
+        assert_eq!(
+            b,
+            vec![PortBinding {
+                host_ip: Some("127.0.0.1".into()),
+                host_port: Some("40123".into())
+            }]
+        );
+    }
+
+    #[test]
+    fn limits_restart_policy_and_network() {
+        let c = container_config(&spec());
+        let h = host(&c);
+        assert_eq!(h.memory, Some(256 * 1024 * 1024));
+        assert_eq!(h.nano_cpus, Some(500_000_000));
+        assert_eq!(
+            h.restart_policy.as_ref().and_then(|r| r.name),
+            Some(RestartPolicyNameEnum::UNLESS_STOPPED)
+        );
+        assert_eq!(h.network_mode.as_deref(), Some("zeroone-net"));
+    }
+
+    #[test]
+    fn data_volume_is_mounted_writable() {
+        let c = container_config(&spec());
+        let mounts = host(&c).mounts.clone().expect("mounts");
+        assert_eq!(mounts.len(), 1);
+        assert_eq!(mounts[0].typ, Some(MountTypeEnum::VOLUME));
+        assert_eq!(mounts[0].source.as_deref(), Some("zeroclaw-ada-data"));
+        assert_eq!(mounts[0].target.as_deref(), Some("/zeroclaw-data"));
+        assert_eq!(mounts[0].read_only, Some(false));
+    }
+
+    #[test]
+    fn hardening() {
+        let c = container_config(&spec());
+        let h = host(&c);
+        assert_eq!(h.cap_drop, Some(vec!["ALL".to_owned()]));
+        assert_eq!(h.cap_add, None);
+        assert_eq!(h.security_opt, Some(vec!["no-new-privileges".to_owned()]));
+        assert_eq!(h.readonly_rootfs, Some(true));
+        assert_eq!(
+            h.tmpfs,
+            Some(HashMap::from([(
+                "/tmp".to_owned(),
+                "rw,noexec,nosuid,size=16m".to_owned()
+            )]))
+        );
+        assert_eq!(h.pids_limit, Some(256));
+        assert_eq!(h.privileged, None);
+        assert_eq!(h.binds, None, "no host paths");
+    }
+
+    #[test]
+    fn ownership_and_traefik_labels() {
+        let c = container_config(&spec());
+        let labels = c.labels.expect("labels");
+        let expected: HashMap<String, String> = [
+            ("io.zcaas.managed", "true"),
+            ("io.zcaas.test", "t1"),
+            ("io.zcaas.agent-id", "0b9d1c5e-agent"),
+            ("io.zcaas.spec-hash", "abc123"),
+            ("traefik.enable", "true"),
+            ("traefik.http.routers.ada.rule", "Host(`ada.example.com`)"),
+            ("traefik.http.routers.ada.entrypoints", "websecure"),
+            ("traefik.http.routers.ada.tls.certresolver", "le"),
+            (
+                "traefik.http.services.ada.loadbalancer.server.port",
+                "42617",
+            ),
+            ("traefik.docker.network", "zeroone-net"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(labels, expected);
+    }
+
+    #[test]
+    fn managed_label_is_set_even_if_the_caller_forgot_it() {
+        let mut s = spec();
+        s.labels.clear();
+        let labels = container_config(&s).labels.expect("labels");
+        assert_eq!(labels.get(MANAGED_LABEL).map(String::as_str), Some("true"));
+    }
+
+    #[test]
+    fn serialized_body_uses_docker_field_names() {
+        let json = serde_json::to_value(container_config(&spec())).expect("json");
+        assert_eq!(json["Cmd"], serde_json::json!(["gateway"]));
+        assert_eq!(json["HostConfig"]["ReadonlyRootfs"], true);
+        assert_eq!(
+            json["HostConfig"]["RestartPolicy"]["Name"],
+            "unless-stopped"
+        );
+        assert_eq!(json["HostConfig"]["Mounts"][0]["Type"], "volume");
+        assert_eq!(json["ExposedPorts"], serde_json::json!({"42617/tcp": {}}));
+        assert!(
+            json["HostConfig"].get("Annotations").is_none(),
+            "no fields newer than API 1.41"
+        );
+    }
+}

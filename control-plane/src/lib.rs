@@ -1,0 +1,26 @@
+//! zcaas — the control plane that hosts one ZeroClaw-compatible agent container
+//! per agent: it deploys, pairs, re-pairs and reconciles them on Docker, and
+//! serves the user, admin and metrics APIs.
+//!
+//! Map (see ARCHITECTURE.md): [`app`] wires everything; [`api`] is the HTTP
+//! surface; [`db`] the store; [`reconciler`] drives each agent's desired state
+//! into Docker through [`docker`] and speaks the agent protocol through
+//! [`gateway`]; [`secrets`] encrypts what must stay secret.
+#![warn(clippy::unwrap_used)]
+
+pub mod agent_files;
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod docker;
+pub mod error;
+pub mod events;
+pub mod gateway;
+pub mod model;
+pub mod reconciler;
+pub mod secrets;
+pub mod status;
+pub mod validation;

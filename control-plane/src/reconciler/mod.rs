@@ -1,0 +1,329 @@
+//! The reconciler: level-triggered, at most one reconcile per agent at a
+//! time. It reads desired state from the database and observed state from
+//! Docker (never trusted from memory) and closes the gap: deploy, pair,
+//! re-pair, stop, delete (STYLE.md items 9–13; the kube-rs controller model).
+//!
+//! Woken by API writes ([`ReconcilerHandle::wake`]) and by a periodic resync
+//! of every agent; each pass re-plans after every step until the agent is
+//! settled, so a pass interrupted anywhere is finished by the next.
+
+pub mod ops;
+pub mod plan;
+pub mod ports;
+pub mod requests;
+pub mod startup;
+pub mod watch;
+#[cfg(test)]
+pub(crate) mod testing;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::{Mutex, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::db::{lifecycle, Db};
+use crate::docker::DockerRuntime;
+use crate::events::EventBus;
+use crate::gateway::GatewayClient;
+use crate::secrets::SecretBox;
+use crate::status::Status;
+use plan::Step;
+
+/// How often every agent is looked at even without a wake.
+pub const RESYNC_INTERVAL: Duration = Duration::from_secs(10);
+/// Delay before retrying a pass that failed on an infrastructure error.
+const ERROR_REQUEUE: Duration = Duration::from_secs(5);
+/// Steps one pass may take before it yields (a settled agent needs one).
+const MAX_STEPS_PER_PASS: usize = 8;
+
+/// Why a lifecycle request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The agent does not exist (or is not the caller's: same answer).
+    #[error("agent not found")]
+    NotFound,
+    /// The state machine forbids `action` from `status`.
+    #[error("cannot {action} an agent that is {status}")]
+    Conflict { status: Status, action: &'static str },
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// What the reconciler works with.
+#[derive(Clone)]
+pub struct Context {
+    pub db: Db,
+    pub docker: DockerRuntime,
+    pub gateway: GatewayClient,
+    pub secrets: Arc<SecretBox>,
+    pub config: Arc<Config>,
+    pub events: EventBus,
+}
+
+/// Per-agent scheduling state.
+#[derive(Default)]
+struct Slot {
+    /// Held for the whole of a pass: one reconcile per agent at a time.
+    lock: Arc<Mutex<()>>,
+    /// A pass is queued and has not started yet (wakes coalesce into it).
+    queued: bool,
+    /// Cancels the pass under way (used when the agent is being deleted).
+    current: Option<CancellationToken>,
+    /// Docker reported an `oom` event for this agent's container since its
+    /// last successful start (`State.OOMKilled` alone is unreliable).
+    oom_seen: bool,
+}
+
+pub(crate) struct Inner {
+    ctx: Context,
+    slots: StdMutex<HashMap<String, Slot>>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    /// Bounds Docker-heavy deploys at once (moby #42096).
+    deploy_permits: Semaphore,
+    /// One image build at a time.
+    image_build: Mutex<()>,
+}
+
+/// Handle to the reconciler. Cheap to clone.
+#[derive(Clone)]
+pub struct ReconcilerHandle {
+    inner: Arc<Inner>,
+}
+
+/// Starts the reconciler's tasks on `tracker`; they stop when `cancel` fires.
+/// The first resync runs at once, so rows left mid-transition by a previous
+/// process (STARTING, STOPPING) are resumed.
+pub fn spawn(ctx: Context, cancel: CancellationToken, tracker: &TaskTracker) -> ReconcilerHandle {
+    let permits = ctx.config.max_concurrent_deploys.max(1);
+    let handle = ReconcilerHandle {
+        inner: Arc::new(Inner {
+            ctx,
+            slots: StdMutex::new(HashMap::new()),
+            cancel: cancel.clone(),
+            tracker: tracker.clone(),
+            deploy_permits: Semaphore::new(permits),
+            image_build: Mutex::new(()),
+        }),
+    };
+    // The watcher resyncs on every (re)connect, the first one included, so
+    // rows left mid-transition by a previous process are resumed at once.
+    tracker.spawn(watch::run(handle.clone(), cancel.clone()));
+    let resync = handle.clone();
+    tracker.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(RESYNC_INTERVAL) => resync.resync_all().await,
+            }
+        }
+    });
+    handle
+}
+
+/// The result of one pass.
+enum Outcome {
+    Settled,
+    RequeueAfter(Duration),
+}
+
+impl ReconcilerHandle {
+    /// Asks for a reconcile of `agent_id` soon (coalesced; never blocks).
+    pub fn wake(&self, agent_id: &str) {
+        let lock = {
+            let mut slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+            let slot = slots.entry(agent_id.to_owned()).or_default();
+            if slot.queued {
+                return;
+            }
+            slot.queued = true;
+            slot.lock.clone()
+        };
+        let this = self.clone();
+        let id = agent_id.to_owned();
+        self.inner.tracker.spawn(async move {
+            let guard = tokio::select! {
+                g = lock.lock_owned() => g,
+                _ = this.inner.cancel.cancelled() => return,
+            };
+            let token = this.begin_pass(&id);
+            let outcome = tokio::select! {
+                o = this.pass(&id) => Some(o),
+                _ = token.cancelled() => None,
+            };
+            this.end_pass(&id);
+            drop(guard);
+            if let Some(Outcome::RequeueAfter(delay)) = outcome {
+                this.wake_after(id, delay);
+            }
+        });
+    }
+
+    /// Runs a reconcile of `agent_id` and waits for it to finish. A pass
+    /// already under way is cancelled first when the agent is being deleted,
+    /// so a long deploy does not delay its own deletion.
+    pub async fn reconcile_now(&self, agent_id: &str) {
+        let deleting = matches!(
+            lifecycle::get(&self.inner.ctx.db, agent_id).await,
+            Ok(Some(a)) if a.desired_state == crate::status::DesiredState::Deleted
+        );
+        let lock = {
+            let mut slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+            let slot = slots.entry(agent_id.to_owned()).or_default();
+            if let (true, Some(current)) = (deleting, &slot.current) {
+                current.cancel();
+            }
+            slot.lock.clone()
+        };
+        let _guard = lock.lock().await;
+        let token = self.begin_pass(agent_id);
+        if let Outcome::RequeueAfter(delay) = self.pass(agent_id).await {
+            self.wake_after(agent_id.to_owned(), delay);
+        }
+        drop(token);
+        self.end_pass(agent_id);
+    }
+
+    /// Wakes every agent in the store (startup and periodic resync).
+    pub async fn resync_all(&self) {
+        match lifecycle::list_all(&self.inner.ctx.db).await {
+            Ok(agents) => {
+                for agent in agents {
+                    self.wake(&agent.id);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "resync: listing agents failed"),
+        }
+    }
+
+    fn wake_after(&self, id: String, delay: Duration) {
+        let this = self.clone();
+        self.inner.tracker.spawn(async move {
+            tokio::select! {
+                _ = this.inner.cancel.cancelled() => {}
+                _ = tokio::time::sleep(delay) => this.wake(&id),
+            }
+        });
+    }
+
+    fn begin_pass(&self, id: &str) -> CancellationToken {
+        let token = self.inner.cancel.child_token();
+        let mut slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = slots.entry(id.to_owned()).or_default();
+        slot.queued = false;
+        slot.current = Some(token.clone());
+        token
+    }
+
+    fn end_pass(&self, id: &str) {
+        let mut slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = slots.get_mut(id) {
+            slot.current = None;
+        }
+    }
+
+    /// One level-triggered pass: re-read the row and the container, plan,
+    /// act, and repeat until the agent is settled.
+    async fn pass(&self, id: &str) -> Outcome {
+        let inner = &*self.inner;
+        let ctx = &inner.ctx;
+        for _ in 0..MAX_STEPS_PER_PASS {
+            let agent = match lifecycle::get(&ctx.db, id).await {
+                Ok(Some(agent)) => agent,
+                Ok(None) => {
+                    self.forget(id);
+                    return Outcome::Settled;
+                }
+                Err(e) => {
+                    tracing::error!(agent_id = id, error = %e, "reading agent failed");
+                    return Outcome::RequeueAfter(ERROR_REQUEUE);
+                }
+            };
+            let observed = match ctx.docker.inspect(&agent.container_name()).await {
+                // A container by that name that is not this agent's is not
+                // its container (the deploy reports the name conflict).
+                Ok(c) => c.filter(|c| c.agent_id.as_deref() == Some(agent.id.as_str())),
+                Err(e) => {
+                    tracing::warn!(agent_id = id, error = %e, "inspecting container failed");
+                    return Outcome::RequeueAfter(ERROR_REQUEUE);
+                }
+            };
+            let mut observed = observed;
+            if let Some(c) = observed.as_mut() {
+                // An `oom` event plus exit 137 is an OOM kill even when
+                // `State.OOMKilled` says otherwise.
+                if !c.running && c.exit_code == Some(137) && self.take_oom(id) {
+                    c.oom_killed = true;
+                }
+            }
+            let step = plan::plan(&agent, observed.as_ref(), Utc::now());
+            tracing::debug!(agent_id = id, slug = %agent.slug, ?step, "reconcile step");
+            let result = match step {
+                Step::Idle => return Outcome::Settled,
+                Step::WaitUntil(at) => {
+                    let delay = (at - Utc::now()).to_std().unwrap_or_default();
+                    return Outcome::RequeueAfter(delay);
+                }
+                Step::Delete => {
+                    let done = ops::delete(inner, &agent).await;
+                    if done.is_ok() {
+                        self.forget(id);
+                        return Outcome::Settled;
+                    }
+                    done
+                }
+                Step::BeginDeploy => {
+                    ops::transition(ctx, &agent, Status::Pending, Status::Starting, "deploy started")
+                        .await
+                        .map(|_| ())
+                }
+                Step::Start => match ops::start(inner, &agent).await {
+                    Ok(()) => Ok(()),
+                    Err(e) => ops::fail(inner, &agent, &format!("{e:#}")).await,
+                },
+                Step::Stop => ops::stop(inner, &agent).await,
+                Step::EnforceStopped => ops::enforce_stopped(inner, &agent).await,
+                Step::Repair { reason } => match ops::repair(inner, &agent, &reason).await {
+                    Ok(()) => Ok(()),
+                    Err(e) => ops::fail(inner, &agent, &format!("re-pairing failed: {e:#}")).await,
+                },
+                Step::Fail { reason } => ops::fail(inner, &agent, &reason).await,
+                Step::Retry => {
+                    let reason = format!("automatic retry after: {}", agent.last_error.as_deref().unwrap_or("a failure"));
+                    ops::transition(ctx, &agent, Status::Error, Status::Pending, &reason)
+                        .await
+                        .map(|_| ())
+                }
+            };
+            if let Err(e) = result {
+                tracing::warn!(agent_id = id, slug = %agent.slug, error = %format!("{e:#}"), "reconcile step failed");
+                return Outcome::RequeueAfter(ERROR_REQUEUE);
+            }
+        }
+        Outcome::RequeueAfter(Duration::ZERO)
+    }
+
+    /// Remembers an `oom` event for the agent's container.
+    fn note_oom(&self, id: &str) {
+        let mut slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.entry(id.to_owned()).or_default().oom_seen = true;
+    }
+
+    /// Takes (and clears) the OOM note of an agent.
+    fn take_oom(&self, id: &str) -> bool {
+        let mut slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.get_mut(id).is_some_and(|s| std::mem::take(&mut s.oom_seen))
+    }
+
+    fn forget(&self, id: &str) {
+        let mut slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if slots.get(id).is_some_and(|s| !s.queued) {
+            slots.remove(id);
+        }
+    }
+}

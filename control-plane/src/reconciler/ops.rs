@@ -1,0 +1,371 @@
+//! The effectful half of the reconciler: each [`super::plan::Step`] carried
+//! out against Docker, the agent's gateway and the store. Every operation is
+//! idempotent and adopts what already exists, so a pass interrupted anywhere
+//! (a crash, a cancelled pass) is finished by the next one.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _};
+use chrono::{DateTime, Utc};
+
+use super::plan::{backoff, exit_reason};
+use super::{ports, Context, Inner};
+use crate::agent_files;
+use crate::docker::{ContainerSpec, AGENT_ID_LABEL};
+use crate::db::lifecycle;
+use crate::gateway::GatewayError;
+use crate::model::{Agent, Channels};
+use crate::secrets::SecretField;
+use crate::status::{DesiredState, Status};
+
+/// How long `docker stop` waits before SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Interval between `/health` (and stored-token) polls while starting.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The base URL the control plane reaches an agent's gateway on.
+pub fn agent_base_url(ctx: &Context, agent: &Agent) -> Option<String> {
+    agent
+        .container_port
+        .map(|port| format!("http://{}:{}", ctx.config.agent_host, port))
+}
+
+/// The container spec for `agent` on host port `port` (pure).
+pub fn container_spec(ctx: &Context, agent: &Agent, port: u16, spec_hash: &str) -> ContainerSpec {
+    let mut labels = ctx.docker.ownership_labels();
+    labels.insert(AGENT_ID_LABEL.to_owned(), agent.id.clone());
+    ContainerSpec {
+        agent_id: agent.id.clone(),
+        name: agent.container_name(),
+        slug: agent.slug.clone(),
+        image: agent.image.clone(),
+        network: ctx.config.network.clone(),
+        host_port: port,
+        memory_bytes: agent.memory_limit_mb * 1024 * 1024,
+        nano_cpus: agent.nano_cpus,
+        env: Vec::new(),
+        volume: agent.volume_name(),
+        host: format!("{}.{}", agent.slug, ctx.config.domain),
+        traefik_entrypoint: ctx.config.traefik_entrypoint.clone(),
+        traefik_cert_resolver: ctx.config.traefik_cert_resolver.clone(),
+        spec_hash: spec_hash.to_owned(),
+        labels,
+    }
+}
+
+/// Writes a transition and publishes it; `Ok(false)` if the row was not in
+/// `from` any more (someone else moved it, the pass re-plans).
+pub async fn transition(
+    ctx: &Context,
+    agent: &Agent,
+    from: Status,
+    to: Status,
+    reason: &str,
+) -> anyhow::Result<bool> {
+    match lifecycle::transition(&ctx.db, &agent.id, from, to, reason, None).await? {
+        Some(event) => {
+            tracing::info!(agent_id = %agent.id, slug = %agent.slug, from = %from, to = %to, reason, "status transition");
+            ctx.events.publish(event);
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+/// Makes sure the agent's image is in the local engine, building our runtime
+/// image from its binary when it is the one missing (never pulled).
+async fn ensure_image(inner: &Inner, image: &str) -> anyhow::Result<()> {
+    let ctx = &inner.ctx;
+    if ctx.docker.image_exists(image).await? {
+        return Ok(());
+    }
+    if image != ctx.config.runtime_image {
+        bail!("image {image} is not present on the engine (images are never pulled)");
+    }
+    let _build = inner.image_build.lock().await;
+    if !ctx.docker.image_exists(image).await? {
+        tracing::info!(image, binary = %ctx.config.agent_binary.display(), "building the agent runtime image");
+        ctx.docker
+            .build_agent_image(image, &ctx.config.agent_binary)
+            .await
+            .with_context(|| format!("building image {image}"))?;
+    }
+    Ok(())
+}
+
+/// STARTING → RUNNING: create or adopt the container, inject config and
+/// persona, start it, pair with the code printed since this start, wait for
+/// `/health`. Any error is returned for [`fail`] to record.
+pub(crate) async fn start(inner: &Inner, agent: &Agent) -> anyhow::Result<()> {
+    let ctx = &inner.ctx;
+    let _permit = inner
+        .deploy_permits
+        .acquire()
+        .await
+        .map_err(|_| anyhow!("shutting down"))?;
+    ctx.docker
+        .ensure_network(&ctx.config.network)
+        .await
+        .context("ensuring the agents' network")?;
+    ensure_image(inner, &agent.image).await?;
+
+    let port = match agent.container_port {
+        Some(p) => u16::try_from(p).context("stored port out of range")?,
+        None => ports::claim(ctx, &agent.id).await?,
+    };
+    let api_key = agent
+        .encrypted_api_key
+        .as_deref()
+        .map(|c| ctx.secrets.decrypt(&agent.id, SecretField::ApiKey, c))
+        .transpose()
+        .context("decrypting the API key")?;
+    let channels: Channels = match agent.encrypted_channels.as_deref() {
+        Some(c) => {
+            let json = ctx
+                .secrets
+                .decrypt(&agent.id, SecretField::Channels, c)
+                .context("decrypting channels")?;
+            serde_json::from_str(&json).context("stored channels are not valid JSON")?
+        }
+        None => Channels::default(),
+    };
+    let files = agent_files::render(agent, api_key.as_deref(), &channels)?;
+    let hash = agent_files::spec_hash(agent, &files);
+    let spec = container_spec(ctx, agent, port, &hash);
+
+    let name = agent.container_name();
+    let container_id = match ctx.docker.inspect(&name).await? {
+        Some(c) if c.agent_id.as_deref() != Some(agent.id.as_str()) => {
+            bail!("container name {name} is taken by a container that is not this agent's")
+        }
+        Some(c) if c.spec_hash.as_deref() == Some(hash.as_str()) && c.host_port == Some(port) => c.id,
+        Some(c) => {
+            // Drift: the spec changed (PATCH) or the port moved. Recreate;
+            // the data volume, and so the agent's memory, is kept.
+            ctx.docker.remove_container(&c.id).await?;
+            ctx.docker.create_container(&spec).await?
+        }
+        None => ctx.docker.create_container(&spec).await?,
+    };
+    lifecycle::set_container(&ctx.db, &agent.id, &container_id, &hash).await?;
+    ctx.docker
+        .upload_files(&container_id, &files)
+        .await
+        .context("injecting config and persona")?;
+
+    let running = ctx
+        .docker
+        .inspect(&container_id)
+        .await?
+        .is_some_and(|c| c.running);
+    if running {
+        // Adopted a container started by an interrupted pass: restart it so
+        // it reads the injected files and prints a fresh code.
+        ctx.docker.restart(&container_id, STOP_TIMEOUT).await?;
+    } else {
+        ctx.docker.start(&container_id).await.context("starting the container")?;
+    }
+    let base = format!("http://{}:{}", ctx.config.agent_host, port);
+    let observed = ctx
+        .docker
+        .inspect(&container_id)
+        .await?
+        .ok_or_else(|| anyhow!("container vanished after start"))?;
+    let started_at = observed
+        .started_at
+        .ok_or_else(|| anyhow!("container has no start time after start"))?;
+    pair(inner, agent, &container_id, &base, started_at).await?;
+    wait_healthy(inner, &container_id, &base).await?;
+
+    let reason = if agent.ever_running { "started and re-paired" } else { "deployed and paired" };
+    if transition(ctx, agent, Status::Starting, Status::Running, reason).await? {
+        lifecycle::set_healthy(&ctx.db, &agent.id, Utc::now()).await?;
+    }
+    Ok(())
+}
+
+/// Obtains a token for the container start at `started_at`: pairs with the
+/// code printed since that start, or — for a runtime that keeps tokens across
+/// restarts and prints no code — keeps the stored token once `/api/status`
+/// accepts it. Stores the encrypted token with that start time.
+pub(crate) async fn pair(
+    inner: &Inner,
+    agent: &Agent,
+    container_id: &str,
+    base: &str,
+    started_at: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let ctx = &inner.ctx;
+    let stored = agent
+        .encrypted_token
+        .as_deref()
+        .and_then(|c| ctx.secrets.decrypt(&agent.id, SecretField::Token, c).ok());
+    let code = ctx
+        .docker
+        .wait_for_pairing_code(container_id, started_at, ctx.config.pairing_timeout);
+    let kept = async {
+        match stored.as_deref() {
+            Some(token) => loop {
+                if let Ok(true) = ctx.gateway.token_valid(base, token).await {
+                    return token.to_owned();
+                }
+                tokio::time::sleep(POLL_INTERVAL * 3).await;
+            },
+            None => std::future::pending().await,
+        }
+    };
+    let token = tokio::select! {
+        code = code => match code? {
+            Some(code) => pair_with_code(ctx, base, &code).await?,
+            None => bail!("{}", no_code_reason(ctx, container_id).await),
+        },
+        token = kept => token,
+    };
+    let encrypted = ctx.secrets.encrypt(&agent.id, SecretField::Token, &token)?;
+    lifecycle::set_pairing(&ctx.db, &agent.id, &encrypted, started_at).await?;
+    tracing::info!(agent_id = %agent.id, slug = %agent.slug, "paired");
+    Ok(())
+}
+
+/// `POST /pair` once with `code`. The gateway may print its banner a moment
+/// before it accepts connections, so only "unreachable" is retried; a code is
+/// never sent twice (upstream counts failures per peer IP, and every host
+/// caller shares one IP behind port publishing).
+async fn pair_with_code(ctx: &Context, base: &str, code: &str) -> anyhow::Result<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match ctx.gateway.pair(base, code).await {
+            Ok(token) => return Ok(token),
+            Err(GatewayError::Unreachable(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(POLL_INTERVAL).await;
+            }
+            Err(e) => return Err(anyhow!(e).context("pairing")),
+        }
+    }
+}
+
+/// Why no pairing code came: the container died (exit code, OOM) or it
+/// printed none in time.
+async fn no_code_reason(ctx: &Context, container_id: &str) -> String {
+    match ctx.docker.inspect(container_id).await {
+        Ok(Some(c)) if !c.running => exit_reason(&c),
+        _ => format!(
+            "no pairing code in the container's logs within {} s",
+            ctx.config.pairing_timeout.as_secs()
+        ),
+    }
+}
+
+/// Polls `/health` until it answers 200, the container dies, or the health
+/// timeout passes.
+async fn wait_healthy(inner: &Inner, container_id: &str, base: &str) -> anyhow::Result<()> {
+    let ctx = &inner.ctx;
+    let deadline = tokio::time::Instant::now() + ctx.config.health_timeout;
+    loop {
+        if ctx.gateway.health(base).await.is_ok() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("/health did not answer within {} s", ctx.config.health_timeout.as_secs());
+        }
+        if let Some(c) = ctx.docker.inspect(container_id).await? {
+            if !c.running && c.state != "restarting" {
+                bail!("{}", exit_reason(&c));
+            }
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// STOPPING → STOPPED, then STOPPED → STARTING when the owner wants it
+/// running (restart, reconfigure).
+pub(crate) async fn stop(inner: &Inner, agent: &Agent) -> anyhow::Result<()> {
+    let ctx = &inner.ctx;
+    if let Some(c) = ctx.docker.inspect(&agent.container_name()).await? {
+        ctx.docker.stop(&c.id, STOP_TIMEOUT).await.context("stopping the container")?;
+    }
+    if transition(ctx, agent, Status::Stopping, Status::Stopped, "stopped").await?
+        && agent.desired_state == DesiredState::Running
+    {
+        transition(ctx, agent, Status::Stopped, Status::Starting, "starting again").await?;
+    }
+    Ok(())
+}
+
+/// Stops a container that runs although its agent is STOPPED.
+pub(crate) async fn enforce_stopped(inner: &Inner, agent: &Agent) -> anyhow::Result<()> {
+    if let Some(c) = inner.ctx.docker.inspect(&agent.container_name()).await? {
+        inner.ctx.docker.stop(&c.id, STOP_TIMEOUT).await?;
+    }
+    Ok(())
+}
+
+/// Re-pairs a RUNNING agent whose container started again (Docker's restart
+/// policy, `docker restart`, a crash, a daemon restart).
+pub(crate) async fn repair(inner: &Inner, agent: &Agent, reason: &str) -> anyhow::Result<()> {
+    let ctx = &inner.ctx;
+    let base = agent_base_url(ctx, agent).ok_or_else(|| anyhow!("agent has no port"))?;
+    let c = ctx
+        .docker
+        .inspect(&agent.container_name())
+        .await?
+        .ok_or_else(|| anyhow!("container vanished"))?;
+    let started_at = c.started_at.ok_or_else(|| anyhow!("container never started"))?;
+    tracing::info!(agent_id = %agent.id, slug = %agent.slug, reason, "re-pairing");
+    pair(inner, agent, &c.id, &base, started_at).await?;
+    wait_healthy(inner, &c.id, &base).await?;
+    lifecycle::set_healthy(&ctx.db, &agent.id, Utc::now()).await?;
+    Ok(())
+}
+
+/// Records a failure: removes the container (and, for an agent that never
+/// ran, its volume), releases the port, stores the reason and moves the agent
+/// to ERROR. Nothing of a failed deploy is left behind. While the retry budget
+/// lasts and the owner wants the agent running, `next_attempt_at` schedules an
+/// automatic retry with exponential backoff.
+pub(crate) async fn fail(inner: &Inner, agent: &Agent, reason: &str) -> anyhow::Result<()> {
+    let ctx = &inner.ctx;
+    tracing::warn!(agent_id = %agent.id, slug = %agent.slug, reason, "agent failed");
+    remove_container(ctx, agent).await?;
+    if !agent.ever_running {
+        ctx.docker.remove_volume(&agent.volume_name()).await?;
+    }
+    lifecycle::release_port_and_container(&ctx.db, &agent.id).await?;
+    let attempts = agent.attempts + 1;
+    let budget = i64::from(ctx.config.retry_budget);
+    let (next, reason) = if attempts < budget && agent.desired_state == DesiredState::Running {
+        let delay = backoff(attempts, ctx.config.retry_backoff_base, ctx.config.retry_backoff_max);
+        let next = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+        (Some(next), format!("{reason} (attempt {attempts} of {budget}, retrying in {} ms)", delay.as_millis()))
+    } else {
+        (None, format!("{reason} (attempt {attempts} of {budget}, giving up)"))
+    };
+    lifecycle::set_error(&ctx.db, &agent.id, &reason, attempts, next).await?;
+    transition(ctx, agent, agent.status, Status::Error, &reason).await?;
+    Ok(())
+}
+
+/// Removes the agent's container, volume and row (its port goes with the row).
+pub(crate) async fn delete(inner: &Inner, agent: &Agent) -> anyhow::Result<()> {
+    let ctx = &inner.ctx;
+    remove_container(ctx, agent).await?;
+    ctx.docker.remove_volume(&agent.volume_name()).await?;
+    lifecycle::delete(&ctx.db, &agent.id).await?;
+    tracing::info!(agent_id = %agent.id, slug = %agent.slug, "agent deleted");
+    Ok(())
+}
+
+/// Removes the agent's container by name and, if it differs, by stored id —
+/// only when it carries this agent's id label.
+async fn remove_container(ctx: &Context, agent: &Agent) -> anyhow::Result<()> {
+    let mut targets = vec![agent.container_name()];
+    targets.extend(agent.container_id.clone());
+    for target in targets {
+        if let Some(c) = ctx.docker.inspect(&target).await? {
+            if c.agent_id.as_deref() == Some(agent.id.as_str()) {
+                ctx.docker.remove_container(&c.id).await?;
+            }
+        }
+    }
+    Ok(())
+}

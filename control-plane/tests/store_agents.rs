@@ -1,0 +1,292 @@
+//! Store tests on a fresh SQLite file (no Docker): users, agent creation with
+//! its quota and event, slug uniqueness, owner scoping, partial updates and
+//! the conditional secret replacement used by key rotation.
+
+use std::sync::Arc;
+
+use zcaas::db::{self, agents, users, Db};
+use zcaas::model::{Plan, Role};
+use zcaas::secrets::SecretField;
+use zcaas::status::{DesiredState, Status};
+
+async fn fresh() -> (tempfile::TempDir, Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("zcaas.db").display());
+    let db = db::connect(&url).await.unwrap();
+    db::migrate(&db).await.unwrap();
+    (dir, db)
+}
+
+async fn user(db: &Db, email: &str) -> String {
+    let new = users::NewUser {
+        email,
+        password_hash: "x",
+        role: Role::User,
+        plan: Plan::Free,
+    };
+    users::create(db, &new).await.unwrap().id
+}
+
+fn new_agent(user_id: &str, slug: &str) -> agents::NewAgent {
+    agents::NewAgent {
+        id: uuid::Uuid::new_v4().to_string(),
+        user_id: user_id.into(),
+        name: slug.into(),
+        slug: slug.into(),
+        agent_name: slug.into(),
+        user_name: None,
+        timezone: "UTC".into(),
+        communication_style: None,
+        provider: "openai".into(),
+        provider_url: None,
+        model: "gpt-4o-mini".into(),
+        temperature: 0.7,
+        memory_backend: "sqlite".into(),
+        auto_save: true,
+        encrypted_api_key: None,
+        encrypted_channels: None,
+        subdomain: format!("{slug}.localhost"),
+        image: "img".into(),
+        memory_limit_mb: 256,
+        nano_cpus: 500_000_000,
+    }
+}
+
+#[tokio::test]
+async fn users_are_unique_by_email() {
+    let (_d, db) = fresh().await;
+    let id = user(&db, "a@x.io").await;
+    let dup = users::NewUser {
+        email: "a@x.io",
+        password_hash: "y",
+        role: Role::User,
+        plan: Plan::Free,
+    };
+    assert!(matches!(
+        users::create(&db, &dup).await,
+        Err(users::CreateUserError::EmailTaken)
+    ));
+    assert_eq!(
+        users::get_by_email(&db, "a@x.io")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        id
+    );
+    assert_eq!(
+        users::get_by_id(&db, &id).await.unwrap().unwrap().email,
+        "a@x.io"
+    );
+    assert_eq!(users::count_admins(&db).await.unwrap(), 0);
+    let admin = users::NewUser {
+        email: "root@x.io",
+        password_hash: "y",
+        role: Role::Admin,
+        plan: Plan::Pro,
+    };
+    users::create(&db, &admin).await.unwrap();
+    assert_eq!(users::count_admins(&db).await.unwrap(), 1);
+    assert_eq!(users::list(&db).await.unwrap().len(), 2);
+    assert!(users::delete(&db, &id).await.unwrap());
+    assert!(users::get_by_id(&db, &id).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn insert_writes_pending_row_and_creation_event() {
+    let (_d, db) = fresh().await;
+    let u = user(&db, "a@x.io").await;
+    let (agent, event) = agents::insert_pending(&db, &new_agent(&u, "alpha"), Some(3))
+        .await
+        .unwrap();
+    assert_eq!(agent.status, Status::Pending);
+    assert_eq!(agent.desired_state, DesiredState::Running);
+    assert_eq!(agent.auto_save, "true");
+    assert_eq!(
+        (event.from, event.to, event.reason.as_str()),
+        (None, Status::Pending, "created")
+    );
+    let stored: (Option<String>, String, String) = sqlx::query_as(
+        "SELECT from_status, to_status, reason FROM agent_events WHERE agent_id = ?1",
+    )
+    .bind(&agent.id)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(stored, (None, "PENDING".into(), "created".into()));
+}
+
+#[tokio::test]
+async fn slug_is_unique_across_users() {
+    let (_d, db) = fresh().await;
+    let a = user(&db, "a@x.io").await;
+    let b = user(&db, "b@x.io").await;
+    agents::insert_pending(&db, &new_agent(&a, "same"), None)
+        .await
+        .unwrap();
+    let err = agents::insert_pending(&db, &new_agent(&b, "same"), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, agents::InsertError::SlugTaken), "{err:?}");
+    // Nothing half-created: no second row, no second event.
+    let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agent_events")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(events, 1);
+}
+
+#[tokio::test]
+async fn quota_holds_under_concurrent_creates() {
+    let (_d, db) = fresh().await;
+    let u = Arc::new(user(&db, "a@x.io").await);
+    let tasks: Vec<_> = (0..24)
+        .map(|i| {
+            let (db, u) = (db.clone(), u.clone());
+            tokio::spawn(async move {
+                agents::insert_pending(&db, &new_agent(&u, &format!("agent-{i}")), Some(3)).await
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(agents::InsertError::QuotaExceeded { max: 3 }) => {}
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!(ok, 3);
+    assert_eq!(agents::count_for_user(&db, &u).await.unwrap(), 3);
+    let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agent_events")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(events, 3);
+    // Unlimited plans are unlimited; another user's quota is their own.
+    let other = user(&db, "b@x.io").await;
+    for i in 0..5 {
+        agents::insert_pending(&db, &new_agent(&other, &format!("b-{i}")), None)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn agents_being_deleted_leave_views_and_quota() {
+    let (_d, db) = fresh().await;
+    let u = user(&db, "a@x.io").await;
+    let (a, _) = agents::insert_pending(&db, &new_agent(&u, "one"), Some(1))
+        .await
+        .unwrap();
+    assert!(agents::insert_pending(&db, &new_agent(&u, "two"), Some(1))
+        .await
+        .is_err());
+    db::lifecycle::set_desired(&db, &a.id, DesiredState::Deleted)
+        .await
+        .unwrap();
+    assert!(agents::get_for_user(&db, &u, &a.id)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(agents::list_for_user(&db, &u).await.unwrap().is_empty());
+    agents::insert_pending(&db, &new_agent(&u, "two"), Some(1))
+        .await
+        .unwrap();
+    assert_eq!(agents::list_all_with_owner(&db).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn reads_and_updates_are_owner_scoped() {
+    let (_d, db) = fresh().await;
+    let a = user(&db, "a@x.io").await;
+    let b = user(&db, "b@x.io").await;
+    let (agent, _) = agents::insert_pending(&db, &new_agent(&a, "mine"), None)
+        .await
+        .unwrap();
+    assert!(agents::get_for_user(&db, &a, &agent.id)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(agents::get_for_user(&db, &b, &agent.id)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(agents::list_for_user(&db, &b).await.unwrap().is_empty());
+
+    let changes = agents::AgentChanges {
+        name: Some("Renamed".into()),
+        user_name: Some(Some("Alice".into())),
+        temperature: Some(1.5),
+        auto_save: Some(false),
+        ..Default::default()
+    };
+    assert!(agents::update_config(&db, &b, &agent.id, &changes)
+        .await
+        .unwrap()
+        .is_none());
+    let updated = agents::update_config(&db, &a, &agent.id, &changes)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            updated.name.as_str(),
+            updated.user_name.as_deref(),
+            updated.temperature,
+            updated.auto_save.as_str()
+        ),
+        ("Renamed", Some("Alice"), 1.5, "false")
+    );
+    assert_eq!(updated.model, "gpt-4o-mini");
+    assert!(!agents::AgentChanges {
+        name: Some("x".into()),
+        ..Default::default()
+    }
+    .changes_runtime());
+    assert!(changes.changes_runtime());
+
+    let clear = agents::AgentChanges {
+        user_name: Some(None),
+        ..Default::default()
+    };
+    let cleared = agents::update_config(&db, &a, &agent.id, &clear)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cleared.user_name, None);
+    assert_eq!(cleared.name, "Renamed");
+
+    let owners = agents::list_all_with_owner(&db).await.unwrap();
+    assert_eq!(owners[0].owner_email, "a@x.io");
+}
+
+#[tokio::test]
+async fn secret_replacement_is_conditional() {
+    let (_d, db) = fresh().await;
+    let u = user(&db, "a@x.io").await;
+    let mut n = new_agent(&u, "sec");
+    n.encrypted_api_key = Some("v1:k1:old".into());
+    let (agent, _) = agents::insert_pending(&db, &n, None).await.unwrap();
+    assert!(!agents::replace_secret(
+        &db,
+        &agent.id,
+        SecretField::ApiKey,
+        "v1:k1:other",
+        "v1:k2:new"
+    )
+    .await
+    .unwrap());
+    assert!(agents::replace_secret(
+        &db,
+        &agent.id,
+        SecretField::ApiKey,
+        "v1:k1:old",
+        "v1:k2:new"
+    )
+    .await
+    .unwrap());
+    let rows = agents::list_secrets(&db).await.unwrap();
+    assert_eq!(rows[0].encrypted_api_key.as_deref(), Some("v1:k2:new"));
+    assert_eq!(rows[0].encrypted_token, None);
+}

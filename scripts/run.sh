@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Starts a working zcaas on this machine: builds the static binaries, then runs
+# `zcaas serve` with the embedded defaults (SQLite file, master key and JWT
+# secret generated in ./data, the agent image built if missing, the network
+# created, an admin account printed once, the API on 127.0.0.1:8080).
+# Extra arguments go to `zcaas serve`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -p control-plane -p agent-runtime
+exec target/x86_64-unknown-linux-gnu/release/zcaas serve "$@"

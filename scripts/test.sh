@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls this script).
+# Needs: the Rust toolchain and a running Docker Engine (no registry access).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Style gates first: they are cheap and fail fast.
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+
+# The end-to-end tests deploy the real agent-runtime image, built from the
+# static release binary.
+cargo build --release -p agent-runtime
+
+status=0
+cargo test --workspace --all-targets || status=$?
+
+# Safety net: tests clean up by label themselves (even on panic); anything a
+# killed test process left behind is removed here, and only what carries the
+# test label.
+leftovers=$(docker ps -aq --filter label=io.zcaas.test --filter label=io.zcaas.managed=true)
+if [ -n "$leftovers" ]; then
+  echo "removing $(echo "$leftovers" | wc -l) container(s) left by tests" >&2
+  docker rm -f -v $leftovers >/dev/null
+fi
+vols=$(docker volume ls -q --filter label=io.zcaas.test --filter label=io.zcaas.managed=true)
+[ -z "$vols" ] || docker volume rm -f $vols >/dev/null
+nets=$(docker network ls -q --filter label=io.zcaas.test --filter label=io.zcaas.managed=true)
+[ -z "$nets" ] || docker network rm $nets >/dev/null
+exit $status
