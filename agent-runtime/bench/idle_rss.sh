@@ -35,7 +35,7 @@ report() {
 }
 sleep 5
 report "idle 5 s after start"
-CODE=$(docker logs "$CID" | grep -o 'X-Pairing-Code: [0-9]*' | tail -1 | awk '{print $2}')
+CODE=$(docker logs "$CID" 2>/dev/null | grep -o 'X-Pairing-Code: [0-9]*' | tail -1 | awk '{print $2}')
 TOKEN=$(curl -s -X POST -H "X-Pairing-Code: $CODE" "127.0.0.1:$HOST_PORT/pair" | jq -r .token)
 for _ in $(seq 50); do
     curl -s -o /dev/null -X POST -H "Authorization: Bearer $TOKEN" -d '{"message":"ping"}' "127.0.0.1:$HOST_PORT/webhook"

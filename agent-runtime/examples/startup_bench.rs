@@ -14,7 +14,11 @@ use std::time::{Duration, Instant};
 fn main() {
     let mut args = std::env::args().skip(1);
     let bin = args.next().unwrap_or_else(|| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/x86_64-unknown-linux-gnu/release/agent-runtime").to_owned()
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../target/x86_64-unknown-linux-gnu/release/agent-runtime"
+        )
+        .to_owned()
     });
     let n: usize = args.next().map_or(20, |s| s.parse().unwrap());
     let mut samples: Vec<Duration> = Vec::with_capacity(n);

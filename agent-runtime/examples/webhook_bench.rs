@@ -20,7 +20,11 @@ use agent_runtime::App;
 use serde_json::json;
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[idx].as_secs_f64() * 1e3
 }
@@ -40,7 +44,9 @@ async fn time_requests(n: usize, mut send: impl AsyncFnMut() -> u16) -> Vec<Dura
 async fn main() {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().map_or(2000, |s| s.parse().unwrap());
-    let backend: MemoryBackend = args.next().map_or(MemoryBackend::Sqlite, |s| s.parse().unwrap());
+    let backend: MemoryBackend = args
+        .next()
+        .map_or(MemoryBackend::Sqlite, |s| s.parse().unwrap());
 
     let reply = json!({"choices": [{"message": {"role": "assistant", "content": "ok"}}],
                        "usage": {"prompt_tokens": 1, "completion_tokens": 1}});
@@ -94,7 +100,8 @@ async fn main() {
             s
         }
     };
-    let direct_body = json!({"model": "bench", "messages": [{"role": "user", "content": "ping"}]}).to_string();
+    let direct_body =
+        json!({"model": "bench", "messages": [{"role": "user", "content": "ping"}]}).to_string();
     let direct = || {
         let req = http
             .post(format!("http://{stub_addr}/v1/chat/completions"))

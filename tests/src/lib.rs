@@ -6,6 +6,8 @@
 //! `io.zcaas.test=<prefix>`; [`Cleanup`] removes them by that label when the
 //! test ends, even when it panics, and touches nothing else.
 
+pub mod process;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -84,15 +86,24 @@ impl Cleanup {
         };
         let containers = list(&["ps", "-aq"]);
         if !containers.is_empty() {
-            let _ = Command::new("docker").args(["rm", "-f", "-v"]).args(&containers).output();
+            let _ = Command::new("docker")
+                .args(["rm", "-f", "-v"])
+                .args(&containers)
+                .output();
         }
         let volumes = list(&["volume", "ls", "-q"]);
         if !volumes.is_empty() {
-            let _ = Command::new("docker").args(["volume", "rm", "-f"]).args(&volumes).output();
+            let _ = Command::new("docker")
+                .args(["volume", "rm", "-f"])
+                .args(&volumes)
+                .output();
         }
         let networks = list(&["network", "ls", "-q"]);
         if !networks.is_empty() {
-            let _ = Command::new("docker").args(["network", "rm"]).args(&networks).output();
+            let _ = Command::new("docker")
+                .args(["network", "rm"])
+                .args(&networks)
+                .output();
         }
     }
 }
@@ -143,67 +154,123 @@ pub struct EnvOptions {
     pub runtime_image: Option<String>,
     /// Override of the retry budget (default: the product default).
     pub retry_budget: Option<u32>,
+    /// Override of the first retry's backoff.
+    pub retry_backoff_base: Option<Duration>,
 }
 
-/// One test's world: the running control plane, its HTTP client, and the
-/// provider stand-in reachable from agents at [`TestEnv::provider`].
-pub struct TestEnv {
+/// What every end-to-end test needs besides the control plane: a prefix that
+/// labels everything, the images, a network, and the provider stand-in on it.
+pub struct World {
     pub prefix: String,
-    pub app: Option<App>,
-    pub base: String,
-    pub http: reqwest::Client,
     pub docker: DockerRuntime,
-    pub data_dir: tempfile::TempDir,
-    /// `custom:<url>` provider value that reaches the stand-in.
+    pub network: String,
+    /// `custom:<url>` provider value that reaches the stand-in from agents.
     pub provider: String,
-    pub config: Config,
-    // Last field: dropped after the app, so cleanup sees no new containers.
+    pub labels: BTreeMap<String, String>,
     pub cleanup: Cleanup,
 }
 
-impl TestEnv {
-    /// Starts a control plane with a fresh data directory and network, and a
-    /// provider stand-in container on that network. `stub_binary` is
+impl World {
+    /// Builds the images (once per process), creates the test network and
+    /// starts the provider stand-in. `stub_binary` is
     /// `env!("CARGO_BIN_EXE_provider-stub")` of the calling test.
-    pub async fn start(stub_binary: &str, opts: EnvOptions) -> anyhow::Result<TestEnv> {
+    pub async fn start(stub_binary: &str) -> anyhow::Result<World> {
         init_tracing();
         let prefix = random_prefix();
-        let cleanup = Cleanup { prefix: prefix.clone() };
+        let cleanup = Cleanup {
+            prefix: prefix.clone(),
+        };
         let labels = BTreeMap::from([(TEST_LABEL.to_string(), prefix.clone())]);
         let docker = DockerRuntime::connect(labels.clone()).await?;
         ensure_agent_image(&docker).await?;
         ensure_stub_image(&docker, Path::new(stub_binary)).await?;
+        let network = format!("{prefix}-net");
+        docker.ensure_network(&network).await?;
+        let stub = format!("{prefix}-provider");
+        run_stub(&prefix, &stub, &network)?;
+        Ok(World {
+            provider: format!("custom:http://{stub}:{STUB_PORT}/v1"),
+            prefix,
+            docker,
+            network,
+            labels,
+            cleanup,
+        })
+    }
 
+    /// A client for a control plane listening at `base`.
+    pub fn api(&self, base: String) -> anyhow::Result<Api> {
+        Ok(Api {
+            base,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()?,
+            prefix: self.prefix.clone(),
+            provider: self.provider.clone(),
+        })
+    }
+}
+
+/// An HTTP client of one control plane, with the calls tests make.
+pub struct Api {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub prefix: String,
+    /// `custom:<url>` provider value that reaches the stand-in from agents.
+    pub provider: String,
+}
+
+/// One test's world plus the control plane running in-process.
+pub struct TestEnv {
+    pub app: Option<App>,
+    pub api: Api,
+    pub config: Config,
+    pub data_dir: tempfile::TempDir,
+    pub docker: DockerRuntime,
+    pub prefix: String,
+    // Last: dropped after the app, so cleanup sees no new containers.
+    pub world: World,
+}
+
+impl std::ops::Deref for TestEnv {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl TestEnv {
+    /// Starts a control plane with a fresh data directory in a fresh [`World`].
+    pub async fn start(stub_binary: &str, opts: EnvOptions) -> anyhow::Result<TestEnv> {
+        let world = World::start(stub_binary).await?;
         let data_dir = tempfile::tempdir()?;
         let mut config = Config::with_data_dir(data_dir.path().to_path_buf());
         config.listen = "127.0.0.1:0".parse()?;
-        config.network = format!("{prefix}-net");
-        config.runtime_image = opts.runtime_image.unwrap_or_else(|| AGENT_IMAGE.to_string());
+        config.network = world.network.clone();
+        config.runtime_image = opts
+            .runtime_image
+            .unwrap_or_else(|| AGENT_IMAGE.to_string());
         config.agent_binary = agent_binary()?;
         config.allow_private_provider_urls = true;
-        config.extra_labels = labels;
+        config.extra_labels = world.labels.clone();
         config.domain = "agents.test".into();
         if let Some(budget) = opts.retry_budget {
             config.retry_budget = budget;
         }
-
-        docker.ensure_network(&config.network).await?;
-        let stub = format!("{prefix}-provider");
-        run_stub(&prefix, &stub, &config.network)?;
-
+        if let Some(base) = opts.retry_backoff_base {
+            config.retry_backoff_base = base;
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let app = App::build(config.clone(), listener).await?;
-        let base = format!("http://{}", app.addr());
+        let api = world.api(format!("http://{}", app.addr()))?;
         Ok(TestEnv {
-            provider: format!("custom:http://{stub}:{STUB_PORT}/v1"),
-            prefix,
             app: Some(app),
-            base,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?,
-            docker,
-            data_dir,
+            api,
             config,
-            cleanup,
+            data_dir,
+            docker: world.docker.clone(),
+            prefix: world.prefix.clone(),
+            world,
         })
     }
 
@@ -211,6 +278,15 @@ impl TestEnv {
         self.app.as_ref().expect("app is running")
     }
 
+    /// Stops the control plane (the test's containers are removed on drop).
+    pub async fn shutdown(&mut self) {
+        if let Some(app) = self.app.take() {
+            app.shutdown().await;
+        }
+    }
+}
+
+impl Api {
     /// Registers a user and returns their bearer JWT.
     pub async fn register(&self, email_local: &str) -> anyhow::Result<String> {
         let email = format!("{email_local}-{}@example.test", self.prefix);
@@ -237,14 +313,21 @@ impl TestEnv {
         jwt: &str,
         body: Option<Value>,
     ) -> anyhow::Result<(u16, Value)> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(jwt);
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(jwt);
         if let Some(body) = body {
             req = req.json(&body);
         }
         let res = req.send().await?;
         let status = res.status().as_u16();
         let text = res.text().await?;
-        let json = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         Ok((status, json))
     }
 
@@ -265,26 +348,59 @@ impl TestEnv {
         })
     }
 
-    /// Polls `GET /api/agents/:id` until `status` is one of `wanted`, or fails
-    /// after `timeout` with the last record seen.
-    pub async fn wait_status(&self, jwt: &str, id: &str, wanted: &[&str], timeout: Duration) -> anyhow::Result<Value> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let (code, agent) = self.call(reqwest::Method::GET, &format!("/api/agents/{id}"), jwt, None).await?;
-            if code == 200 && wanted.iter().any(|w| agent["status"] == *w) {
-                return Ok(agent);
-            }
-            if Instant::now() > deadline {
-                bail!("agent {id} did not reach {wanted:?} within {timeout:?}: HTTP {code} {agent}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    /// Sends `text` to agent `id` through the control plane.
+    pub async fn message(&self, jwt: &str, id: &str, text: &str) -> anyhow::Result<(u16, Value)> {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/api/agents/{id}/message"),
+            jwt,
+            Some(json!({ "message": text })),
+        )
+        .await
     }
 
-    /// Stops the control plane (the test's containers are removed on drop).
-    pub async fn shutdown(&mut self) {
-        if let Some(app) = self.app.take() {
-            app.shutdown().await;
+    /// Polls `GET /api/agents/:id` until `status` is one of `wanted`, or fails
+    /// after `timeout` with the last record seen.
+    pub async fn wait_status(
+        &self,
+        jwt: &str,
+        id: &str,
+        wanted: &[&str],
+        timeout: Duration,
+    ) -> anyhow::Result<Value> {
+        self.wait_for(jwt, id, timeout, |a| {
+            wanted.iter().any(|w| a["status"] == *w)
+        })
+        .await
+    }
+
+    /// Polls `GET /api/agents/:id` until `done(record)`, or fails after `timeout`.
+    pub async fn wait_for(
+        &self,
+        jwt: &str,
+        id: &str,
+        timeout: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let res = self
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/api/agents/{id}"),
+                    jwt,
+                    None,
+                )
+                .await;
+            if let Ok((200, agent)) = &res {
+                if done(agent) {
+                    return Ok(agent.clone());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("agent {id}: condition not met within {timeout:?}; last answer {res:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }
@@ -293,18 +409,50 @@ impl TestEnv {
 fn run_stub(prefix: &str, name: &str, network: &str) -> anyhow::Result<()> {
     let out = Command::new("docker")
         .args(["run", "-d", "--name", name, "--network", network])
-        .args(["--label", "io.zcaas.managed=true", "--label", &format!("{TEST_LABEL}={prefix}")])
+        .args([
+            "--label",
+            "io.zcaas.managed=true",
+            "--label",
+            &format!("{TEST_LABEL}={prefix}"),
+        ])
         .args(["-e", &format!("PORT={STUB_PORT}"), STUB_IMAGE])
         .output()?;
     if !out.status.success() {
-        bail!("docker run provider stub: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "docker run provider stub: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(())
 }
 
+/// Runs a docker CLI command and returns its trimmed stdout; fails on a non-zero exit.
+pub fn docker_cli(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("docker").args(args).output()?;
+    if !out.status.success() {
+        bail!("docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Ids of every container (running or not) labelled with agent `agent_id`.
+pub fn agent_containers(agent_id: &str) -> Vec<String> {
+    docker_cli(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=io.zcaas.agent-id={agent_id}"),
+    ])
+    .map(|s| s.lines().map(str::to_owned).collect())
+    .unwrap_or_default()
+}
+
 /// `docker inspect` of one object as JSON.
 pub fn docker_inspect(what: &str) -> Option<Value> {
-    let out = Command::new("docker").args(["inspect", what]).output().ok()?;
+    let out = Command::new("docker")
+        .args(["inspect", what])
+        .output()
+        .ok()?;
     if !out.status.success() {
         return None;
     }

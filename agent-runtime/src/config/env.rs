@@ -3,7 +3,8 @@
 //! Variables (first name wins when both are set): `ZEROCLAW_API_KEY`/`API_KEY`,
 //! `ZEROCLAW_PROVIDER`/`PROVIDER`, `ZEROCLAW_MODEL`/`MODEL`, `ZEROCLAW_TEMPERATURE`,
 //! `ZEROCLAW_GATEWAY_PORT`/`PORT`, `ZEROCLAW_GATEWAY_HOST`/`HOST`, `ZEROCLAW_ALLOW_PUBLIC_BIND`,
-//! `ZEROCLAW_REQUIRE_PAIRING`, `ZEROCLAW_GATEWAY_TIMEOUT_SECS`, `ZEROCLAW_PROVIDER_URL`.
+//! `ZEROCLAW_REQUIRE_PAIRING`, `ZEROCLAW_GATEWAY_TIMEOUT_SECS`, `ZEROCLAW_PROVIDER_URL`, and
+//! `ZEROCLAW_PERSIST_TOKENS` (ours: lets an image opt into upstream's keep-tokens behaviour).
 //! An empty value counts as unset.
 
 use std::time::Duration;
@@ -149,7 +150,9 @@ pub(super) fn apply(
     gw.require_pairing = parse_bool_var(env, &["ZEROCLAW_REQUIRE_PAIRING"])?
         .or(file.require_pairing)
         .unwrap_or(gw.require_pairing);
-    gw.persist_tokens = file.persist_tokens.unwrap_or(gw.persist_tokens);
+    gw.persist_tokens = parse_bool_var(env, &["ZEROCLAW_PERSIST_TOKENS"])?
+        .or(file.persist_tokens)
+        .unwrap_or(gw.persist_tokens);
     gw.paired_tokens = file
         .paired_tokens
         .iter()
@@ -350,6 +353,8 @@ mod tests {
     fn require_pairing_env_and_paired_tokens_are_hashed() {
         let hash = "A".repeat(64);
         let text = format!("[gateway]\npaired_tokens = [\"{hash}\", \"zc_raw\"]\n");
+        let c = load(Some(&text), &[("ZEROCLAW_PERSIST_TOKENS", "true")]).expect("loads");
+        assert!(c.gateway.persist_tokens);
         let c = load(Some(&text), &[("ZEROCLAW_REQUIRE_PAIRING", "off")]).expect("loads");
         assert!(!c.gateway.require_pairing);
         assert_eq!(c.gateway.paired_tokens[0], "a".repeat(64));

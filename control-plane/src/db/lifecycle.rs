@@ -144,14 +144,21 @@ pub async fn release_port_and_container(db: &Db, id: &str) -> Result<(), sqlx::E
 }
 
 /// Records the container the agent runs in and the spec hash it was made from.
-pub async fn set_container(db: &Db, id: &str, container_id: &str, spec_hash: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE agents SET container_id = ?1, spec_hash = ?2, updated_at = ?3 WHERE id = ?4")
-        .bind(container_id)
-        .bind(spec_hash)
-        .bind(Utc::now())
-        .bind(id)
-        .execute(db)
-        .await?;
+pub async fn set_container(
+    db: &Db,
+    id: &str,
+    container_id: &str,
+    spec_hash: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE agents SET container_id = ?1, spec_hash = ?2, updated_at = ?3 WHERE id = ?4",
+    )
+    .bind(container_id)
+    .bind(spec_hash)
+    .bind(Utc::now())
+    .bind(id)
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -175,9 +182,10 @@ pub async fn set_pairing(
     Ok(())
 }
 
-/// Records a successful health check.
+/// Records a successful health check. The retry budget is not reset here: a
+/// crash loop passes health checks between crashes (see `Step::ResetBackoff`).
 pub async fn set_healthy(db: &Db, id: &str, at: DateTime<Utc>) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE agents SET last_health_at = ?1, attempts = 0, next_attempt_at = NULL WHERE id = ?2")
+    sqlx::query("UPDATE agents SET last_health_at = ?1 WHERE id = ?2")
         .bind(at)
         .bind(id)
         .execute(db)
@@ -208,16 +216,23 @@ pub async fn set_error(
 
 /// Gives the agent a fresh retry budget (an owner's explicit retry).
 pub async fn reset_backoff(db: &Db, id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE agents SET attempts = 0, next_attempt_at = NULL, updated_at = ?1 WHERE id = ?2")
-        .bind(Utc::now())
-        .bind(id)
-        .execute(db)
-        .await?;
+    sqlx::query(
+        "UPDATE agents SET attempts = 0, next_attempt_at = NULL, updated_at = ?1 WHERE id = ?2",
+    )
+    .bind(Utc::now())
+    .bind(id)
+    .execute(db)
+    .await?;
     Ok(())
 }
 
 /// Stores polled resource use.
-pub async fn set_stats(db: &Db, id: &str, memory_mb: f64, cpu_percent: f64) -> Result<(), sqlx::Error> {
+pub async fn set_stats(
+    db: &Db,
+    id: &str,
+    memory_mb: f64,
+    cpu_percent: f64,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE agents SET memory_mb = ?1, cpu_percent = ?2 WHERE id = ?3")
         .bind(memory_mb)
         .bind(cpu_percent)
@@ -240,6 +255,9 @@ pub async fn set_desired(db: &Db, id: &str, desired: DesiredState) -> Result<(),
 
 /// Deletes the agent row (its events stay as history).
 pub async fn delete(db: &Db, id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM agents WHERE id = ?1").bind(id).execute(db).await?;
+    sqlx::query("DELETE FROM agents WHERE id = ?1")
+        .bind(id)
+        .execute(db)
+        .await?;
     Ok(())
 }

@@ -100,6 +100,8 @@ pub struct ObservedContainer {
     pub running: bool,
     /// `State.StartedAt` with nanoseconds; `None` if never started.
     pub started_at: Option<DateTime<Utc>>,
+    /// `State.FinishedAt` of the last run; `None` if it never finished.
+    pub finished_at: Option<DateTime<Utc>>,
     pub exit_code: Option<i64>,
     pub oom_killed: bool,
     pub restart_count: i64,

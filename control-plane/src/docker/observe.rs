@@ -332,6 +332,7 @@ pub fn observed(resp: ContainerInspectResponse) -> ObservedContainer {
         state: state.status.map(|s| s.to_string()).unwrap_or_default(),
         running: state.running.unwrap_or(false),
         started_at: state.started_at.as_deref().and_then(parse_docker_time),
+        finished_at: state.finished_at.as_deref().and_then(parse_docker_time),
         exit_code: state.exit_code,
         oom_killed: state.oom_killed.unwrap_or(false),
         restart_count: resp.restart_count.unwrap_or(0),

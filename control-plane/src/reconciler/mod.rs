@@ -12,9 +12,9 @@ pub mod plan;
 pub mod ports;
 pub mod requests;
 pub mod startup;
-pub mod watch;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex};
@@ -49,7 +49,10 @@ pub enum RequestError {
     NotFound,
     /// The state machine forbids `action` from `status`.
     #[error("cannot {action} an agent that is {status}")]
-    Conflict { status: Status, action: &'static str },
+    Conflict {
+        status: Status,
+        action: &'static str,
+    },
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
@@ -278,9 +281,16 @@ impl ReconcilerHandle {
                     done
                 }
                 Step::BeginDeploy => {
-                    ops::transition(ctx, &agent, Status::Pending, Status::Starting, "deploy started")
-                        .await
-                        .map(|_| ())
+                    ops::crash_point("after-row");
+                    ops::transition(
+                        ctx,
+                        &agent,
+                        Status::Pending,
+                        Status::Starting,
+                        "deploy started",
+                    )
+                    .await
+                    .map(|_| ())
                 }
                 Step::Start => match ops::start(inner, &agent).await {
                     Ok(()) => Ok(()),
@@ -293,8 +303,14 @@ impl ReconcilerHandle {
                     Err(e) => ops::fail(inner, &agent, &format!("re-pairing failed: {e:#}")).await,
                 },
                 Step::Fail { reason } => ops::fail(inner, &agent, &reason).await,
+                Step::ResetBackoff => lifecycle::reset_backoff(&ctx.db, id)
+                    .await
+                    .map_err(Into::into),
                 Step::Retry => {
-                    let reason = format!("automatic retry after: {}", agent.last_error.as_deref().unwrap_or("a failure"));
+                    let reason = format!(
+                        "automatic retry after: {}",
+                        agent.last_error.as_deref().unwrap_or("a failure")
+                    );
                     ops::transition(ctx, &agent, Status::Error, Status::Pending, &reason)
                         .await
                         .map(|_| ())
@@ -317,7 +333,9 @@ impl ReconcilerHandle {
     /// Takes (and clears) the OOM note of an agent.
     fn take_oom(&self, id: &str) -> bool {
         let mut slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
-        slots.get_mut(id).is_some_and(|s| std::mem::take(&mut s.oom_seen))
+        slots
+            .get_mut(id)
+            .is_some_and(|s| std::mem::take(&mut s.oom_seen))
     }
 
     fn forget(&self, id: &str) {

@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 use super::plan::{backoff, exit_reason};
 use super::{ports, Context, Inner};
 use crate::agent_files;
-use crate::docker::{ContainerSpec, AGENT_ID_LABEL};
 use crate::db::lifecycle;
+use crate::docker::{ContainerSpec, AGENT_ID_LABEL};
 use crate::gateway::GatewayError;
 use crate::model::{Agent, Channels};
 use crate::secrets::SecretField;
@@ -22,6 +22,23 @@ use crate::status::{DesiredState, Status};
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Interval between `/health` (and stored-token) polls while starting.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Fault injection for the crash-safety tests: with `ZCAAS_CRASH_AT=<point>`
+/// in its environment the process aborts at that point of the deploy, with no
+/// cleanup, as a SIGKILL would leave it. Points, in deploy order:
+/// `after-row`, `after-create`, `after-upload`, `after-start`, `after-code`,
+/// `after-pair`. Unset (always, outside those tests) it does nothing.
+pub fn crash_point(point: &str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if AT
+        .get_or_init(|| std::env::var("ZCAAS_CRASH_AT").ok())
+        .as_deref()
+        == Some(point)
+    {
+        eprintln!("ZCAAS_CRASH_AT={point}: aborting");
+        std::process::abort();
+    }
+}
 
 /// The base URL the control plane reaches an agent's gateway on.
 pub fn agent_base_url(ctx: &Context, agent: &Agent) -> Option<String> {
@@ -138,7 +155,9 @@ pub(crate) async fn start(inner: &Inner, agent: &Agent) -> anyhow::Result<()> {
         Some(c) if c.agent_id.as_deref() != Some(agent.id.as_str()) => {
             bail!("container name {name} is taken by a container that is not this agent's")
         }
-        Some(c) if c.spec_hash.as_deref() == Some(hash.as_str()) && c.host_port == Some(port) => c.id,
+        Some(c) if c.spec_hash.as_deref() == Some(hash.as_str()) && c.host_port == Some(port) => {
+            c.id
+        }
         Some(c) => {
             // Drift: the spec changed (PATCH) or the port moved. Recreate;
             // the data volume, and so the agent's memory, is kept.
@@ -148,10 +167,12 @@ pub(crate) async fn start(inner: &Inner, agent: &Agent) -> anyhow::Result<()> {
         None => ctx.docker.create_container(&spec).await?,
     };
     lifecycle::set_container(&ctx.db, &agent.id, &container_id, &hash).await?;
+    crash_point("after-create");
     ctx.docker
         .upload_files(&container_id, &files)
         .await
         .context("injecting config and persona")?;
+    crash_point("after-upload");
 
     let running = ctx
         .docker
@@ -163,8 +184,12 @@ pub(crate) async fn start(inner: &Inner, agent: &Agent) -> anyhow::Result<()> {
         // it reads the injected files and prints a fresh code.
         ctx.docker.restart(&container_id, STOP_TIMEOUT).await?;
     } else {
-        ctx.docker.start(&container_id).await.context("starting the container")?;
+        ctx.docker
+            .start(&container_id)
+            .await
+            .context("starting the container")?;
     }
+    crash_point("after-start");
     let base = format!("http://{}:{}", ctx.config.agent_host, port);
     let observed = ctx
         .docker
@@ -177,7 +202,11 @@ pub(crate) async fn start(inner: &Inner, agent: &Agent) -> anyhow::Result<()> {
     pair(inner, agent, &container_id, &base, started_at).await?;
     wait_healthy(inner, &container_id, &base).await?;
 
-    let reason = if agent.ever_running { "started and re-paired" } else { "deployed and paired" };
+    let reason = if agent.ever_running {
+        "started and re-paired"
+    } else {
+        "deployed and paired"
+    };
     if transition(ctx, agent, Status::Starting, Status::Running, reason).await? {
         lifecycle::set_healthy(&ctx.db, &agent.id, Utc::now()).await?;
     }
@@ -200,9 +229,9 @@ pub(crate) async fn pair(
         .encrypted_token
         .as_deref()
         .and_then(|c| ctx.secrets.decrypt(&agent.id, SecretField::Token, c).ok());
-    let code = ctx
-        .docker
-        .wait_for_pairing_code(container_id, started_at, ctx.config.pairing_timeout);
+    let code =
+        ctx.docker
+            .wait_for_pairing_code(container_id, started_at, ctx.config.pairing_timeout);
     let kept = async {
         match stored.as_deref() {
             Some(token) => loop {
@@ -216,11 +245,15 @@ pub(crate) async fn pair(
     };
     let token = tokio::select! {
         code = code => match code? {
-            Some(code) => pair_with_code(ctx, base, &code).await?,
+            Some(code) => {
+                crash_point("after-code");
+                pair_with_code(ctx, base, &code).await?
+            }
             None => bail!("{}", no_code_reason(ctx, container_id).await),
         },
         token = kept => token,
     };
+    crash_point("after-pair");
     let encrypted = ctx.secrets.encrypt(&agent.id, SecretField::Token, &token)?;
     lifecycle::set_pairing(&ctx.db, &agent.id, &encrypted, started_at).await?;
     tracing::info!(agent_id = %agent.id, slug = %agent.slug, "paired");
@@ -266,7 +299,10 @@ async fn wait_healthy(inner: &Inner, container_id: &str, base: &str) -> anyhow::
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
-            bail!("/health did not answer within {} s", ctx.config.health_timeout.as_secs());
+            bail!(
+                "/health did not answer within {} s",
+                ctx.config.health_timeout.as_secs()
+            );
         }
         if let Some(c) = ctx.docker.inspect(container_id).await? {
             if !c.running && c.state != "restarting" {
@@ -282,12 +318,22 @@ async fn wait_healthy(inner: &Inner, container_id: &str, base: &str) -> anyhow::
 pub(crate) async fn stop(inner: &Inner, agent: &Agent) -> anyhow::Result<()> {
     let ctx = &inner.ctx;
     if let Some(c) = ctx.docker.inspect(&agent.container_name()).await? {
-        ctx.docker.stop(&c.id, STOP_TIMEOUT).await.context("stopping the container")?;
+        ctx.docker
+            .stop(&c.id, STOP_TIMEOUT)
+            .await
+            .context("stopping the container")?;
     }
     if transition(ctx, agent, Status::Stopping, Status::Stopped, "stopped").await?
         && agent.desired_state == DesiredState::Running
     {
-        transition(ctx, agent, Status::Stopped, Status::Starting, "starting again").await?;
+        transition(
+            ctx,
+            agent,
+            Status::Stopped,
+            Status::Starting,
+            "starting again",
+        )
+        .await?;
     }
     Ok(())
 }
@@ -310,7 +356,9 @@ pub(crate) async fn repair(inner: &Inner, agent: &Agent, reason: &str) -> anyhow
         .inspect(&agent.container_name())
         .await?
         .ok_or_else(|| anyhow!("container vanished"))?;
-    let started_at = c.started_at.ok_or_else(|| anyhow!("container never started"))?;
+    let started_at = c
+        .started_at
+        .ok_or_else(|| anyhow!("container never started"))?;
     tracing::info!(agent_id = %agent.id, slug = %agent.slug, reason, "re-pairing");
     pair(inner, agent, &c.id, &base, started_at).await?;
     wait_healthy(inner, &c.id, &base).await?;
@@ -334,11 +382,24 @@ pub(crate) async fn fail(inner: &Inner, agent: &Agent, reason: &str) -> anyhow::
     let attempts = agent.attempts + 1;
     let budget = i64::from(ctx.config.retry_budget);
     let (next, reason) = if attempts < budget && agent.desired_state == DesiredState::Running {
-        let delay = backoff(attempts, ctx.config.retry_backoff_base, ctx.config.retry_backoff_max);
+        let delay = backoff(
+            attempts,
+            ctx.config.retry_backoff_base,
+            ctx.config.retry_backoff_max,
+        );
         let next = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-        (Some(next), format!("{reason} (attempt {attempts} of {budget}, retrying in {} ms)", delay.as_millis()))
+        (
+            Some(next),
+            format!(
+                "{reason} (attempt {attempts} of {budget}, retrying in {} ms)",
+                delay.as_millis()
+            ),
+        )
     } else {
-        (None, format!("{reason} (attempt {attempts} of {budget}, giving up)"))
+        (
+            None,
+            format!("{reason} (attempt {attempts} of {budget}, giving up)"),
+        )
     };
     lifecycle::set_error(&ctx.db, &agent.id, &reason, attempts, next).await?;
     transition(ctx, agent, agent.status, Status::Error, &reason).await?;

@@ -30,6 +30,9 @@ pub enum Step {
     EnforceStopped,
     /// ERROR with retry budget left and its backoff elapsed: ERROR → PENDING.
     Retry,
+    /// RUNNING and up for [`STABLE_AFTER`] since its last start: the crash
+    /// loop, if any, is over; give the agent a fresh retry budget.
+    ResetBackoff,
     /// Nothing to do; look again at the next resync.
     Idle,
 }
@@ -55,22 +58,51 @@ pub fn plan(agent: &Agent, observed: Option<&ObservedContainer>, now: DateTime<U
             _ => Step::Idle,
         },
         Status::Running => match observed {
-            None => Step::Fail { reason: "container removed outside zcaas".into() },
+            None => Step::Fail {
+                reason: "container removed outside zcaas".into(),
+            },
             Some(c) if c.running => match (c.started_at, agent.paired_started_at) {
                 (Some(started), Some(paired)) if started > paired => Step::Repair {
                     reason: "container restarted".into(),
                 },
-                (Some(_), None) => Step::Repair { reason: "no pairing recorded for this start".into() },
+                (Some(_), None) => Step::Repair {
+                    reason: "no pairing recorded for this start".into(),
+                },
+                (Some(started), Some(_))
+                    if agent.attempts > 0 && started + stable_after() <= now =>
+                {
+                    Step::ResetBackoff
+                }
                 _ => Step::Idle,
             },
             // Docker's restart policy brings it back; the next event or resync
-            // re-pairs it. A container that is not restarting is dead for good.
+            // re-pairs it.
             Some(c) if c.state == "restarting" => Step::Idle,
+            // `docker restart` passes through "exited" between its stop and
+            // its start: give a fresh exit a moment before calling it dead.
+            Some(c) if c.finished_at.is_some_and(|f| f + exit_grace() > now) => {
+                Step::WaitUntil(c.finished_at.map_or(now, |f| f + exit_grace()))
+            }
             Some(c) => Step::Fail {
                 reason: exit_reason(c),
             },
         },
     }
+}
+
+/// How long a container of a RUNNING agent may stay exited before the
+/// reconciler treats it as dead (Docker may be restarting it).
+pub const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// How long a container must stay up before its agent's retry budget is reset.
+pub const STABLE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn stable_after() -> chrono::Duration {
+    chrono::Duration::from_std(STABLE_AFTER).unwrap_or_default()
+}
+
+fn exit_grace() -> chrono::Duration {
+    chrono::Duration::from_std(EXIT_GRACE).unwrap_or_default()
 }
 
 /// A human reason for a container that stopped: exit code, OOM kill.
@@ -88,7 +120,11 @@ pub fn exit_reason(c: &ObservedContainer) -> String {
 
 /// Exponential backoff before retry number `attempt` (1-based): `base`,
 /// `2·base`, `4·base`, … capped at `max`.
-pub fn backoff(attempt: i64, base: std::time::Duration, max: std::time::Duration) -> std::time::Duration {
+pub fn backoff(
+    attempt: i64,
+    base: std::time::Duration,
+    max: std::time::Duration,
+) -> std::time::Duration {
     let exp = u32::try_from(attempt.saturating_sub(1).clamp(0, 20)).unwrap_or(20);
     base.saturating_mul(1 << exp).min(max)
 }
@@ -110,7 +146,10 @@ mod tests {
 
     #[test]
     fn pending_begins_deploy() {
-        assert_eq!(plan(&agent(Status::Pending), None, Utc::now()), Step::BeginDeploy);
+        assert_eq!(
+            plan(&agent(Status::Pending), None, Utc::now()),
+            Step::BeginDeploy
+        );
     }
 
     #[test]
@@ -118,7 +157,10 @@ mod tests {
         let now = Utc::now();
         let mut a = agent(Status::Error);
         a.next_attempt_at = Some(now + Duration::seconds(5));
-        assert_eq!(plan(&a, None, now), Step::WaitUntil(now + Duration::seconds(5)));
+        assert_eq!(
+            plan(&a, None, now),
+            Step::WaitUntil(now + Duration::seconds(5))
+        );
         a.next_attempt_at = Some(now - Duration::seconds(1));
         assert_eq!(plan(&a, None, now), Step::Retry);
         // Budget spent: no next attempt, the agent stays in ERROR.
@@ -152,6 +194,22 @@ mod tests {
     }
 
     #[test]
+    fn retry_budget_resets_only_after_a_stable_run() {
+        let now = Utc::now();
+        let mut a = agent(Status::Running);
+        a.attempts = 3;
+        let mut c = container(true);
+        c.started_at = Some(now - Duration::seconds(5));
+        a.paired_started_at = c.started_at;
+        assert_eq!(plan(&a, Some(&c), now), Step::Idle);
+        c.started_at = Some(now - Duration::seconds(120));
+        a.paired_started_at = c.started_at;
+        assert_eq!(plan(&a, Some(&c), now), Step::ResetBackoff);
+        a.attempts = 0;
+        assert_eq!(plan(&a, Some(&c), now), Step::Idle);
+    }
+
+    #[test]
     fn running_agent_without_container_fails() {
         let a = agent(Status::Running);
         assert!(matches!(plan(&a, None, Utc::now()), Step::Fail { .. }));
@@ -164,7 +222,12 @@ mod tests {
         c.state = "exited".into();
         c.exit_code = Some(137);
         c.oom_killed = true;
-        match plan(&a, Some(&c), Utc::now()) {
+        // A fresh exit may be `docker restart` at work: wait out the grace.
+        let now = Utc::now();
+        c.finished_at = Some(now);
+        assert!(matches!(plan(&a, Some(&c), now), Step::WaitUntil(_)));
+        c.finished_at = Some(now - chrono::Duration::seconds(10));
+        match plan(&a, Some(&c), now) {
             Step::Fail { reason } => assert!(reason.contains("OOM"), "{reason}"),
             other => panic!("{other:?}"),
         }
@@ -175,7 +238,10 @@ mod tests {
     #[test]
     fn stopped_agent_with_running_container_is_stopped_again() {
         let a = agent(Status::Stopped);
-        assert_eq!(plan(&a, Some(&container(true)), Utc::now()), Step::EnforceStopped);
+        assert_eq!(
+            plan(&a, Some(&container(true)), Utc::now()),
+            Step::EnforceStopped
+        );
         assert_eq!(plan(&a, Some(&container(false)), Utc::now()), Step::Idle);
         assert_eq!(plan(&a, None, Utc::now()), Step::Idle);
     }

@@ -23,7 +23,10 @@ pub async fn claim(ctx: &Context, id: &str) -> Result<u16, PortError> {
     let (lo, hi) = ctx.config.port_range;
     let span = u32::from(hi - lo) + 1;
     let offset = rand::thread_rng().gen_range(0..span);
-    let mut taken: HashSet<i64> = lifecycle::claimed_ports(&ctx.db).await?.into_iter().collect();
+    let mut taken: HashSet<i64> = lifecycle::claimed_ports(&ctx.db)
+        .await?
+        .into_iter()
+        .collect();
     for i in 0..span {
         let port = lo + ((offset + i) % span) as u16;
         if taken.contains(&i64::from(port)) || !free_on_host(&ctx.config.agent_host, port) {
@@ -38,7 +41,10 @@ pub async fn claim(ctx: &Context, id: &str) -> Result<u16, PortError> {
                 return u16::try_from(held).map_err(|_| PortError::Exhausted(lo, hi));
             }
         }
-        taken = lifecycle::claimed_ports(&ctx.db).await?.into_iter().collect();
+        taken = lifecycle::claimed_ports(&ctx.db)
+            .await?
+            .into_iter()
+            .collect();
     }
     Err(PortError::Exhausted(lo, hi))
 }

@@ -21,18 +21,28 @@ async fn apply(
 ) -> Result<Agent, RequestError> {
     let from = agent.status;
     if !from.can_transition_to(to) {
-        return Err(RequestError::Conflict { status: from, action });
+        return Err(RequestError::Conflict {
+            status: from,
+            action,
+        });
     }
     match lifecycle::transition(&state.db, &agent.id, from, to, reason, Some(desired)).await? {
         Some(event) => {
             state.events.publish(event);
             state.reconciler.wake(&agent.id);
-            lifecycle::get(&state.db, &agent.id).await?.ok_or(RequestError::NotFound)
+            lifecycle::get(&state.db, &agent.id)
+                .await?
+                .ok_or(RequestError::NotFound)
         }
         None => {
             // Someone moved it first: report what it is now.
-            let now = lifecycle::get(&state.db, &agent.id).await?.ok_or(RequestError::NotFound)?;
-            Err(RequestError::Conflict { status: now.status, action })
+            let now = lifecycle::get(&state.db, &agent.id)
+                .await?
+                .ok_or(RequestError::NotFound)?;
+            Err(RequestError::Conflict {
+                status: now.status,
+                action,
+            })
         }
     }
 }
@@ -41,7 +51,17 @@ async fn apply(
 pub async fn start(state: &AppState, agent: &Agent) -> Result<Agent, RequestError> {
     match agent.status {
         Status::Error => retry(state, agent).await,
-        _ => apply(state, agent, Status::Starting, "start", "start requested", DesiredState::Running).await,
+        _ => {
+            apply(
+                state,
+                agent,
+                Status::Starting,
+                "start",
+                "start requested",
+                DesiredState::Running,
+            )
+            .await
+        }
     }
 }
 
@@ -50,18 +70,42 @@ pub async fn retry(state: &AppState, agent: &Agent) -> Result<Agent, RequestErro
     if agent.status == Status::Error {
         lifecycle::reset_backoff(&state.db, &agent.id).await?;
     }
-    apply(state, agent, Status::Pending, "retry", "retry requested", DesiredState::Running).await
+    apply(
+        state,
+        agent,
+        Status::Pending,
+        "retry",
+        "retry requested",
+        DesiredState::Running,
+    )
+    .await
 }
 
 /// `POST …/stop`: RUNNING → STOPPING, desired stopped.
 pub async fn stop(state: &AppState, agent: &Agent) -> Result<Agent, RequestError> {
-    apply(state, agent, Status::Stopping, "stop", "stop requested", DesiredState::Stopped).await
+    apply(
+        state,
+        agent,
+        Status::Stopping,
+        "stop",
+        "stop requested",
+        DesiredState::Stopped,
+    )
+    .await
 }
 
 /// `POST …/restart`: RUNNING → STOPPING with desired running, so the
 /// reconciler stops, starts and re-pairs it.
 pub async fn restart(state: &AppState, agent: &Agent) -> Result<Agent, RequestError> {
-    apply(state, agent, Status::Stopping, "restart", "restart requested", DesiredState::Running).await
+    apply(
+        state,
+        agent,
+        Status::Stopping,
+        "restart",
+        "restart requested",
+        DesiredState::Running,
+    )
+    .await
 }
 
 /// After a PATCH that changed injected config of a RUNNING agent: the same
@@ -71,7 +115,15 @@ pub async fn reconfigure(state: &AppState, agent: &Agent) -> Result<Agent, Reque
         // Not running: the new config is injected at its next start.
         return Ok(agent.clone());
     }
-    apply(state, agent, Status::Stopping, "reconfigure", "configuration changed", DesiredState::Running).await
+    apply(
+        state,
+        agent,
+        Status::Stopping,
+        "reconfigure",
+        "configuration changed",
+        DesiredState::Running,
+    )
+    .await
 }
 
 /// `DELETE`: desired deleted, then waits for the reconciler to remove the

@@ -61,6 +61,7 @@ pub fn container(running: bool) -> ObservedContainer {
         state: if running { "running" } else { "exited" }.into(),
         running,
         started_at: Some(Utc::now()),
+        finished_at: if running { None } else { Some(Utc::now()) },
         exit_code: if running { None } else { Some(0) },
         oom_killed: false,
         restart_count: 0,

@@ -53,7 +53,11 @@ pub async fn run(handle: ReconcilerHandle, cancel: CancellationToken) {
                 }
             }
         }
-        backoff = if healthy { RECONNECT_MIN } else { (backoff * 2).min(RECONNECT_MAX) };
+        backoff = if healthy {
+            RECONNECT_MIN
+        } else {
+            (backoff * 2).min(RECONNECT_MAX)
+        };
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(backoff) => {}

@@ -1,0 +1,133 @@
+//! The control plane as a separate `zcaas serve` process, for tests that kill
+//! it (SIGKILL, or an abort at a crash point) and start it again on the same
+//! data directory.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+
+use crate::{agent_binary, target_dir, Api, World, AGENT_IMAGE, TEST_LABEL};
+
+/// The `zcaas` binary of this build (built by `cargo test --workspace`).
+pub fn zcaas_binary() -> anyhow::Result<PathBuf> {
+    let path = target_dir().join("debug/zcaas");
+    if !path.exists() {
+        bail!(
+            "{} is missing: run `cargo build -p control-plane --bin zcaas`",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A running `zcaas serve` child process. Killed on drop.
+pub struct ServerProcess {
+    child: Child,
+    pub api: Api,
+}
+
+impl std::ops::Deref for ServerProcess {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl ServerProcess {
+    /// Starts `zcaas serve` for `world` on `data_dir`, with extra environment
+    /// (e.g. `ZCAAS_CRASH_AT`), and waits until `/healthz` answers.
+    pub async fn start(
+        world: &World,
+        data_dir: &std::path::Path,
+        extra_env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let mut cmd = Command::new(zcaas_binary()?);
+        cmd.arg("serve")
+            .env("ZCAAS_LISTEN", format!("127.0.0.1:{port}"))
+            .env("ZCAAS_DATA_DIR", data_dir)
+            .env("ZCAAS_NETWORK", &world.network)
+            .env("ZCAAS_RUNTIME_IMAGE", AGENT_IMAGE)
+            .env("ZCAAS_AGENT_BINARY", agent_binary()?)
+            .env("ZCAAS_ALLOW_PRIVATE_PROVIDER_URLS", "true")
+            .env(
+                "ZCAAS_EXTRA_LABELS",
+                format!("{TEST_LABEL}={}", world.prefix),
+            )
+            .env("ZCAAS_DOMAIN", "agents.test")
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "zcaas=info".into()),
+            )
+            .env_remove("ZCAAS_CRASH_AT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().context("spawning zcaas")?;
+        let mut server = ServerProcess {
+            child,
+            api: world.api(format!("http://127.0.0.1:{port}"))?,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(res) = server
+                .api
+                .http
+                .get(format!("{}/healthz", server.api.base))
+                .send()
+                .await
+            {
+                if res.status().is_success() {
+                    return Ok(server);
+                }
+            }
+            if let Some(status) = server.child.try_wait()? {
+                bail!("zcaas exited during start-up: {status}");
+            }
+            if Instant::now() > deadline {
+                bail!("zcaas did not become healthy within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits for the process to exit by itself (a crash point), up to `timeout`.
+    pub async fn wait_exit(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("zcaas did not exit within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILLs the process and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
