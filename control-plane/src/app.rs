@@ -106,6 +106,12 @@ impl App {
             config: config.clone(),
             events: events.clone(),
         };
+        // Before serving: containers and volumes of agents that no longer
+        // have a row are removed; the reconciler's first resync then adopts
+        // the rest and resumes rows left mid-transition.
+        reconciler::startup::remove_orphans(&ctx)
+            .await
+            .context("removing orphaned agent containers")?;
         let reconciler = reconciler::spawn(ctx, cancel.clone(), &tracker);
         let state = AppState {
             db,

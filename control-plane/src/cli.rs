@@ -13,6 +13,44 @@ use crate::db;
 use crate::model::{Plan, Role};
 use crate::secrets::{SecretBox, SecretField};
 
+/// The `zcaas` program: parses the command line, loads the configuration,
+/// sets up logging and runs the command on a multi-threaded runtime. Exit
+/// codes: 0 success, 1 failure, 2 bad configuration.
+pub fn main() -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let cli = Cli::parse();
+    let config = match cli.config.load() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("zcaas: configuration: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let json_logs = config.log_json;
+    init_tracing(json_logs);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("zcaas: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if json_logs => {
+            tracing::error!(error = %format!("{e:#}"), "zcaas failed");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("zcaas: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// zcaas: hosts one ZeroClaw-compatible agent container per agent.
 #[derive(Parser)]
 #[command(name = "zcaas", version, about)]
@@ -131,7 +169,17 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Keys {
             command: KeysCommand::Rotate,
-        } => rotate_keys(&config).await,
+        } => {
+            let r = rotate_keys(&config).await?;
+            println!(
+                "new key {}: {} secrets re-encrypted, {} changed meanwhile, {} unreadable",
+                r.new_key_id, r.reencrypted, r.changed_meanwhile, r.unreadable
+            );
+            if r.unreadable > 0 {
+                anyhow::bail!("{} secrets could not be decrypted", r.unreadable);
+            }
+            Ok(())
+        }
         Command::User {
             command:
                 UserCommand::Create {
@@ -190,15 +238,35 @@ async fn shutdown_signal() {
     }
 }
 
-/// `zcaas keys rotate`: a new current key, then every secret re-encrypted
-/// with it. A secret changed meanwhile by a running server is left as the
-/// server wrote it (still readable: the old key stays in the keyring).
-async fn rotate_keys(config: &Config) -> anyhow::Result<()> {
+/// What `zcaas keys rotate` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationReport {
+    /// The new current key.
+    pub new_key_id: String,
+    /// Secrets now encrypted with the new key.
+    pub reencrypted: usize,
+    /// Secrets a running server replaced while we worked (left as written).
+    pub changed_meanwhile: usize,
+    /// Secrets no key in the keyring decrypts (left as they are).
+    pub unreadable: usize,
+}
+
+/// `zcaas keys rotate`: a new current key in `<data_dir>/master.key`, then
+/// every agent secret re-encrypted with it. A secret changed meanwhile by a
+/// running server is left as the server wrote it (still readable: the old
+/// key stays in the keyring, and the server learns the new key when it
+/// first meets it).
+pub async fn rotate_keys(config: &Config) -> anyhow::Result<RotationReport> {
     let db = open_db(config).await?;
     let secrets = SecretBox::load_or_create(&config.master_key_path())
         .context("loading the master keyring")?;
-    let new_id = secrets.rotate().context("rotating")?;
-    let (mut done, mut skipped, mut failed) = (0usize, 0usize, 0usize);
+    let new_key_id = secrets.rotate().context("rotating")?;
+    let mut report = RotationReport {
+        new_key_id,
+        reencrypted: 0,
+        changed_meanwhile: 0,
+        unreadable: 0,
+    };
     for row in db::agents::list_secrets(&db).await? {
         for (field, stored) in [
             (SecretField::Token, &row.encrypted_token),
@@ -213,23 +281,19 @@ async fn rotate_keys(config: &Config) -> anyhow::Result<()> {
                 Ok(plain) => secrets.encrypt(&row.id, field, &plain)?,
                 Err(e) => {
                     tracing::error!(agent_id = %row.id, field = field.as_str(), error = %e, "cannot decrypt; left as is");
-                    failed += 1;
+                    report.unreadable += 1;
                     continue;
                 }
             };
             if db::agents::replace_secret(&db, &row.id, field, stored, &fresh).await? {
-                done += 1;
+                report.reencrypted += 1;
             } else {
-                skipped += 1;
+                report.changed_meanwhile += 1;
             }
         }
     }
     db.close().await;
-    println!("new key {new_id}: {done} secrets re-encrypted, {skipped} changed meanwhile, {failed} unreadable");
-    if failed > 0 {
-        anyhow::bail!("{failed} secrets could not be decrypted");
-    }
-    Ok(())
+    Ok(report)
 }
 
 async fn create_user(

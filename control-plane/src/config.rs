@@ -174,6 +174,9 @@ impl Config {
         if self.max_concurrent_deploys == 0 {
             bail!("max_concurrent_deploys must be at least 1");
         }
+        if self.retry_budget == 0 {
+            bail!("retry_budget must be at least 1 (1 means no automatic retry)");
+        }
         Ok(())
     }
 }
@@ -222,6 +225,9 @@ pub struct FileConfig {
     /// Seconds.
     pub health_timeout_secs: Option<u64>,
     pub max_concurrent_deploys: Option<usize>,
+    pub retry_budget: Option<u32>,
+    /// Milliseconds.
+    pub retry_backoff_ms: Option<u64>,
     pub log_json: Option<bool>,
     #[serde(default)]
     pub extra_labels: BTreeMap<String, String>,
@@ -294,6 +300,17 @@ pub struct ConfigArgs {
     /// Deploys running Docker-heavy steps at once [default: 8].
     #[arg(long, env = "ZCAAS_MAX_CONCURRENT_DEPLOYS", global = true)]
     pub max_concurrent_deploys: Option<usize>,
+    /// Automatic attempts before a failing agent stays in ERROR [default: 5].
+    #[arg(long, env = "ZCAAS_RETRY_BUDGET", global = true)]
+    pub retry_budget: Option<u32>,
+    /// Backoff before the first automatic retry, ms; doubles each time [default: 2000].
+    #[arg(long, env = "ZCAAS_RETRY_BACKOFF_MS", global = true)]
+    pub retry_backoff_ms: Option<u64>,
+    /// Extra label put on everything created, KEY=VALUE; repeatable, or
+    /// comma-separated in the variable (tests use it to clean up by label).
+    #[arg(long = "extra-label", env = "ZCAAS_EXTRA_LABELS", global = true,
+          value_delimiter = ',', value_parser = parse_label)]
+    pub extra_labels: Vec<(String, String)>,
     /// Seconds a deploy waits for the pairing code [default: 30].
     #[arg(long, env = "ZCAAS_PAIRING_TIMEOUT_SECS", global = true)]
     pub pairing_timeout_secs: Option<u64>,
@@ -304,6 +321,24 @@ pub struct ConfigArgs {
     #[arg(long, env = "ZCAAS_LOG_JSON", global = true, num_args = 0..=1,
           default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub log_json: Option<bool>,
+}
+
+/// Parses `KEY=VALUE` for `--extra-label`; our own label keys are refused.
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))?;
+    let key = k.trim();
+    if key.is_empty() || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("bad label key {k:?}"));
+    }
+    if key == crate::docker::MANAGED_LABEL
+        || key == crate::docker::AGENT_ID_LABEL
+        || key == crate::docker::SPEC_HASH_LABEL
+    {
+        return Err(format!("{key} is set by zcaas itself"));
+    }
+    Ok((key.to_owned(), v.to_owned()))
 }
 
 impl ConfigArgs {
@@ -344,12 +379,17 @@ impl ConfigArgs {
             traefik_entrypoint,
             traefik_cert_resolver,
             max_concurrent_deploys,
+            retry_budget,
             log_json
         );
+        if let Some(ms) = self.retry_backoff_ms.or(file.retry_backoff_ms) {
+            c.retry_backoff_base = Duration::from_millis(ms);
+        }
         if let Some(r) = file.port_range {
             c.port_range = r;
         }
         c.extra_labels.extend(file.extra_labels);
+        c.extra_labels.extend(self.extra_labels.iter().cloned());
         for (limits, plan) in [
             (&mut c.free, &file.plans.free),
             (&mut c.pro, &file.plans.pro),
@@ -388,6 +428,35 @@ mod tests {
     struct TestCli {
         #[command(flatten)]
         config: ConfigArgs,
+    }
+
+    #[test]
+    fn extra_labels_and_retry_settings_from_flags() {
+        let cli = TestCli::try_parse_from([
+            "t",
+            "--extra-label",
+            "io.zcaas.test=abc,team=x",
+            "--retry-budget",
+            "2",
+            "--retry-backoff-ms",
+            "150",
+        ])
+        .unwrap();
+        let c = cli.config.resolve(FileConfig::default()).unwrap();
+        assert_eq!(
+            c.extra_labels.get("io.zcaas.test").map(String::as_str),
+            Some("abc")
+        );
+        assert_eq!(c.extra_labels.get("team").map(String::as_str), Some("x"));
+        assert_eq!(c.retry_budget, 2);
+        assert_eq!(c.retry_backoff_base, Duration::from_millis(150));
+        assert!(TestCli::try_parse_from(["t", "--extra-label", "io.zcaas.managed=false"]).is_err());
+        assert!(TestCli::try_parse_from(["t", "--extra-label", "novalue"]).is_err());
+        assert!(TestCli::try_parse_from(["t", "--retry-budget", "0"])
+            .unwrap()
+            .config
+            .resolve(FileConfig::default())
+            .is_err());
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::model::Channels;
 
 /// One refused input field: its JSON path and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
+#[error("{message}")]
 pub struct FieldError {
     /// JSON path of the field, e.g. `slug` or `channels.telegram.botToken`.
     pub field: String,

@@ -51,7 +51,7 @@ fn emails() {
     assert_eq!(email(" Alice@Example.COM ").unwrap(), "alice@example.com");
     assert!(email("admin@localhost").is_ok());
     for bad in [
-        "", "a", "a@", "@b", "a@b@c", "a b@c.d", "a@-b.c", "a@b..c", ".a@b.c", "a@b.c\n",
+        "", "a", "a@", "@b", "a@b@c", "a b@c.d", "a@-b.c", "a@b..c", ".a@b.c", "a@b\n.c",
     ] {
         assert_eq!(email(bad).unwrap_err().field, "email", "{bad:?}");
     }

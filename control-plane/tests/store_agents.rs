@@ -136,7 +136,7 @@ async fn slug_is_unique_across_users() {
     assert_eq!(events, 1);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn quota_holds_under_concurrent_creates() {
     let (_d, db) = fresh().await;
     let u = Arc::new(user(&db, "a@x.io").await);

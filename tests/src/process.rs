@@ -8,14 +8,21 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 
-use crate::{agent_binary, target_dir, Api, World, AGENT_IMAGE, TEST_LABEL};
+use crate::{agent_binary, Api, World, AGENT_IMAGE, TEST_LABEL};
 
-/// The `zcaas` binary of this build (built by `cargo test --workspace`).
+/// The control plane binary of this build: `zcaas-e2e` of this package, which
+/// cargo builds (fresh) with the package's tests, next to the test binaries'
+/// `deps/` directory.
 pub fn zcaas_binary() -> anyhow::Result<PathBuf> {
-    let path = target_dir().join("debug/zcaas");
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("test binary has no profile directory")?;
+    let path = profile_dir.join("zcaas-e2e");
     if !path.exists() {
         bail!(
-            "{} is missing: run `cargo build -p control-plane --bin zcaas`",
+            "{} is missing: run `cargo build -p zcaas-tests --bins`",
             path.display()
         );
     }

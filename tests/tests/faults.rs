@@ -217,7 +217,7 @@ async fn crash_at(point: &str) {
             Method::POST,
             "/api/agents",
             &jwt,
-            Some(server.agent_body("Crash Test")),
+            Some(server.agent_body(&format!("crash {point}"))),
         )
         .await
         .unwrap();
@@ -257,7 +257,7 @@ async fn crash_at(point: &str) {
         .unwrap();
     assert_eq!(code, 204);
     assert!(agent_containers(&id).is_empty());
-    assert!(!volume_exists("zeroclaw-crash-test-data"));
+    assert!(!volume_exists(&format!("zeroclaw-crash-{point}-data")));
 }
 
 macro_rules! crash_tests {
@@ -276,4 +276,51 @@ crash_tests! {
     control_plane_killed_after_start => "after-start",
     control_plane_killed_after_the_code_is_read => "after-code",
     control_plane_killed_after_pairing => "after-pair",
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphans_are_removed_at_startup_and_nothing_else() {
+    let world = World::start(STUB).await.unwrap();
+    let labels = [
+        "--label".to_string(),
+        "io.zcaas.managed=true".to_string(),
+        "--label".to_string(),
+        format!("io.zcaas.test={}", world.prefix),
+    ];
+    let ghost = format!("{}-ghost", world.prefix);
+    let mut args: Vec<String> = vec!["volume".into(), "create".into()];
+    args.extend(labels.iter().cloned());
+    args.extend([
+        "--label".into(),
+        "io.zcaas.agent-id=no-such-agent".into(),
+        format!("{ghost}-data"),
+    ]);
+    docker_cli(&args.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+    let mut args: Vec<String> = vec!["create".into(), "--name".into(), ghost.clone()];
+    args.extend(labels.iter().cloned());
+    args.extend([
+        "--label".into(),
+        "io.zcaas.agent-id=no-such-agent".into(),
+        zcaas_tests::STUB_IMAGE.into(),
+    ]);
+    docker_cli(&args.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+    // Ours by label, but not an agent's: must be left alone.
+    let bystander = format!("{}-provider", world.prefix);
+
+    let data = tempfile::tempdir().unwrap();
+    let _server = ServerProcess::start(&world, data.path(), &[])
+        .await
+        .unwrap();
+    assert!(
+        docker_inspect(&ghost).is_none(),
+        "orphaned container survived start-up"
+    );
+    assert!(
+        !volume_exists(&format!("{ghost}-data")),
+        "orphaned volume survived start-up"
+    );
+    assert!(
+        docker_inspect(&bystander).is_some(),
+        "a container that is no agent's was removed"
+    );
 }

@@ -49,10 +49,16 @@ pub fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiErro
         serde_json::error::Category::Data => {
             let parent = err.path().to_string();
             let parent = if parent == "." { String::new() } else { parent };
-            // Unknown and missing fields are reported at their parent: name the field itself.
-            let field = match BACKTICKED.as_ref().and_then(|re| re.captures(&message)) {
-                Some(c) if parent.is_empty() => c[2].to_owned(),
-                Some(c) => format!("{parent}.{}", &c[2]),
+            // A missing field is reported at its parent (an unknown one at
+            // itself): name the field itself either way.
+            let named = BACKTICKED
+                .as_ref()
+                .and_then(|re| re.captures(&message))
+                .map(|c| c[2].to_owned());
+            let field = match named {
+                Some(name) if parent == name || parent.ends_with(&format!(".{name}")) => parent,
+                Some(name) if parent.is_empty() => name,
+                Some(name) => format!("{parent}.{name}"),
                 None if parent.is_empty() => "body".to_owned(),
                 None => parent,
             };
@@ -97,6 +103,12 @@ where
                 }
             }
         })?;
+        // Every body of this API is an object (serde would also read a
+        // struct from an array, positionally).
+        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') | None => {}
+            Some(_) => return Err(ApiError::validation("body", "body: must be a JSON object")),
+        }
         parse_json(&bytes).map(Json)
     }
 }

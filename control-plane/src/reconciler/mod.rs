@@ -192,6 +192,21 @@ impl ReconcilerHandle {
         self.end_pass(agent_id);
     }
 
+    /// Runs one reconcile pass for every agent in the store, `concurrency` at
+    /// a time, and waits for all of them: a full reconcile pass. Returns the
+    /// number of agents reconciled.
+    pub async fn reconcile_all(&self, concurrency: usize) -> Result<usize, sqlx::Error> {
+        use futures::StreamExt;
+        let agents = lifecycle::list_all(&self.inner.ctx.db).await?;
+        let n = agents.len();
+        futures::stream::iter(agents)
+            .for_each_concurrent(concurrency.max(1), |agent| async move {
+                self.reconcile_now(&agent.id).await;
+            })
+            .await;
+        Ok(n)
+    }
+
     /// Wakes every agent in the store (startup and periodic resync).
     pub async fn resync_all(&self) {
         match lifecycle::list_all(&self.inner.ctx.db).await {

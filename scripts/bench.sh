@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Runs the control-plane benchmarks of DESIGN.md §3 against the local engine
+# and prints the figures recorded in BENCHMARKS.md. Arguments select parts:
+# deploy pipeline concurrent repair reconcile (default: all).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -p agent-runtime -p zcaas-tests --bins --examples
+exec target/x86_64-unknown-linux-gnu/release/examples/bench "$@"
