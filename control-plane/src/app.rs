@@ -40,6 +40,8 @@ pub struct AppState {
     pub reconciler: ReconcilerHandle,
     pub events: EventBus,
     pub jwt: Arc<JwtKeys>,
+    /// Prometheus series shared with the reconciler.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Failed-login counters (per email) for the login rate limit.
     pub login_limiter: Arc<LoginLimiter>,
     /// Fires when the service shuts down; long-lived responses (SSE) end on it.
@@ -98,6 +100,7 @@ impl App {
         let tracker = TaskTracker::new();
         let gateway = GatewayClient::new();
         let events = EventBus::new();
+        let metrics = crate::metrics::Metrics::new();
         let ctx = reconciler::Context {
             db: db.clone(),
             docker: docker.clone(),
@@ -105,6 +108,7 @@ impl App {
             secrets: secrets.clone(),
             config: config.clone(),
             events: events.clone(),
+            metrics: metrics.clone(),
         };
         // Before serving: containers and volumes of agents that no longer
         // have a row are removed; the reconciler's first resync then adopts
@@ -122,6 +126,7 @@ impl App {
             reconciler,
             events,
             jwt,
+            metrics,
             login_limiter: Arc::new(LoginLimiter::default()),
             shutdown: cancel.clone(),
         };

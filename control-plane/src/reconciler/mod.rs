@@ -66,6 +66,7 @@ pub struct Context {
     pub secrets: Arc<SecretBox>,
     pub config: Arc<Config>,
     pub events: EventBus,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Per-agent scheduling state.
@@ -250,6 +251,7 @@ impl ReconcilerHandle {
     async fn pass(&self, id: &str) -> Outcome {
         let inner = &*self.inner;
         let ctx = &inner.ctx;
+        ctx.metrics.reconcile_passes.inc();
         for _ in 0..MAX_STEPS_PER_PASS {
             let agent = match lifecycle::get(&ctx.db, id).await {
                 Ok(Some(agent)) => agent,
@@ -267,6 +269,7 @@ impl ReconcilerHandle {
                 // its container (the deploy reports the name conflict).
                 Ok(c) => c.filter(|c| c.agent_id.as_deref() == Some(agent.id.as_str())),
                 Err(e) => {
+                    ctx.metrics.docker_error("inspect");
                     tracing::warn!(agent_id = id, error = %e, "inspecting container failed");
                     return Outcome::RequeueAfter(ERROR_REQUEUE);
                 }
@@ -280,6 +283,10 @@ impl ReconcilerHandle {
                 }
             }
             let step = plan::plan(&agent, observed.as_ref(), Utc::now());
+            let step_name = step.name();
+            // For steps whose failure is handled by `fail`, the step's own
+            // outcome differs from the outcome of the handling.
+            let mut step_ok = None;
             tracing::debug!(agent_id = id, slug = %agent.slug, ?step, "reconcile step");
             let result = match step {
                 Step::Idle => return Outcome::Settled,
@@ -307,15 +314,33 @@ impl ReconcilerHandle {
                     .await
                     .map(|_| ())
                 }
-                Step::Start => match ops::start(inner, &agent).await {
-                    Ok(()) => Ok(()),
-                    Err(e) => ops::fail(inner, &agent, &format!("{e:#}")).await,
-                },
+                Step::Start => {
+                    let began = std::time::Instant::now();
+                    match ops::start(inner, &agent).await {
+                        Ok(()) => {
+                            ctx.metrics.deploy_seconds.observe(began.elapsed().as_secs_f64());
+                            Ok(())
+                        }
+                        Err(e) => {
+                            step_ok = Some(false);
+                            if e.downcast_ref::<crate::docker::DockerError>().is_some() {
+                                ctx.metrics.docker_error(step_name);
+                            }
+                            ops::fail(inner, &agent, &format!("{e:#}")).await
+                        }
+                    }
+                }
                 Step::Stop => ops::stop(inner, &agent).await,
                 Step::EnforceStopped => ops::enforce_stopped(inner, &agent).await,
                 Step::Repair { reason } => match ops::repair(inner, &agent, &reason).await {
-                    Ok(()) => Ok(()),
-                    Err(e) => ops::fail(inner, &agent, &format!("re-pairing failed: {e:#}")).await,
+                    Ok(()) => {
+                        ctx.metrics.repairs.inc();
+                        Ok(())
+                    }
+                    Err(e) => {
+                        step_ok = Some(false);
+                        ops::fail(inner, &agent, &format!("re-pairing failed: {e:#}")).await
+                    }
                 },
                 Step::Fail { reason } => ops::fail(inner, &agent, &reason).await,
                 Step::ResetBackoff => lifecycle::reset_backoff(&ctx.db, id)
@@ -331,7 +356,11 @@ impl ReconcilerHandle {
                         .map(|_| ())
                 }
             };
+            ctx.metrics.step(step_name, step_ok.unwrap_or(result.is_ok()));
             if let Err(e) = result {
+                if e.downcast_ref::<crate::docker::DockerError>().is_some() {
+                    ctx.metrics.docker_error(step_name);
+                }
                 tracing::warn!(agent_id = id, slug = %agent.slug, error = %format!("{e:#}"), "reconcile step failed");
                 return Outcome::RequeueAfter(ERROR_REQUEUE);
             }

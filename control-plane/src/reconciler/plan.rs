@@ -37,6 +37,25 @@ pub enum Step {
     Idle,
 }
 
+impl Step {
+    /// A short name for logs and the `step` label of the reconcile metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::Delete => "delete",
+            Step::WaitUntil(_) => "wait",
+            Step::BeginDeploy => "begin_deploy",
+            Step::Start => "start",
+            Step::Stop => "stop",
+            Step::Repair { .. } => "repair",
+            Step::Fail { .. } => "fail",
+            Step::EnforceStopped => "enforce_stopped",
+            Step::Retry => "retry",
+            Step::ResetBackoff => "reset_backoff",
+            Step::Idle => "idle",
+        }
+    }
+}
+
 /// Decides the next step for `agent` given its container as observed now
 /// (`None`: no container by that name) at time `now`.
 pub fn plan(agent: &Agent, observed: Option<&ObservedContainer>, now: DateTime<Utc>) -> Step {

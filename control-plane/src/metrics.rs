@@ -1,0 +1,169 @@
+//! Prometheus metrics of the control plane (`GET /metrics`, text format):
+//! agents by status, deploy durations, re-pairs, reconcile steps and errors by
+//! outcome, Docker API errors, HTTP requests and latencies. One [`Metrics`] is
+//! shared (cheaply cloned) by the reconciler and the API.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::status::Status;
+
+/// Labels of `zcaas_agents`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub status: String,
+}
+
+/// Labels of `zcaas_reconcile_steps_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabels {
+    /// The plan step: `start`, `stop`, `repair`, `delete`, …
+    pub step: String,
+    /// `ok` or `error`.
+    pub outcome: String,
+}
+
+/// Labels of `zcaas_docker_errors_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    pub operation: String,
+}
+
+/// Labels of the HTTP series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: String,
+    /// The matched route template (`/api/agents/{id}`), never the raw path.
+    pub route: String,
+    pub status: u16,
+}
+
+/// Every series, registered once.
+pub struct Metrics {
+    registry: Registry,
+    /// Agents by status (gauge, set from the store when scraped).
+    pub agents: Family<StatusLabels, Gauge>,
+    /// POST → RUNNING, seconds (each successful start, re-starts included).
+    pub deploy_seconds: Histogram,
+    /// Tokens obtained or confirmed for a container start after the first.
+    pub repairs: Counter,
+    /// Reconcile steps executed, by step and outcome.
+    pub reconcile_steps: Family<StepLabels, Counter>,
+    /// Reconcile passes (one per agent per wake/resync).
+    pub reconcile_passes: Counter,
+    /// Docker API calls that failed, by operation.
+    pub docker_errors: Family<OperationLabels, Counter>,
+    /// HTTP requests by method, route and status.
+    pub http_requests: Family<HttpLabels, Counter>,
+    /// HTTP request latency by method, route and status, seconds.
+    pub http_seconds: Family<HttpLabels, Histogram>,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0].into_iter())
+}
+
+impl Metrics {
+    /// A fresh registry with every series registered.
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::default();
+        let agents = Family::<StatusLabels, Gauge>::default();
+        registry.register("zcaas_agents", "Agents by status", agents.clone());
+        let deploy_seconds =
+            Histogram::new([0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0].into_iter());
+        registry.register(
+            "zcaas_deploy_duration_seconds",
+            "Time from STARTING to RUNNING",
+            deploy_seconds.clone(),
+        );
+        let repairs = Counter::default();
+        registry.register("zcaas_repairs", "Agents re-paired after a container start", repairs.clone());
+        let reconcile_steps = Family::<StepLabels, Counter>::default();
+        registry.register(
+            "zcaas_reconcile_steps",
+            "Reconcile steps executed, by step and outcome",
+            reconcile_steps.clone(),
+        );
+        let reconcile_passes = Counter::default();
+        registry.register("zcaas_reconcile_passes", "Reconcile passes run", reconcile_passes.clone());
+        let docker_errors = Family::<OperationLabels, Counter>::default();
+        registry.register("zcaas_docker_errors", "Failed Docker API calls, by operation", docker_errors.clone());
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register("zcaas_http_requests", "HTTP requests", http_requests.clone());
+        let http_seconds = Family::<HttpLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register("zcaas_http_request_duration_seconds", "HTTP request latency", http_seconds.clone());
+        Arc::new(Metrics {
+            registry,
+            agents,
+            deploy_seconds,
+            repairs,
+            reconcile_steps,
+            reconcile_passes,
+            docker_errors,
+            http_requests,
+            http_seconds,
+        })
+    }
+
+    /// Counts one reconcile step and its outcome.
+    pub fn step(&self, step: &str, ok: bool) {
+        self.reconcile_steps
+            .get_or_create(&StepLabels { step: step.to_owned(), outcome: if ok { "ok" } else { "error" }.to_owned() })
+            .inc();
+    }
+
+    /// Counts a failed Docker call.
+    pub fn docker_error(&self, operation: &str) {
+        self.docker_errors.get_or_create(&OperationLabels { operation: operation.to_owned() }).inc();
+    }
+
+    /// Sets the agents-by-status gauge from `counts` (every status present,
+    /// zero where absent).
+    pub fn set_agent_counts(&self, counts: &[(Status, i64)]) {
+        for st in Status::ALL {
+            let n = counts.iter().find(|(s, _)| *s == st).map_or(0, |(_, n)| *n);
+            self.agents.get_or_create(&StatusLabels { status: st.as_str().to_owned() }).set(n);
+        }
+    }
+
+    /// The text exposition of every series.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_are_exposed_with_their_labels() {
+        let m = Metrics::new();
+        m.set_agent_counts(&[(Status::Running, 3)]);
+        m.step("start", true);
+        m.step("start", false);
+        m.docker_error("inspect");
+        m.deploy_seconds.observe(0.6);
+        m.repairs.inc();
+        let text = m.encode().unwrap();
+        for needle in [
+            "zcaas_agents{status=\"RUNNING\"} 3",
+            "zcaas_agents{status=\"ERROR\"} 0",
+            "zcaas_reconcile_steps_total{step=\"start\",outcome=\"ok\"} 1",
+            "zcaas_reconcile_steps_total{step=\"start\",outcome=\"error\"} 1",
+            "zcaas_docker_errors_total{operation=\"inspect\"} 1",
+            "zcaas_deploy_duration_seconds_count 1",
+            "zcaas_repairs_total 1",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+}
