@@ -429,3 +429,75 @@ async fn a_broken_image_ends_in_error_with_nothing_left_behind() {
         .unwrap();
     env.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_of_a_running_agent_reinjects_and_repairs() {
+    let mut env = TestEnv::start(STUB, EnvOptions::default()).await.unwrap();
+    let jwt = env.register("dave").await.unwrap();
+    let (_, created) = env
+        .call(
+            Method::POST,
+            "/api/agents",
+            &jwt,
+            Some(env.agent_body("Patch Me")),
+        )
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    env.wait_status(&jwt, &id, &["RUNNING"], DEPLOY_TIMEOUT)
+        .await
+        .unwrap();
+    let before = stored_token(&env, &id).await;
+
+    let (code, body) = env
+        .call(
+            Method::PATCH,
+            &format!("/api/agents/{id}"),
+            &jwt,
+            Some(json!({"agentName": "Renamed Agent", "communicationStyle": "like a pirate"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["agentName"], "Renamed Agent");
+    let agent = env
+        .wait_for(&jwt, &id, DEPLOY_TIMEOUT, |a| {
+            a["status"] == "RUNNING" && a["updatedAt"] != body["updatedAt"]
+        })
+        .await
+        .unwrap();
+    assert_eq!(agent["status"], "RUNNING");
+    let after = stored_token(&env, &id).await;
+    assert_ne!(
+        before, after,
+        "a reconfigured agent is restarted and re-paired"
+    );
+    let identity = zcaas_tests::docker_cli(&[
+        "cp",
+        "zeroclaw-patch-me:/zeroclaw-data/workspace/IDENTITY.md",
+        "-",
+    ])
+    .unwrap();
+    assert!(identity.contains("Renamed Agent"), "{identity}");
+    let soul = zcaas_tests::docker_cli(&[
+        "cp",
+        "zeroclaw-patch-me:/zeroclaw-data/workspace/SOUL.md",
+        "-",
+    ])
+    .unwrap();
+    assert!(soul.contains("like a pirate"), "{soul}");
+    let (code, reply) = message(&env, &jwt, &id, "after patch").await;
+    assert_eq!(code, 200, "{reply}");
+    let path: Vec<String> =
+        sqlx::query_scalar("SELECT to_status FROM agent_events WHERE agent_id = ?1 ORDER BY id")
+            .bind(&id)
+            .fetch_all(&env.app().state().db)
+            .await
+            .unwrap();
+    assert_eq!(
+        path[path.len() - 4..],
+        ["STOPPING", "STOPPED", "STARTING", "RUNNING"],
+        "{path:?}"
+    );
+    env.shutdown().await;
+}

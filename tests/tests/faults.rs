@@ -324,3 +324,23 @@ async fn orphans_are_removed_at_startup_and_nothing_else() {
         "a container that is no agent's was removed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_agents_stats_and_health_are_refreshed() {
+    let mut env = TestEnv::start(STUB, EnvOptions::default()).await.unwrap();
+    let (jwt, id, _) = running_agent(&env, "Stats Me").await;
+    let first = env
+        .wait_status(&jwt, &id, &["RUNNING"], TIMEOUT)
+        .await
+        .unwrap();
+    let polled = env
+        .wait_for(&jwt, &id, Duration::from_secs(60), |a| {
+            a["memoryMb"].as_f64().is_some_and(|m| m > 0.0)
+                && a["cpuPercent"].is_number()
+                && a["lastHealthAt"] != first["lastHealthAt"]
+        })
+        .await
+        .unwrap();
+    assert!(polled["memoryMb"].as_f64().unwrap() < 256.0, "{polled}");
+    env.shutdown().await;
+}

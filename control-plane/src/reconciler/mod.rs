@@ -12,6 +12,7 @@ pub mod plan;
 pub mod ports;
 pub mod requests;
 pub mod startup;
+pub mod stats;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod watch;
@@ -118,6 +119,7 @@ pub fn spawn(ctx: Context, cancel: CancellationToken, tracker: &TaskTracker) -> 
     // The watcher resyncs on every (re)connect, the first one included, so
     // rows left mid-transition by a previous process are resumed at once.
     tracker.spawn(watch::run(handle.clone(), cancel.clone()));
+    tracker.spawn(stats::run(handle.clone(), cancel.clone()));
     let resync = handle.clone();
     tracker.spawn(async move {
         loop {
@@ -318,7 +320,9 @@ impl ReconcilerHandle {
                     let began = std::time::Instant::now();
                     match ops::start(inner, &agent).await {
                         Ok(()) => {
-                            ctx.metrics.deploy_seconds.observe(began.elapsed().as_secs_f64());
+                            ctx.metrics
+                                .deploy_seconds
+                                .observe(began.elapsed().as_secs_f64());
                             Ok(())
                         }
                         Err(e) => {
@@ -356,7 +360,8 @@ impl ReconcilerHandle {
                         .map(|_| ())
                 }
             };
-            ctx.metrics.step(step_name, step_ok.unwrap_or(result.is_ok()));
+            ctx.metrics
+                .step(step_name, step_ok.unwrap_or(result.is_ok()));
             if let Err(e) = result {
                 if e.downcast_ref::<crate::docker::DockerError>().is_some() {
                     ctx.metrics.docker_error(step_name);

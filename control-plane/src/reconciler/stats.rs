@@ -1,0 +1,87 @@
+//! Stats polling: refreshes `memory_mb`, `cpu_percent` and `last_health_at`
+//! of every RUNNING agent on an interval. Agents are polled concurrently, each
+//! under its own timeout, so one slow or stuck agent delays no other. An agent
+//! whose `/health` fails wakes the reconciler, which decides what it means.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::{ops, ReconcilerHandle};
+use crate::db::lifecycle;
+use crate::status::Status;
+
+/// How often running agents are polled.
+pub const STATS_INTERVAL: Duration = Duration::from_secs(10);
+/// How long one agent's stats and health may take before it is skipped.
+const PER_AGENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Agents polled at once.
+const CONCURRENCY: usize = 32;
+
+/// Runs until `cancel` fires.
+pub async fn run(handle: ReconcilerHandle, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(STATS_INTERVAL) => {}
+        }
+        poll_once(&handle).await;
+    }
+}
+
+/// Polls every RUNNING agent once; returns how many were refreshed.
+pub async fn poll_once(handle: &ReconcilerHandle) -> usize {
+    let ctx = &handle.inner.ctx;
+    let agents = match lifecycle::list_all(&ctx.db).await {
+        Ok(agents) => agents,
+        Err(e) => {
+            tracing::warn!(error = %e, "stats: listing agents failed");
+            return 0;
+        }
+    };
+    let running = agents
+        .into_iter()
+        .filter(|a| a.status == Status::Running && a.container_id.is_some());
+    futures::stream::iter(running)
+        .map(|agent| async move {
+            let Some(container_id) = agent.container_id.as_deref() else {
+                return false;
+            };
+            let polled = tokio::time::timeout(PER_AGENT_TIMEOUT, async {
+                let stats = ctx.docker.stats(container_id).await;
+                let health = match ops::agent_base_url(ctx, &agent) {
+                    Some(base) => ctx.gateway.health(&base).await.is_ok(),
+                    None => false,
+                };
+                (stats, health)
+            })
+            .await;
+            match polled {
+                Ok((stats, healthy)) => {
+                    if let Ok(s) = stats {
+                        if let Err(e) = lifecycle::set_stats(&ctx.db, &agent.id, s.memory_mb, s.cpu_percent).await {
+                            tracing::warn!(agent_id = %agent.id, error = %e, "stats: storing failed");
+                        }
+                    } else {
+                        ctx.metrics.docker_error("stats");
+                    }
+                    if healthy {
+                        let _ = lifecycle::set_healthy(&ctx.db, &agent.id, Utc::now()).await;
+                    } else {
+                        handle.wake(&agent.id);
+                    }
+                    true
+                }
+                Err(_) => {
+                    tracing::warn!(agent_id = %agent.id, slug = %agent.slug, "stats: agent too slow; skipped this round");
+                    false
+                }
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .filter(|refreshed| futures::future::ready(*refreshed))
+        .count()
+        .await
+}
