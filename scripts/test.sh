@@ -15,6 +15,12 @@ cargo build --release -p agent-runtime
 status=0
 cargo test --workspace --all-targets || status=$?
 
+# Restarts the Docker daemon under a running agent, so it runs alone, after
+# everything else (ignored in a plain `cargo test`).
+if [ "$status" -eq 0 ]; then
+  cargo test -p zcaas-tests --test daemon_restart -- --ignored || status=$?
+fi
+
 # Safety net: tests clean up by label themselves (even on panic); anything a
 # killed test process left behind is removed here, and only what carries the
 # test label.

@@ -278,6 +278,32 @@ impl TestEnv {
         self.app.as_ref().expect("app is running")
     }
 
+    /// The plaintext bearer token the control plane holds for agent `id`.
+    pub async fn stored_token(&self, id: &str) -> anyhow::Result<String> {
+        let (token, _) = self.stored_pairing(id).await?;
+        Ok(token)
+    }
+
+    /// The stored bearer token of agent `id` and the container start
+    /// (`State.StartedAt`) it was obtained or confirmed for.
+    pub async fn stored_pairing(
+        &self,
+        id: &str,
+    ) -> anyhow::Result<(String, chrono::DateTime<chrono::Utc>)> {
+        let state = self.app().state();
+        let agent = zcaas::db::lifecycle::get(&state.db, id)
+            .await?
+            .context("no such agent")?;
+        let enc = agent.encrypted_token.context("no token stored")?;
+        let token = state
+            .secrets
+            .decrypt(id, zcaas::secrets::SecretField::Token, &enc)?;
+        Ok((
+            token,
+            agent.paired_started_at.context("no pairing start stored")?,
+        ))
+    }
+
     /// Stops the control plane (the test's containers are removed on drop).
     pub async fn shutdown(&mut self) {
         if let Some(app) = self.app.take() {
@@ -408,7 +434,16 @@ impl Api {
 /// Runs the provider stand-in container `name` on `network`.
 fn run_stub(prefix: &str, name: &str, network: &str) -> anyhow::Result<()> {
     let out = Command::new("docker")
-        .args(["run", "-d", "--name", name, "--network", network])
+        .args([
+            "run",
+            "-d",
+            "--restart",
+            "unless-stopped",
+            "--name",
+            name,
+            "--network",
+            network,
+        ])
         .args([
             "--label",
             "io.zcaas.managed=true",

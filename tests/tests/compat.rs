@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use reqwest::Method;
-use zcaas::secrets::SecretField;
 use zcaas_tests::{
     docker_cli, docker_inspect, ensure_agent_image, EnvOptions, TestEnv, AGENT_IMAGE,
 };
@@ -14,19 +13,6 @@ use zcaas_tests::{
 const STUB: &str = env!("CARGO_BIN_EXE_provider-stub");
 const TIMEOUT: Duration = Duration::from_secs(90);
 const PERSISTING_IMAGE: &str = "zcaas/agent-runtime-persisting:e2e";
-
-async fn token_and_pairing(env: &TestEnv, id: &str) -> (String, chrono::DateTime<chrono::Utc>) {
-    let state = env.app().state();
-    let agent = zcaas::db::lifecycle::get(&state.db, id)
-        .await
-        .unwrap()
-        .unwrap();
-    let token = state
-        .secrets
-        .decrypt(id, SecretField::Token, &agent.encrypted_token.unwrap())
-        .unwrap();
-    (token, agent.paired_started_at.unwrap())
-}
 
 fn started_at(container: &str) -> chrono::DateTime<chrono::Utc> {
     let c = docker_inspect(container).unwrap();
@@ -38,7 +24,7 @@ fn started_at(container: &str) -> chrono::DateTime<chrono::Utc> {
 async fn wait_confirmed(env: &TestEnv, id: &str, container: &str) -> String {
     let deadline = std::time::Instant::now() + TIMEOUT;
     loop {
-        let (token, paired) = token_and_pairing(env, id).await;
+        let (token, paired) = env.stored_pairing(id).await.unwrap();
         if paired >= started_at(container) {
             return token;
         }
@@ -86,7 +72,7 @@ async fn a_runtime_that_keeps_tokens_keeps_its_token() {
         .await
         .unwrap();
     assert_eq!(agent["status"], "RUNNING", "{agent}");
-    let (first, _) = token_and_pairing(&env, &id).await;
+    let (first, _) = env.stored_pairing(&id).await.unwrap();
 
     // Docker restarts it: no new code; the stored token is confirmed and kept.
     docker_cli(&["restart", "-t", "1", "zeroclaw-keeper"]).unwrap();
@@ -114,7 +100,7 @@ async fn a_runtime_that_keeps_tokens_keeps_its_token() {
         .await
         .unwrap();
     assert_eq!(agent["status"], "RUNNING", "{agent}");
-    let (after_start, _) = token_and_pairing(&env, &id).await;
+    let (after_start, _) = env.stored_pairing(&id).await.unwrap();
     assert_eq!(first, after_start);
     let (code, reply) = env.message(&jwt, &id, "after start").await.unwrap();
     assert_eq!(code, 200, "{reply}");

@@ -6,22 +6,10 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use zcaas::secrets::SecretField;
 use zcaas_tests::{docker_inspect, volume_exists, EnvOptions, TestEnv};
 
 const STUB: &str = env!("CARGO_BIN_EXE_provider-stub");
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// The plaintext bearer token the control plane holds for `id` right now.
-async fn stored_token(env: &TestEnv, id: &str) -> String {
-    let state = env.app().state();
-    let agent = zcaas::db::lifecycle::get(&state.db, id)
-        .await
-        .unwrap()
-        .unwrap();
-    let enc = agent.encrypted_token.expect("a token is stored");
-    state.secrets.decrypt(id, SecretField::Token, &enc).unwrap()
-}
 
 async fn message(env: &TestEnv, jwt: &str, id: &str, text: &str) -> (u16, Value) {
     env.call(
@@ -113,7 +101,7 @@ async fn create_message_restart_stop_start_delete() {
     );
 
     // Restart: re-paired with a different token, and messages still work.
-    let first_token = stored_token(&env, &id).await;
+    let first_token = env.stored_token(&id).await.unwrap();
     let (code, body) = env
         .call(
             Method::POST,
@@ -130,7 +118,7 @@ async fn create_message_restart_stop_start_delete() {
         .await
         .unwrap();
     assert_eq!(agent["status"], "RUNNING", "{agent}");
-    let second_token = stored_token(&env, &id).await;
+    let second_token = env.stored_token(&id).await.unwrap();
     assert_ne!(
         first_token, second_token,
         "restart must re-pair with a new token"
@@ -168,7 +156,7 @@ async fn create_message_restart_stop_start_delete() {
     env.wait_status(&jwt, &id, &["RUNNING"], DEPLOY_TIMEOUT)
         .await
         .unwrap();
-    let third_token = stored_token(&env, &id).await;
+    let third_token = env.stored_token(&id).await.unwrap();
     assert_ne!(second_token, third_token);
     let (code, reply) = message(&env, &jwt, &id, "after start").await;
     assert_eq!(code, 200, "{reply}");
@@ -447,7 +435,7 @@ async fn patch_of_a_running_agent_reinjects_and_repairs() {
     env.wait_status(&jwt, &id, &["RUNNING"], DEPLOY_TIMEOUT)
         .await
         .unwrap();
-    let before = stored_token(&env, &id).await;
+    let before = env.stored_token(&id).await.unwrap();
 
     let (code, body) = env
         .call(
@@ -467,7 +455,7 @@ async fn patch_of_a_running_agent_reinjects_and_repairs() {
         .await
         .unwrap();
     assert_eq!(agent["status"], "RUNNING");
-    let after = stored_token(&env, &id).await;
+    let after = env.stored_token(&id).await.unwrap();
     assert_ne!(
         before, after,
         "a reconfigured agent is restarted and re-paired"

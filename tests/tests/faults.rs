@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use reqwest::Method;
-use zcaas::secrets::SecretField;
 use zcaas_tests::process::ServerProcess;
 use zcaas_tests::{
     agent_containers, docker_cli, docker_inspect, volume_exists, EnvOptions, TestEnv, World,
@@ -15,18 +14,6 @@ use zcaas_tests::{
 
 const STUB: &str = env!("CARGO_BIN_EXE_provider-stub");
 const TIMEOUT: Duration = Duration::from_secs(90);
-
-async fn stored_token(env: &TestEnv, id: &str) -> String {
-    let state = env.app().state();
-    let agent = zcaas::db::lifecycle::get(&state.db, id)
-        .await
-        .unwrap()
-        .unwrap();
-    state
-        .secrets
-        .decrypt(id, SecretField::Token, &agent.encrypted_token.unwrap())
-        .unwrap()
-}
 
 /// Creates an agent and waits for RUNNING; returns (jwt, id, slug).
 async fn running_agent(env: &TestEnv, name: &str) -> (String, String, String) {
@@ -67,7 +54,7 @@ async fn wait_repaired(env: &TestEnv, jwt: &str, id: &str, old: &str) -> String 
                 .is_some_and(|e| e.contains("giving up"));
         assert!(!gave_up, "{agent}");
         if agent["status"] == "RUNNING" {
-            let token = stored_token(env, id).await;
+            let token = env.stored_token(id).await.unwrap();
             if token != old {
                 return token;
             }
@@ -96,7 +83,7 @@ async fn assert_answers(env: &zcaas_tests::Api, jwt: &str, id: &str) {
 async fn docker_restart_is_repaired() {
     let mut env = TestEnv::start(STUB, EnvOptions::default()).await.unwrap();
     let (jwt, id, slug) = running_agent(&env, "Restart Me").await;
-    let before = stored_token(&env, &id).await;
+    let before = env.stored_token(&id).await.unwrap();
     docker_cli(&["restart", "-t", "1", &format!("zeroclaw-{slug}")]).unwrap();
     let after = wait_repaired(&env, &jwt, &id, &before).await;
     assert_ne!(before, after);
@@ -109,7 +96,7 @@ async fn docker_restart_is_repaired() {
 async fn docker_kill_is_recovered_and_repaired() {
     let mut env = TestEnv::start(STUB, EnvOptions::default()).await.unwrap();
     let (jwt, id, slug) = running_agent(&env, "Kill Me").await;
-    let before = stored_token(&env, &id).await;
+    let before = env.stored_token(&id).await.unwrap();
     docker_cli(&["kill", &format!("zeroclaw-{slug}")]).unwrap();
     let after = wait_repaired(&env, &jwt, &id, &before).await;
     assert_ne!(before, after);
