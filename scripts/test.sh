@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls this script).
-# Needs: the Rust toolchain and a running Docker Engine (no registry access).
+# Needs: the Rust toolchain, a running Docker Engine (no registry access), and
+# Debian's chromium + chromium-driver for the browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The browser tests need Debian's chromium and chromedriver (.ci/run
+# installs them); say so now rather than after the build.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  echo "scripts/test.sh: the browser tests need chromium and chromedriver:" >&2
+  echo "  apt-get install -y chromium chromium-driver   (.ci/run does this)" >&2
+  exit 1
+fi
 
 # Style gates first: they are cheap and fail fast.
 cargo fmt --all -- --check

@@ -46,6 +46,8 @@ pub struct AppState {
     pub login_limiter: Arc<LoginLimiter>,
     /// Fires when the service shuts down; long-lived responses (SSE) end on it.
     pub shutdown: CancellationToken,
+    /// Stream tickets and per-user caps of the SSE routes.
+    pub streams: Arc<crate::api::streams::StreamHub>,
 }
 
 /// The running service.
@@ -129,6 +131,7 @@ impl App {
             metrics,
             login_limiter: Arc::new(LoginLimiter::default()),
             shutdown: cancel.clone(),
+            streams: crate::api::streams::StreamHub::new(),
         };
 
         let addr = listener.local_addr().context("listener address")?;

@@ -27,6 +27,20 @@ pub struct PlanLimits {
     pub memory_mb: i64,
 }
 
+/// How the control plane reaches an agent's gateway (`agent_address`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgentAddress {
+    /// `http://<agent_host>:<published host port>`: zcaas runs on the host
+    /// (the binary, systemd) and reaches agents on their loopback ports.
+    #[default]
+    HostPort,
+    /// `http://zeroclaw-<slug>:42617` over the agents' network: zcaas runs in
+    /// a container attached to `network` (deploy/docker-compose.yml), where
+    /// the host's loopback ports are out of reach.
+    Network,
+}
+
 /// Resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -50,8 +64,12 @@ pub struct Config {
     pub allow_private_provider_urls: bool,
     /// Host ports claimed for agents (inclusive), 40000–50000.
     pub port_range: (u16, u16),
-    /// Host IP agent ports are bound to, and the control plane reaches agents on.
+    /// Host IP agent ports are bound to, and the control plane reaches agents
+    /// on in [`AgentAddress::HostPort`] mode.
     pub agent_host: String,
+    /// How agents' gateways are addressed: host port (default) or container
+    /// name on the agents' network. Ports are published in both modes.
+    pub agent_address: AgentAddress,
     /// Traefik entrypoint and certificate resolver put in the router labels.
     pub traefik_entrypoint: String,
     pub traefik_cert_resolver: String,
@@ -96,6 +114,7 @@ impl Config {
             allow_private_provider_urls: false,
             port_range: (40000, 50000),
             agent_host: "127.0.0.1".into(),
+            agent_address: AgentAddress::HostPort,
             traefik_entrypoint: "websecure".into(),
             traefik_cert_resolver: "letsencrypt".into(),
             free: PlanLimits {
@@ -121,6 +140,18 @@ impl Config {
             retry_backoff_max: Duration::from_secs(300),
             extra_labels: Default::default(),
             log_json: false,
+        }
+    }
+
+    /// The base URL of an agent gateway: `http://<agent_host>:<host_port>`
+    /// or, in [`AgentAddress::Network`] mode, `http://<container_name>:42617`
+    /// (Docker's embedded DNS resolves container names on user networks).
+    pub fn gateway_url(&self, container_name: &str, host_port: u16) -> String {
+        match self.agent_address {
+            AgentAddress::HostPort => format!("http://{}:{host_port}", self.agent_host),
+            AgentAddress::Network => {
+                format!("http://{container_name}:{}", crate::docker::AGENT_PORT)
+            }
         }
     }
 
@@ -181,6 +212,27 @@ impl Config {
     }
 }
 
+/// Helpers that only need the configuration (such as
+/// [`crate::reconciler::ops::agent_base_url`]) take the reconciler's
+/// context, the API's state or a bare [`Config`] alike.
+impl AsRef<Config> for Config {
+    fn as_ref(&self) -> &Config {
+        self
+    }
+}
+
+impl AsRef<Config> for crate::reconciler::Context {
+    fn as_ref(&self) -> &Config {
+        &self.config
+    }
+}
+
+impl AsRef<Config> for crate::app::AppState {
+    fn as_ref(&self) -> &Config {
+        &self.config
+    }
+}
+
 /// Per-plan limits in the file (`[plans.free]`, …); absent keys keep the defaults.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -218,6 +270,8 @@ pub struct FileConfig {
     pub allow_private_provider_urls: Option<bool>,
     pub port_range: Option<(u16, u16)>,
     pub agent_host: Option<String>,
+    /// `host-port` or `network`.
+    pub agent_address: Option<AgentAddress>,
     pub traefik_entrypoint: Option<String>,
     pub traefik_cert_resolver: Option<String>,
     /// Seconds.
@@ -279,6 +333,10 @@ pub struct ConfigArgs {
     /// Host IP agent ports are bound to and reached on [default: 127.0.0.1].
     #[arg(long, env = "ZCAAS_AGENT_HOST", global = true)]
     pub agent_host: Option<String>,
+    /// How agents are reached: host-port (zcaas on the host) or network
+    /// (zcaas in a container on the agents' network) [default: host-port].
+    #[arg(long, env = "ZCAAS_AGENT_ADDRESS", global = true, value_enum)]
+    pub agent_address: Option<AgentAddress>,
     /// Traefik entrypoint in router labels [default: websecure].
     #[arg(long, env = "ZCAAS_TRAEFIK_ENTRYPOINT", global = true)]
     pub traefik_entrypoint: Option<String>,
@@ -376,6 +434,7 @@ impl ConfigArgs {
             agent_binary,
             allow_private_provider_urls,
             agent_host,
+            agent_address,
             traefik_entrypoint,
             traefik_cert_resolver,
             max_concurrent_deploys,
@@ -493,6 +552,66 @@ mod tests {
         assert_eq!(c.pro.memory_mb, 2048);
         assert_eq!(c.free.max_agents, None);
         assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+    }
+
+    #[test]
+    fn agent_address_layers_and_addresses_gateways() {
+        let c = ConfigArgs::default()
+            .resolve(FileConfig::default())
+            .unwrap();
+        assert_eq!(c.agent_address, AgentAddress::HostPort);
+        assert_eq!(
+            c.gateway_url("zeroclaw-ada", 40123),
+            "http://127.0.0.1:40123"
+        );
+
+        let file: FileConfig =
+            toml::from_str("agent_address = \"network\"\nagent_host = \"10.0.0.5\"").unwrap();
+        let c = ConfigArgs::default().resolve(file.clone()).unwrap();
+        assert_eq!(c.agent_address, AgentAddress::Network);
+        assert_eq!(
+            c.gateway_url("zeroclaw-ada", 40123),
+            "http://zeroclaw-ada:42617"
+        );
+
+        // The flag wins over the file.
+        let cli = TestCli::try_parse_from(["t", "--agent-address", "host-port"]).unwrap();
+        let c = cli.config.resolve(file).unwrap();
+        assert_eq!(c.agent_address, AgentAddress::HostPort);
+        assert_eq!(
+            c.gateway_url("zeroclaw-ada", 40123),
+            "http://10.0.0.5:40123"
+        );
+
+        assert!(TestCli::try_parse_from(["t", "--agent-address", "dns"]).is_err());
+        assert!(toml::from_str::<FileConfig>("agent_address = \"host_port\"").is_err());
+    }
+
+    #[test]
+    fn agent_base_url_follows_agent_address() {
+        use crate::reconciler::ops::agent_base_url;
+        use crate::reconciler::testing::agent;
+        use crate::status::Status;
+        let mut c = Config::with_data_dir(PathBuf::from("/tmp/unused"));
+        let mut a = agent(Status::Running);
+        a.slug = "ada".into();
+        assert_eq!(
+            agent_base_url(&c, &a),
+            None,
+            "no gateway before a port is claimed"
+        );
+        a.container_port = Some(40123);
+        assert_eq!(
+            agent_base_url(&c, &a).as_deref(),
+            Some("http://127.0.0.1:40123")
+        );
+        c.agent_address = AgentAddress::Network;
+        assert_eq!(
+            agent_base_url(&c, &a).as_deref(),
+            Some("http://zeroclaw-ada:42617")
+        );
+        a.container_port = Some(70000);
+        assert_eq!(agent_base_url(&c, &a), None, "a corrupt port is no address");
     }
 
     #[test]

@@ -66,7 +66,12 @@ pub struct Metrics {
 }
 
 fn latency_histogram() -> Histogram {
-    Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0].into_iter())
+    Histogram::new(
+        [
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ]
+        .into_iter(),
+    )
 }
 
 impl Metrics {
@@ -75,15 +80,23 @@ impl Metrics {
         let mut registry = Registry::default();
         let agents = Family::<StatusLabels, Gauge>::default();
         registry.register("zcaas_agents", "Agents by status", agents.clone());
-        let deploy_seconds =
-            Histogram::new([0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0].into_iter());
+        let deploy_seconds = Histogram::new(
+            [
+                0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0,
+            ]
+            .into_iter(),
+        );
         registry.register(
             "zcaas_deploy_duration_seconds",
             "Time from STARTING to RUNNING",
             deploy_seconds.clone(),
         );
         let repairs = Counter::default();
-        registry.register("zcaas_repairs", "Agents re-paired after a container start", repairs.clone());
+        registry.register(
+            "zcaas_repairs",
+            "Agents re-paired after a container start",
+            repairs.clone(),
+        );
         let reconcile_steps = Family::<StepLabels, Counter>::default();
         registry.register(
             "zcaas_reconcile_steps",
@@ -91,13 +104,31 @@ impl Metrics {
             reconcile_steps.clone(),
         );
         let reconcile_passes = Counter::default();
-        registry.register("zcaas_reconcile_passes", "Reconcile passes run", reconcile_passes.clone());
+        registry.register(
+            "zcaas_reconcile_passes",
+            "Reconcile passes run",
+            reconcile_passes.clone(),
+        );
         let docker_errors = Family::<OperationLabels, Counter>::default();
-        registry.register("zcaas_docker_errors", "Failed Docker API calls, by operation", docker_errors.clone());
+        registry.register(
+            "zcaas_docker_errors",
+            "Failed Docker API calls, by operation",
+            docker_errors.clone(),
+        );
         let http_requests = Family::<HttpLabels, Counter>::default();
-        registry.register("zcaas_http_requests", "HTTP requests", http_requests.clone());
-        let http_seconds = Family::<HttpLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
-        registry.register("zcaas_http_request_duration_seconds", "HTTP request latency", http_seconds.clone());
+        registry.register(
+            "zcaas_http_requests",
+            "HTTP requests",
+            http_requests.clone(),
+        );
+        let http_seconds = Family::<HttpLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "zcaas_http_request_duration_seconds",
+            "HTTP request latency",
+            http_seconds.clone(),
+        );
         Arc::new(Metrics {
             registry,
             agents,
@@ -114,13 +145,20 @@ impl Metrics {
     /// Counts one reconcile step and its outcome.
     pub fn step(&self, step: &str, ok: bool) {
         self.reconcile_steps
-            .get_or_create(&StepLabels { step: step.to_owned(), outcome: if ok { "ok" } else { "error" }.to_owned() })
+            .get_or_create(&StepLabels {
+                step: step.to_owned(),
+                outcome: if ok { "ok" } else { "error" }.to_owned(),
+            })
             .inc();
     }
 
     /// Counts a failed Docker call.
     pub fn docker_error(&self, operation: &str) {
-        self.docker_errors.get_or_create(&OperationLabels { operation: operation.to_owned() }).inc();
+        self.docker_errors
+            .get_or_create(&OperationLabels {
+                operation: operation.to_owned(),
+            })
+            .inc();
     }
 
     /// Sets the agents-by-status gauge from `counts` (every status present,
@@ -128,7 +166,11 @@ impl Metrics {
     pub fn set_agent_counts(&self, counts: &[(Status, i64)]) {
         for st in Status::ALL {
             let n = counts.iter().find(|(s, _)| *s == st).map_or(0, |(_, n)| *n);
-            self.agents.get_or_create(&StatusLabels { status: st.as_str().to_owned() }).set(n);
+            self.agents
+                .get_or_create(&StatusLabels {
+                    status: st.as_str().to_owned(),
+                })
+                .set(n);
         }
     }
 

@@ -6,6 +6,7 @@
 //! `io.zcaas.test=<prefix>`; [`Cleanup`] removes them by that label when the
 //! test ends, even when it panics, and touches nothing else.
 
+pub mod browser;
 pub mod process;
 
 use std::collections::BTreeMap;
@@ -230,6 +231,19 @@ pub struct TestEnv {
     pub prefix: String,
     // Last: dropped after the app, so cleanup sees no new containers.
     pub world: World,
+}
+
+/// A test that panics drops its `TestEnv` with the control plane still
+/// running: stop the reconciler first, so it cannot create anything after
+/// [`Cleanup`] (the `world` field, dropped last) has removed by label.
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if let Some(app) = &self.app {
+            app.state().shutdown.cancel();
+            // Let passes already past their last await point finish.
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
 }
 
 impl std::ops::Deref for TestEnv {

@@ -1,18 +1,13 @@
-//! Admin API (role admin; 403 for anyone else): `GET /api/admin/agents`
-//! (every agent with its owner) and `GET /api/admin/events` (SSE of status
-//! transitions as they happen).
-
-use std::convert::Infallible;
-use std::time::Duration;
+//! Admin API (role admin; 403 for anyone else): `GET /api/admin/agents`,
+//! every agent with its owner, status, last error, attempts and resource
+//! use. The admins' live feed of transitions, `GET /api/admin/events`, is
+//! served with the other event streams by [`super::events`].
 
 use axum::extract::State;
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use axum::Router;
 use chrono::{DateTime, Utc};
-use futures::{Stream, StreamExt};
 use serde::Serialize;
-use tokio_stream::wrappers::BroadcastStream;
 
 use crate::app::AppState;
 use crate::auth::AdminUser;
@@ -23,11 +18,6 @@ use crate::status::{DesiredState, Status};
 /// Admin routes bounded by the normal request timeout.
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/admin/agents", get(list_agents))
-}
-
-/// Streaming admin routes (no request timeout; they end at shutdown).
-pub fn stream_router() -> Router<AppState> {
-    Router::new().route("/api/admin/events", get(events))
 }
 
 /// One agent in the admin list.
@@ -55,7 +45,8 @@ pub struct AdminAgentView {
     pub updated_at: DateTime<Utc>,
 }
 
-/// `GET /api/admin/agents` → 200 with every agent (those being deleted too).
+/// `GET /api/admin/agents` → 200 with every agent (those being deleted
+/// too), oldest first; 401 unauthenticated, 403 for a non-admin.
 async fn list_agents(
     State(state): State<AppState>,
     _admin: AdminUser,
@@ -87,28 +78,4 @@ async fn list_agents(
             })
             .collect(),
     ))
-}
-
-/// `GET /api/admin/events` → `text/event-stream`: one `transition` event
-/// (JSON `AgentEvent`, id = its row id) per status change; a `lagged` event
-/// when this subscriber fell behind (history is in `agent_events`).
-async fn events(
-    State(state): State<AppState>,
-    _admin: AdminUser,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let stream = BroadcastStream::new(state.events.subscribe())
-        .map(|item| {
-            Ok(match item {
-                Ok(ev) => Event::default()
-                    .event("transition")
-                    .id(ev.id.to_string())
-                    .json_data(&ev)
-                    .unwrap_or_else(|_| Event::default().event("error")),
-                Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
-                    Event::default().event("lagged").data(n.to_string())
-                }
-            })
-        })
-        .take_until(state.shutdown.clone().cancelled_owned());
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

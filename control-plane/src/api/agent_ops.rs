@@ -21,6 +21,7 @@ use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::model::Agent;
+use crate::reconciler::ops::agent_base_url;
 use crate::reconciler::requests;
 use crate::secrets::{Redacted, SecretField};
 use crate::status::Status;
@@ -36,7 +37,6 @@ pub fn router() -> Router<AppState> {
         .route("/api/agents/{id}/stop", post(stop))
         .route("/api/agents/{id}/restart", post(restart))
         .route("/api/agents/{id}/retry", post(retry))
-        .route("/api/agents/{id}/logs", get(logs))
         .route("/api/agents/{id}/stats", get(stats))
         .route("/api/agents/{id}/health", get(health))
 }
@@ -100,12 +100,12 @@ async fn retry(
     ))
 }
 
-/// The base URL of the agent's gateway, or 409 if it has no port yet.
+/// The base URL of the agent's gateway (the reconciler's
+/// [`agent_base_url`], so both follow `agent_address`), or 409 if it has no
+/// port yet.
 fn gateway_base(state: &AppState, agent: &Agent) -> Result<String, ApiError> {
-    let port = agent
-        .container_port
-        .ok_or_else(|| ApiError::conflict(format!("agent is {}: no gateway yet", agent.status)))?;
-    Ok(format!("http://{}:{port}", state.config.agent_host))
+    agent_base_url(state, agent)
+        .ok_or_else(|| ApiError::conflict(format!("agent is {}: no gateway yet", agent.status)))
 }
 
 /// `{"message"}`.
@@ -193,7 +193,7 @@ pub struct LogsView {
 }
 
 /// The agent's own secrets, to redact from its logs.
-fn own_secrets(state: &AppState, agent: &Agent) -> Vec<String> {
+pub(crate) fn own_secrets(state: &AppState, agent: &Agent) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(k) = agent.encrypted_api_key.as_deref() {
         if let Ok(k) = state.secrets.decrypt(&agent.id, SecretField::ApiKey, k) {
@@ -213,8 +213,9 @@ fn own_secrets(state: &AppState, agent: &Agent) -> Vec<String> {
 
 /// `GET …/logs` → 200 `{"lines":[{"at","stream","text"}]}`: the last 200
 /// lines of both streams, oldest first, with pairing codes, tokens and the
-/// agent's secrets redacted; empty when it has no container.
-async fn logs(
+/// agent's secrets redacted; empty when it has no container. Routed by
+/// [`super::logs_stream`], which also serves `?follow=true`.
+pub(crate) async fn logs(
     State(state): State<AppState>,
     user: AuthUser,
     AgentId(id): AgentId,

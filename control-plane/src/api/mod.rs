@@ -1,19 +1,26 @@
 //! The HTTP surface: one router per resource (auth, agents, agent
-//! operations, admin, health), merged here under three timeout classes:
-//! normal routes ([`REQUEST_TIMEOUT`]), the message proxy
-//! ([`MESSAGE_TIMEOUT`], an LLM answer is slow) and streaming routes (SSE:
-//! no timeout, they end at shutdown). A global body limit
-//! ([`BODY_LIMIT`]) applies to all, and every error — ours, axum's or a
-//! tower layer's — has the JSON body of [`ApiError`].
+//! operations, admin, health, metrics, the web dashboard), merged here under
+//! three timeout classes: normal routes ([`REQUEST_TIMEOUT`]), the message
+//! proxy ([`MESSAGE_TIMEOUT`], an LLM answer is slow) and streaming routes
+//! (SSE: no timeout; they end at shutdown and are capped per user, see
+//! [`streams`]). A global body limit ([`BODY_LIMIT`]) applies to all, every
+//! request is counted in the HTTP metrics by its route template, and every
+//! error — ours, axum's or a tower layer's — has the JSON body of
+//! [`ApiError`].
 
 pub mod admin;
 pub mod agent_input;
 pub mod agent_ops;
 pub mod agents;
 pub mod auth;
+pub mod events;
 pub mod extract;
 pub mod health;
+pub mod logs_stream;
+pub mod metrics;
+pub mod streams;
 pub mod view;
+pub mod web;
 
 use std::time::Duration;
 
@@ -43,6 +50,9 @@ pub fn router(state: AppState) -> Router {
         .merge(agent_ops::router())
         .merge(admin::router())
         .merge(health::router())
+        .merge(metrics::router())
+        .merge(streams::router())
+        .merge(web::router())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
@@ -51,7 +61,9 @@ pub fn router(state: AppState) -> Router {
         StatusCode::REQUEST_TIMEOUT,
         MESSAGE_TIMEOUT,
     ));
-    let streaming = admin::stream_router();
+    let streaming = Router::new()
+        .merge(events::router())
+        .merge(logs_stream::router());
     Router::new()
         .merge(normal)
         .merge(slow)
@@ -59,7 +71,23 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(axum::middleware::map_response(json_errors))
-        .layer(TraceLayer::new_for_http())
+        // Outside the error mapping, so what is counted is what was sent;
+        // `Router::layer` wraps each route, so the matched path is known.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::record,
+        ))
+        // The span names the path without its query: a stream ticket
+        // (`?ticket=`) is spent at once, but still never logged.
+        .layer(TraceLayer::new_for_http().make_span_with(
+            |request: &axum::http::Request<axum::body::Body>| {
+                tracing::debug_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                )
+            },
+        ))
         .with_state(state)
 }
 

@@ -111,14 +111,14 @@ impl AgentView {
         let api_key = agent.encrypted_api_key.as_ref().map(|c| match secrets.decrypt(&agent.id, SecretField::ApiKey, c) {
             Ok(k) => mask(&k),
             Err(e) => {
-                tracing::warn!(agent_id = %agent.id, error = %e, "cannot decrypt the API key for display");
+                tracing::warn!(agent_id = %agent.id, slug = %agent.slug, error = %e, "cannot decrypt the API key for display");
                 HIDDEN.to_owned()
             }
         });
         let channels = match decrypt_channels(secrets, &agent) {
             Ok(c) => c.map(mask_channels),
             Err(e) => {
-                tracing::warn!(agent_id = %agent.id, error = %e, "cannot decrypt channels for display");
+                tracing::warn!(agent_id = %agent.id, slug = %agent.slug, error = %e, "cannot decrypt channels for display");
                 Some(Channels::default())
             }
         };

@@ -158,6 +158,15 @@ pub async fn count_for_user(db: &Db, user_id: &str) -> Result<i64, sqlx::Error> 
     .await
 }
 
+/// How many agents are in each status (every row, those being deleted
+/// included); statuses without agents are absent. Read at each `/metrics`
+/// scrape.
+pub async fn count_by_status(db: &Db) -> Result<Vec<(Status, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT status, COUNT(*) FROM agents GROUP BY status")
+        .fetch_all(db)
+        .await
+}
+
 /// An agent with its owner's email (admin views).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AgentWithOwner {

@@ -3,6 +3,7 @@
 //! that must join a transaction take the transaction.
 
 pub mod agents;
+pub mod events;
 pub mod lifecycle;
 pub mod users;
 

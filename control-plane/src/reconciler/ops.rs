@@ -40,11 +40,13 @@ pub fn crash_point(point: &str) {
     }
 }
 
-/// The base URL the control plane reaches an agent's gateway on.
-pub fn agent_base_url(ctx: &Context, agent: &Agent) -> Option<String> {
-    agent
-        .container_port
-        .map(|port| format!("http://{}:{}", ctx.config.agent_host, port))
+/// The base URL the control plane reaches an agent's gateway on, following
+/// `agent_address` ([`crate::config::Config::gateway_url`]); `None` until
+/// the agent has a claimed port (no container yet). Takes the reconciler's
+/// [`Context`], the API's state or a bare `Config`.
+pub fn agent_base_url(ctx: &impl AsRef<crate::config::Config>, agent: &Agent) -> Option<String> {
+    let port = u16::try_from(agent.container_port?).ok()?;
+    Some(ctx.as_ref().gateway_url(&agent.container_name(), port))
 }
 
 /// The container spec for `agent` on host port `port` (pure).

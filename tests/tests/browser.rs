@@ -1,0 +1,374 @@
+//! Issue 6: the web dashboard in a real browser (headless Chromium through
+//! chromedriver) against the real control plane, the real Docker engine and
+//! the real agent image: sign up, create an agent through the form (an
+//! inline validation error first), watch it reach RUNNING without reloading,
+//! chat with it, watch its logs and resources, stop it, see the transitions
+//! on the admin page, delete it. Screenshots of every page are saved to
+//! `tests/screenshots/`, at desktop and phone width.
+
+use std::time::Duration;
+
+use serde_json::json;
+use zcaas_tests::browser::{Browser, DESKTOP, PHONE};
+use zcaas_tests::{agent_containers, docker_cli, EnvOptions, TestEnv};
+
+const STUB: &str = env!("CARGO_BIN_EXE_provider-stub");
+/// A step of the UI (a page loading, an answer arriving).
+const UI: Duration = Duration::from_secs(15);
+/// A deploy, a stop (the agent's graceful stop included).
+const DEPLOY: Duration = Duration::from_secs(90);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_signup_create_watch_chat_stop_admin_delete() {
+    let mut env = TestEnv::start(STUB, EnvOptions::default()).await.unwrap();
+    let b = Browser::start().await.unwrap();
+    let base = env.base.clone();
+    let email = format!("browser-{}@example.test", env.prefix);
+
+    // Anonymous: the page redirects to the login form.
+    b.goto(&format!("{base}/")).await.unwrap();
+    b.wait_hash("#/login", UI).await.unwrap();
+    b.wait_visible("#auth-email", UI).await.unwrap();
+    b.screenshot("01-login").await.unwrap();
+
+    // Sign up.
+    b.click("#auth-switch").await.unwrap();
+    b.wait_hash("#/signup", UI).await.unwrap();
+    b.wait_text("#auth-title", "Create your account", UI)
+        .await
+        .unwrap();
+    b.fill("#auth-email", &email).await.unwrap();
+    b.fill("#auth-password", "short").await.unwrap();
+    b.click("#auth-submit").await.unwrap();
+    let err = b
+        .wait_text("#auth-password-error", "8 to 128", UI)
+        .await
+        .unwrap();
+    assert!(err.contains("password"), "{err}");
+    b.fill("#auth-password", "correct horse battery")
+        .await
+        .unwrap();
+    b.click("#auth-submit").await.unwrap();
+    b.wait_hash("#/agents", UI).await.unwrap();
+    b.wait_text("#agent-list", "No agents yet", UI)
+        .await
+        .unwrap();
+    b.wait_text("#live-state", "live", UI).await.unwrap();
+    b.screenshot("02-agents-empty").await.unwrap();
+
+    // The create form: every seed 003 field is there.
+    b.click("#new-agent").await.unwrap();
+    b.wait_hash("#/new", UI).await.unwrap();
+    b.wait_visible("#f-name", UI).await.unwrap();
+    for id in [
+        "f-name",
+        "f-slug",
+        "f-agent-name",
+        "f-user-name",
+        "f-timezone",
+        "f-style",
+        "f-provider",
+        "f-provider-url",
+        "f-model",
+        "f-temperature",
+        "f-api-key",
+        "f-memory",
+        "f-auto-save",
+        "f-tg-token",
+        "f-tg-users",
+        "f-dc-token",
+        "f-dc-guild",
+        "f-dc-users",
+        "f-sl-token",
+        "f-sl-app",
+        "f-sl-channel",
+    ] {
+        let labelled = b
+            .js(
+                "const i = document.getElementById(arguments[0]); \
+                 return !!i && !!document.querySelector(`label[for=\"${arguments[0]}\"]`);",
+                vec![json!(id)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(labelled, json!(true), "#{id} with its label");
+    }
+    b.screenshot("03-create-form").await.unwrap();
+    b.resize(PHONE).await.unwrap();
+    assert!(
+        !b.overflows_horizontally().await.unwrap(),
+        "create form at phone width"
+    );
+    b.screenshot("03-create-form-phone").await.unwrap();
+    b.resize(DESKTOP).await.unwrap();
+
+    // An invalid temperature: the API's 422 is shown under the field.
+    let url = env.provider.strip_prefix("custom:").unwrap().to_owned();
+    b.fill("#f-name", "Browser Bot").await.unwrap();
+    b.fill("#f-agent-name", "Ada").await.unwrap();
+    b.fill("#f-user-name", "Tester").await.unwrap();
+    b.fill("#f-timezone", "Europe/Paris").await.unwrap();
+    b.fill("#f-style", "brief").await.unwrap();
+    b.select("#f-provider", "custom").await.unwrap();
+    b.wait_visible("#f-custom-url", UI).await.unwrap();
+    b.fill("#f-custom-url", &url).await.unwrap();
+    b.fill("#f-model", "stub-model").await.unwrap();
+    b.fill("#f-api-key", "sk-browser-test-key-123456")
+        .await
+        .unwrap();
+    b.fill("#f-temperature", "5").await.unwrap();
+    b.click("#create-submit").await.unwrap();
+    let err = b
+        .wait_text("#f-temperature-error", "temperature", UI)
+        .await
+        .unwrap();
+    assert!(!err.is_empty());
+    let focused = b
+        .js("return document.activeElement.id;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        focused,
+        json!("f-temperature"),
+        "the field in error gets focus"
+    );
+    b.wait_visible("#create-error", UI).await.unwrap();
+    b.screenshot("04-create-error").await.unwrap();
+
+    // Fixed: 202, and the agent's page shows the deploy progressing.
+    b.fill("#f-temperature", "0.3").await.unwrap();
+    b.click("#create-submit").await.unwrap();
+    let hash = b.wait_hash("#/agents/", UI).await.unwrap();
+    let id = hash.trim_start_matches("#/agents/").to_owned();
+    b.wait_text("#agent-name", "Browser Bot", UI).await.unwrap();
+    b.screenshot("05-agent-deploying").await.unwrap();
+    // No reload from here on (the marker would be lost): the status
+    // arrives through the event stream.
+    b.js("window.__noReload = true;", vec![]).await.unwrap();
+    b.wait("the status badge to show RUNNING", DEPLOY, || async {
+        let s = b.text("#agent-status").await?;
+        Ok((s.as_deref() == Some("RUNNING")).then_some(()))
+    })
+    .await
+    .unwrap();
+    let path = b
+        .js(
+            "return [...document.querySelectorAll('#agent-history li')].map(l => l.dataset.to).reverse();",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        path,
+        json!(["PENDING", "STARTING", "RUNNING"]),
+        "status history"
+    );
+    b.wait_text("#agent-steps", "RUNNING", UI).await.unwrap();
+    assert_eq!(
+        b.js("return window.__noReload === true;", vec![])
+            .await
+            .unwrap(),
+        json!(true)
+    );
+
+    // Chat: the provider stand-in echoes.
+    b.fill("#chat-input", "hello browser").await.unwrap();
+    b.click("#chat-send").await.unwrap();
+    b.wait_text(
+        "#chat-log .msg.agent",
+        "echo: hello browser",
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+
+    // Live logs, with the pairing code redacted; CPU and memory polled.
+    let logs = b
+        .wait_text("#agent-logs", "X-Pairing-Code", UI)
+        .await
+        .unwrap();
+    assert!(logs.contains("******"), "{logs}");
+    let raw = docker_cli(&["logs", "zeroclaw-browser-bot"]).unwrap();
+    let code = raw
+        .lines()
+        .find_map(|l| l.split("X-Pairing-Code:").nth(1))
+        .map(|c| c.trim().chars().take(6).collect::<String>())
+        .expect("the container printed a pairing code");
+    assert!(code.chars().all(|c| c.is_ascii_digit()), "{code}");
+    assert!(
+        !logs.contains(&code),
+        "pairing code {code} shown in the logs pane"
+    );
+    b.wait("CPU and memory figures", UI, || async {
+        let mem = b.text("#agent-mem").await?.unwrap_or_default();
+        Ok(mem.contains("MiB").then_some(()))
+    })
+    .await
+    .unwrap();
+    b.screenshot("06-agent-running").await.unwrap();
+    b.resize(PHONE).await.unwrap();
+    assert!(
+        !b.overflows_horizontally().await.unwrap(),
+        "agent page at phone width"
+    );
+    b.screenshot("06-agent-running-phone").await.unwrap();
+    b.resize(DESKTOP).await.unwrap();
+
+    // Stop: the badge, the steps and the logs pane follow.
+    b.click("#btn-stop").await.unwrap();
+    b.wait_text("#agent-status", "STOPPED", DEPLOY)
+        .await
+        .unwrap();
+    b.wait_text("#agent-logs", "log stream ended (stopped)", UI)
+        .await
+        .unwrap();
+    let disabled = b
+        .js(
+            "return document.getElementById('chat-send').disabled;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(disabled, json!(true), "no chat while STOPPED");
+    b.screenshot("07-agent-stopped").await.unwrap();
+
+    // The list shows the live status too.
+    b.goto(&format!("{base}/#/agents")).await.unwrap();
+    b.wait_text(&format!("li[data-agent-id=\"{id}\"] .badge"), "STOPPED", UI)
+        .await
+        .unwrap();
+    b.screenshot("08-agents-list").await.unwrap();
+
+    // The list follows changes made elsewhere (here: the API), live.
+    b.js("window.__noReload = true;", vec![]).await.unwrap();
+    let jwt = b
+        .js("return sessionStorage.getItem('zcaas.jwt');", vec![])
+        .await
+        .unwrap();
+    let jwt = jwt
+        .as_str()
+        .expect("the JWT is in sessionStorage")
+        .to_owned();
+    let card = format!("li[data-agent-id=\"{id}\"] .badge");
+    for (op, shown) in [("start", "RUNNING"), ("stop", "STOPPED")] {
+        let (code, body) = env
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/agents/{id}/{op}"),
+                &jwt,
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(code, 202, "{op}: {body}");
+        b.wait_text(&card, shown, DEPLOY).await.unwrap();
+    }
+    assert_eq!(
+        b.js("return window.__noReload === true;", vec![])
+            .await
+            .unwrap(),
+        json!(true)
+    );
+
+    // Admin: promoted in the store; the page shows every transition.
+    sqlx::query("UPDATE users SET role = 'admin' WHERE email = ?1")
+        .bind(&email)
+        .execute(&env.app().state().db)
+        .await
+        .unwrap();
+    b.goto(&format!("{base}/#/admin")).await.unwrap();
+    b.wait_hash("#/admin", UI).await.unwrap();
+    b.wait_text("#admin-agents", "browser-bot", UI)
+        .await
+        .unwrap();
+    b.wait_text(
+        "#admin-agents tr[data-slug=\"browser-bot\"] td:nth-child(3)",
+        "STOPPED",
+        UI,
+    )
+    .await
+    .unwrap();
+    let feed = b
+        .js(
+            "return [...document.querySelectorAll('#admin-feed li[data-slug=\"browser-bot\"]')]\
+             .map(l => l.dataset.to).reverse();",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        feed,
+        json!([
+            "PENDING", "STARTING", "RUNNING", "STOPPING", "STOPPED", "STARTING", "RUNNING",
+            "STOPPING", "STOPPED"
+        ]),
+        "admin feed"
+    );
+    b.wait_text("#nav", "Admin", UI).await.unwrap();
+    b.screenshot("09-admin").await.unwrap();
+    b.resize(PHONE).await.unwrap();
+    assert!(
+        !b.overflows_horizontally().await.unwrap(),
+        "admin page at phone width"
+    );
+    b.screenshot("09-admin-phone").await.unwrap();
+    b.resize(DESKTOP).await.unwrap();
+
+    // The admin page is live too.
+    let (code, body) = env
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/agents/{id}/start"),
+            &jwt,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 202, "{body}");
+    b.wait_text(
+        "#admin-agents tr[data-slug=\"browser-bot\"] td:nth-child(3)",
+        "RUNNING",
+        DEPLOY,
+    )
+    .await
+    .unwrap();
+    b.wait_text("#admin-feed li:first-child", "RUNNING", UI)
+        .await
+        .unwrap();
+
+    // Delete, with a confirmation step; back on the list, it is gone.
+    b.goto(&format!("{base}/#/agents/{id}")).await.unwrap();
+    b.wait_text("#agent-status", "RUNNING", UI).await.unwrap();
+    b.click("#btn-delete").await.unwrap();
+    b.click("#btn-confirm-delete").await.unwrap();
+    b.wait_hash("#/agents", UI).await.unwrap();
+    b.wait("the agent to leave the list", UI, || async {
+        let gone = b
+            .js(
+                "return !document.querySelector(`li[data-agent-id=\"${arguments[0]}\"]`) \
+                 && !!document.querySelector('#agent-list li');",
+                vec![json!(id)],
+            )
+            .await?;
+        Ok((gone == json!(true)).then_some(()))
+    })
+    .await
+    .unwrap();
+    assert!(
+        agent_containers(&id).is_empty(),
+        "container left after delete"
+    );
+
+    // Log out, and a wrong password is refused inline.
+    b.click("#logout").await.unwrap();
+    b.wait_hash("#/login", UI).await.unwrap();
+    b.fill("#auth-email", &email).await.unwrap();
+    b.fill("#auth-password", "wrong password!").await.unwrap();
+    b.click("#auth-submit").await.unwrap();
+    b.wait_text("#auth-error", "invalid email or password", UI)
+        .await
+        .unwrap();
+
+    b.close().await;
+    env.shutdown().await;
+}
