@@ -1,5 +1,5 @@
 //! Command line: `zcaas serve | migrate | image build | keys rotate | user
-//! create`. Configuration flags (shared by every command) and their loading
+//! create | healthcheck`. Configuration flags (shared by every command) and their loading
 //! live in [`crate::config`]; this module runs the commands.
 
 use std::time::Duration;
@@ -83,6 +83,9 @@ pub enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Exits 0 if the service of this configuration answers `GET /healthz`
+    /// with 200 (the image's HEALTHCHECK: a scratch image has no curl).
+    Healthcheck,
 }
 
 /// `zcaas image …`.
@@ -132,15 +135,38 @@ fn parse_plan(s: &str) -> Result<Plan, String> {
 /// Sets up `tracing`: JSON lines when `json`, text otherwise; the filter
 /// comes from `RUST_LOG` (default `info`).
 pub fn init_tracing(json: bool) {
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let spec = std::env::var("RUST_LOG").ok();
+    log_subscriber(spec.as_deref(), json, std::io::stderr).init();
+}
+
+/// The service's subscriber: `spec` in `RUST_LOG` syntax (`None` or invalid:
+/// `info`), JSON lines or text, to `writer`. Whatever `spec` says, bollard's
+/// TRACE events are dropped: at TRACE it prints request bodies, and the
+/// archive injected into an agent's volume holds its `config.toml` with the
+/// LLM key and bot tokens.
+pub fn log_subscriber<W>(
+    spec: Option<&str>,
+    json: bool,
+    writer: W,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = spec
+        .and_then(|s| EnvFilter::try_new(s).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let no_bodies = tracing_subscriber::filter::filter_fn(|meta| {
+        !(meta.target().starts_with("bollard") && *meta.level() == tracing::Level::TRACE)
+    });
+    let registry = tracing_subscriber::registry().with(filter).with(no_bodies);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
     if json {
-        builder.json().flatten_event(true).init();
+        Box::new(registry.with(fmt.json().flatten_event(true)))
     } else {
-        builder.init();
+        Box::new(registry.with(fmt))
     }
 }
 
@@ -189,7 +215,37 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                     plan,
                 },
         } => create_user(&config, &email, password, admin, plan).await,
+        Command::Healthcheck => healthcheck(&config).await,
     }
+}
+
+/// `zcaas healthcheck`: `GET /healthz` on the configured listen address (a
+/// wildcard address is reached on loopback), within 5 s.
+async fn healthcheck(config: &Config) -> anyhow::Result<()> {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    let mut addr = config.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            Ipv4Addr::LOCALHOST.into()
+        } else {
+            Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let url = format!("http://{addr}/healthz");
+    let res = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    let status = res.status();
+    if !status.is_success() {
+        let body = res.text().await.unwrap_or_default();
+        anyhow::bail!("GET {url}: {status} {body}");
+    }
+    println!("ok");
+    Ok(())
 }
 
 async fn open_db(config: &Config) -> anyhow::Result<db::Db> {

@@ -482,6 +482,11 @@ fn is_internal_v6(ip: Ipv6Addr) -> bool {
         return is_internal_v4(v4);
     }
     let seg = ip.segments();
+    // ::/96 (IPv4-compatible, deprecated; `::` and `::1` included): nothing
+    // public lives there, and `::127.0.0.1` must not slip through.
+    if seg[..6] == [0; 6] {
+        return true;
+    }
     // NAT64 (64:ff9b::/96) embeds an IPv4 address.
     if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2..6] == [0, 0, 0, 0] {
         let [.., a, b, c, d] = ip.octets();

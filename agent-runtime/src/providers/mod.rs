@@ -255,6 +255,11 @@ impl Provider {
         self.client
             .get_or_init(|| {
                 reqwest::Client::builder()
+                    // A provider API never redirects; following one would let
+                    // a public base URL (the only kind the control plane
+                    // accepts) send this agent, its key and its prompt to an
+                    // internal address.
+                    .redirect(reqwest::redirect::Policy::none())
                     .timeout(self.settings.timeout)
                     .connect_timeout(self.settings.timeout.min(Duration::from_secs(10)))
                     .user_agent(concat!("agent-runtime/", env!("CARGO_PKG_VERSION")))

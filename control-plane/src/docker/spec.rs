@@ -117,6 +117,10 @@ pub fn container_config(spec: &ContainerSpec) -> Config<String> {
             TMPFS_OPTIONS.to_owned(),
         )])),
         pids_limit: Some(PIDS_LIMIT),
+        // A private IPC namespace without /dev/shm: otherwise a 64 MiB
+        // world-writable tmpfs, and only the data volume and /tmp are to be
+        // writable.
+        ipc_mode: Some("none".to_owned()),
         ..Default::default()
     };
 
@@ -292,6 +296,7 @@ mod tests {
             )]))
         );
         assert_eq!(h.pids_limit, Some(256));
+        assert_eq!(h.ipc_mode.as_deref(), Some("none"), "no /dev/shm");
         assert_eq!(h.privileged, None);
         assert_eq!(h.binds, None, "no host paths");
     }
