@@ -192,7 +192,7 @@ pub(crate) async fn start(inner: &Inner, agent: &Agent) -> anyhow::Result<()> {
             .context("starting the container")?;
     }
     crash_point("after-start");
-    let base = format!("http://{}:{}", ctx.config.agent_host, port);
+    let base = ctx.config.gateway_url(&agent.container_name(), port);
     let observed = ctx
         .docker
         .inspect(&container_id)
