@@ -23,22 +23,85 @@ fn docker_up() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// Restarts the daemon through its init script and waits until it answers.
+/// Restarts the Docker daemon and waits until it answers again. Under systemd
+/// that is `systemctl restart docker`; otherwise (this machine kind: dockerd
+/// started directly by the machine's init, so the SysV script has no pidfile
+/// to act on) the daemon gets SIGTERM and is started again with the command
+/// line it had, detached, logging to /var/log/zcaas-test-dockerd.log.
 fn restart_daemon() {
-    let out = Command::new("service")
-        .args(["docker", "restart"])
-        .output()
-        .expect("service docker restart");
-    assert!(
-        out.status.success(),
-        "service docker restart: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let systemd = Command::new("systemctl")
+        .args(["is-active", "--quiet", "docker"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if systemd {
+        let out = Command::new("systemctl")
+            .args(["restart", "docker"])
+            .output()
+            .expect("systemctl");
+        assert!(
+            out.status.success(),
+            "systemctl restart docker: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        let pid = std::fs::read_to_string("/var/run/docker.pid")
+            .expect("dockerd writes /var/run/docker.pid");
+        let pid = pid.trim().to_owned();
+        let cmdline =
+            std::fs::read(format!("/proc/{pid}/cmdline")).expect("dockerd's command line");
+        let argv: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        assert!(
+            argv.first().is_some_and(|a| a.ends_with("dockerd")),
+            "pid {pid} is not dockerd: {argv:?}"
+        );
+        // Started again with the environment it had (its PATH finds containerd
+        // and docker-proxy), not the test's.
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let daemon_env: Vec<(String, String)> = environ
+            .split(|b| *b == 0)
+            .filter_map(|kv| {
+                let kv = String::from_utf8_lossy(kv);
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            })
+            .collect();
+        let term = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(term.success(), "could not signal dockerd");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(Instant::now() < deadline, "dockerd did not stop");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let log = std::fs::File::create("/var/log/zcaas-test-dockerd.log").expect("daemon log");
+        let mut relaunch = Command::new("setsid");
+        if !daemon_env.is_empty() {
+            let has_path = daemon_env.iter().any(|(k, _)| k == "PATH");
+            relaunch.env_clear().envs(daemon_env);
+            if !has_path {
+                relaunch.env("PATH", std::env::var("PATH").unwrap_or_default());
+            }
+        }
+        relaunch
+            .args(&argv)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("starting dockerd again");
+    }
     let deadline = Instant::now() + Duration::from_secs(60);
     while !docker_up() {
+        let tail = std::fs::read_to_string("/var/log/zcaas-test-dockerd.log").unwrap_or_default();
         assert!(
             Instant::now() < deadline,
-            "the Docker daemon did not come back"
+            "the Docker daemon did not come back:\n{tail}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
