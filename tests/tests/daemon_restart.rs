@@ -88,7 +88,10 @@ fn restart_daemon() {
                 relaunch.env("PATH", std::env::var("PATH").unwrap_or_default());
             }
         }
-        relaunch
+        // The new daemon must outlive this test (it is the machine's Docker
+        // from now on), so it is never waited for.
+        #[allow(clippy::zombie_processes)]
+        let _daemon = relaunch
             .args(&argv)
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().expect("log"))
