@@ -13,6 +13,17 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
   exit 1
 fi
 
+# The production stack must stay valid: docker-compose resolves
+# deploy/docker-compose.yml with the example environment (nothing is pulled
+# or started; .ci/run installs docker-compose when missing).
+if ! command -v docker-compose >/dev/null; then
+  echo "scripts/test.sh: validating deploy/docker-compose.yml needs docker-compose:" >&2
+  echo "  apt-get install -y docker-compose   (.ci/run does this)" >&2
+  exit 1
+fi
+docker-compose -f deploy/docker-compose.yml --env-file deploy/.env.example config -q
+echo "deploy/docker-compose.yml: valid" >&2
+
 # Style gates first: they are cheap and fail fast.
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
