@@ -153,20 +153,23 @@ pub(crate) async fn start(inner: &Inner, agent: &Agent) -> anyhow::Result<()> {
     let spec = container_spec(ctx, agent, port, &hash);
 
     let name = agent.container_name();
-    let container_id = match ctx.docker.inspect(&name).await? {
+    // Whether the container we end up with runs: only an adopted one can (a
+    // created container is never started by a restart policy, and passes of
+    // one agent never overlap), so no second inspect is needed.
+    let (container_id, running) = match ctx.docker.inspect(&name).await? {
         Some(c) if c.agent_id.as_deref() != Some(agent.id.as_str()) => {
             bail!("container name {name} is taken by a container that is not this agent's")
         }
         Some(c) if c.spec_hash.as_deref() == Some(hash.as_str()) && c.host_port == Some(port) => {
-            c.id
+            (c.id, c.running)
         }
         Some(c) => {
             // Drift: the spec changed (PATCH) or the port moved. Recreate;
             // the data volume, and so the agent's memory, is kept.
             ctx.docker.remove_container(&c.id).await?;
-            ctx.docker.create_container(&spec).await?
+            (ctx.docker.create_container(&spec).await?, false)
         }
-        None => ctx.docker.create_container(&spec).await?,
+        None => (ctx.docker.create_container(&spec).await?, false),
     };
     lifecycle::set_container(&ctx.db, &agent.id, &container_id, &hash).await?;
     crash_point("after-create");
@@ -176,11 +179,6 @@ pub(crate) async fn start(inner: &Inner, agent: &Agent) -> anyhow::Result<()> {
         .context("injecting config and persona")?;
     crash_point("after-upload");
 
-    let running = ctx
-        .docker
-        .inspect(&container_id)
-        .await?
-        .is_some_and(|c| c.running);
     if running {
         // Adopted a container started by an interrupted pass: restart it so
         // it reads the injected files and prints a fresh code.
@@ -192,7 +190,7 @@ pub(crate) async fn start(inner: &Inner, agent: &Agent) -> anyhow::Result<()> {
             .context("starting the container")?;
     }
     crash_point("after-start");
-    let base = ctx.config.gateway_url(&agent.container_name(), port);
+    let base = ctx.config.gateway_url(&name, port);
     let observed = ctx
         .docker
         .inspect(&container_id)
