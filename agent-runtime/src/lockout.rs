@@ -65,10 +65,13 @@ impl Lockout {
     }
 
     /// Counts a failed attempt; the 5th starts the lock.
-    pub fn record_failure(&self, ip: IpAddr) {
+    ///
+    /// Returns `true` for the one failure that started a lock (so the caller can log each
+    /// lockout once), `false` otherwise.
+    pub fn record_failure(&self, ip: IpAddr) -> bool {
         let now = self.clock.now();
         let Ok(mut entries) = self.entries.lock() else {
-            return;
+            return false;
         };
         if entries.len() >= MAX_TRACKED {
             entries.retain(|_, e| {
@@ -88,7 +91,9 @@ impl Lockout {
         entry.last_failure = now;
         if entry.failures >= MAX_FAILED_ATTEMPTS && entry.locked_until.is_none() {
             entry.locked_until = Some(now + LOCKOUT_DURATION);
+            return true;
         }
+        false
     }
 
     /// Forgets `ip`'s failures after a successful pairing.
@@ -115,11 +120,13 @@ mod tests {
         let a = ip("10.0.0.1");
         for _ in 0..4 {
             assert_eq!(l.check(a), Ok(()));
-            l.record_failure(a);
+            assert!(!l.record_failure(a), "no lock before the 5th failure");
         }
         assert_eq!(l.check(a), Ok(()), "the 5th attempt is still compared");
-        l.record_failure(a);
+        assert!(l.record_failure(a), "the 5th failure starts the lock");
         assert_eq!(l.check(a), Err(300));
+        // A failure racing past `check` while locked does not start a second lock.
+        assert!(!l.record_failure(a));
         clock.advance(Duration::from_millis(100_500));
         assert_eq!(l.check(a), Err(200), "199.5 s left rounds up to 200");
         // Other clients are unaffected.
@@ -129,7 +136,7 @@ mod tests {
         clock.advance(Duration::from_millis(1));
         assert_eq!(l.check(a), Ok(()), "lock over at exactly 300 s");
         // The count restarted: one more failure does not lock again.
-        l.record_failure(a);
+        assert!(!l.record_failure(a));
         assert_eq!(l.check(a), Ok(()));
     }
 

@@ -52,7 +52,10 @@ pub enum PairOutcome {
         persisted: Result<bool, PersistError>,
     },
     /// Wrong, missing or already used code (403).
-    Invalid,
+    Invalid {
+        /// This failure was the one that locked the client out (log it once, here).
+        lockout_started: bool,
+    },
     /// The client is locked out; seconds left (429).
     LockedOut(u64),
     /// `require_pairing = false` (403).
@@ -112,7 +115,9 @@ impl PairingGuard {
         let presented = code.map(str::trim).unwrap_or_default();
         let matched = {
             let Ok(mut current) = self.code.lock() else {
-                return PairOutcome::Invalid;
+                return PairOutcome::Invalid {
+                    lockout_started: false,
+                };
             };
             let ok = current
                 .as_deref()
@@ -124,8 +129,8 @@ impl PairingGuard {
             ok
         };
         if !matched {
-            self.lockout.record_failure(client);
-            return PairOutcome::Invalid;
+            let lockout_started = self.lockout.record_failure(client);
+            return PairOutcome::Invalid { lockout_started };
         }
         self.lockout.record_success(client);
         let (token, persisted) = self.tokens.issue();
@@ -199,16 +204,43 @@ mod tests {
         assert!(!g.is_paired());
         assert!(matches!(
             g.try_pair(ip, Some("000000x")),
-            PairOutcome::Invalid
+            PairOutcome::Invalid { .. }
         ));
-        assert!(matches!(g.try_pair(ip, None), PairOutcome::Invalid));
+        assert!(matches!(g.try_pair(ip, None), PairOutcome::Invalid { .. }));
         let PairOutcome::Paired { token, .. } = g.try_pair(ip, Some(&code)) else {
             panic!("should pair");
         };
         assert!(g.is_paired() && g.authorize(Some(&token)));
         assert!(!g.authorize(None) && !g.authorize(Some("zc_nope")));
         assert_eq!(g.current_code(), None);
-        assert!(matches!(g.try_pair(ip, Some(&code)), PairOutcome::Invalid));
+        assert!(matches!(
+            g.try_pair(ip, Some(&code)),
+            PairOutcome::Invalid { .. }
+        ));
+    }
+
+    #[test]
+    fn only_the_failure_that_locks_reports_it() {
+        let g = guard(true);
+        let ip: IpAddr = "192.0.2.1".parse().expect("ip");
+        let outcomes: Vec<_> = (0..20).map(|_| g.try_pair(ip, Some("bad"))).collect();
+        let started: Vec<usize> = outcomes
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| {
+                matches!(
+                    o,
+                    PairOutcome::Invalid {
+                        lockout_started: true
+                    }
+                )
+            })
+            .map(|(i, _)| i + 1)
+            .collect();
+        assert_eq!(started, [5], "only the 5th attempt starts the lock");
+        assert!(outcomes[5..]
+            .iter()
+            .all(|o| matches!(o, PairOutcome::LockedOut(_))));
     }
 
     #[test]

@@ -355,3 +355,44 @@ async fn no_secret_reaches_stdout_or_stderr() {
     assert!(!out.contains(TEST_KEY), "{out}");
     assert!(!out.contains(&token), "{out}");
 }
+
+#[tokio::test]
+async fn a_lockout_is_one_log_line_not_one_per_attempt() {
+    let home = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(home.path(), &[]);
+    let code = gw.code();
+    let wrong = if code == "999999" { "999998" } else { "999999" };
+    let http = reqwest::Client::new();
+    let _ = http.get(gw.url("/health")).send().await.unwrap();
+    let before = gw.stderr.lock().unwrap().len();
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        let resp = http
+            .post(gw.url("/pair"))
+            .header("X-Pairing-Code", wrong)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    assert_eq!(statuses[..5], [403; 5]);
+    assert_eq!(statuses[5..], [429; 15]);
+    // Give the log line time to arrive, and any extra one time to show up.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !gw.stderr.lock().unwrap()[before..]
+        .iter()
+        .any(|l| l.contains("locked out"))
+    {
+        assert!(Instant::now() < deadline, "{}", gw.all_output());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let new_lines = gw.stderr.lock().unwrap()[before..].to_vec();
+    assert_eq!(new_lines.len(), 1, "{new_lines:#?}");
+    let line = &new_lines[0];
+    assert!(
+        line.contains("WARN") && line.contains("pairing locked out") && line.contains("127.0.0.1"),
+        "{line}"
+    );
+    assert!(!line.contains(wrong) && !line.contains(&code), "{line}");
+}

@@ -6,8 +6,12 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use agent_runtime::providers::MAX_REPLY_BYTES;
+use axum::body::{Body, Bytes};
 use common::{
     anthropic_reply, gemini_reply, ollama_reply, openai_reply, Call, Stub, TestApp, TEST_KEY,
 };
@@ -60,6 +64,27 @@ async fn failure(provider: &str, ok_body: Value) {
     let t = TestApp::with(provider, &garbled, |_| {}).await;
     let token = t.pair().await;
     assert_eq!(t.webhook(&token, "x").await.0, 500, "{provider}");
+
+    // Oversized success body: a valid reply padded to 5 MiB is refused at the 1 MiB cap.
+    let mut huge = ok_body.clone();
+    huge["padding"] = json!(format!("{TEST_KEY}{}", "x".repeat(5 << 20)));
+    let oversized = Stub::fixed(200, huge).await;
+    let t = TestApp::with(provider, &oversized, |_| {}).await;
+    let token = t.pair().await;
+    assert_eq!(
+        t.webhook(&token, "x").await,
+        (500, json!({"error": "LLM request failed"})),
+        "{provider}"
+    );
+    let health = t.get("/health", None).await.1;
+    assert_eq!(
+        health["runtime"]["components"][format!("provider:{name}")]["last_error"],
+        format!("provider reply larger than {MAX_REPLY_BYTES} bytes"),
+        "{provider}"
+    );
+    let metrics = t.metrics().await;
+    assert!(metrics.contains("zeroclaw_errors_total{component=\"provider\"} 1"));
+    assert!(!health.to_string().contains(TEST_KEY) && !metrics.contains(TEST_KEY));
 
     // Timeout: a provider slower than the provider deadline.
     let slow = Stub::start("127.0.0.1:0", Duration::from_secs(3), move |_| {
@@ -262,5 +287,52 @@ async fn history_is_mapped_per_wire_format() {
         calls[3].body["contents"],
         json!([{"role": "user", "parts": [{"text": "first"}]}, {"role": "model", "parts": [{"text": "g"}]},
                {"role": "user", "parts": [{"text": "second"}]}])
+    );
+}
+
+#[tokio::test]
+async fn a_streamed_reply_is_abandoned_at_the_cap() {
+    // A valid reply followed by 64 MiB of JSON whitespace, chunked (no Content-Length): read
+    // whole it would parse, so only the cap turns it into a failure.
+    const CHUNK: usize = 64 * 1024;
+    const TOTAL: usize = 64 * MAX_REPLY_BYTES;
+    let produced = Arc::new(AtomicUsize::new(0));
+    let counter = produced.clone();
+    let stub = Stub::start_raw("127.0.0.1:0", Duration::ZERO, move |_| {
+        let counter = counter.clone();
+        let head = Bytes::from(openai_reply("streamed").to_string());
+        let pad = Bytes::from(vec![b' '; CHUNK]);
+        let chunks = std::iter::once(head)
+            .chain(std::iter::repeat_n(pad, TOTAL / CHUNK))
+            .map(move |b| {
+                counter.fetch_add(b.len(), Ordering::SeqCst);
+                Ok::<_, std::io::Error>(b)
+            });
+        axum::response::Response::new(Body::from_stream(futures::stream::iter(chunks)))
+    })
+    .await;
+    let t = TestApp::with("openai", &stub, |_| {}).await;
+    let token = t.pair().await;
+    assert_eq!(
+        t.webhook(&token, "hello").await,
+        (500, json!({"error": "LLM request failed"}))
+    );
+    let health = t.get("/health", None).await.1;
+    assert_eq!(
+        health["runtime"]["components"]["provider:openai"]["last_error"],
+        format!("provider reply larger than {MAX_REPLY_BYTES} bytes")
+    );
+    // The gateway hung up after the first MiB: the stub could hand over little more than
+    // that plus the loopback socket buffers, far from the whole body.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sent = produced.load(Ordering::SeqCst);
+    assert!(sent < TOTAL / 4, "stub produced {sent} of {TOTAL} bytes");
+    // Nothing of the failed exchange was stored.
+    assert_eq!(t.webhook(&token, "again").await.0, 500);
+    let second = &stub.calls()[1];
+    assert_eq!(
+        second.body["messages"].as_array().unwrap().len(),
+        2,
+        "only system + user, no recalled history"
     );
 }

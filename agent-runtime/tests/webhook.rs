@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use agent_runtime::memory::MemoryBackend;
+use agent_runtime::memory::{MemoryBackend, MAX_TURN_BYTES, TRUNCATION_MARKER};
 use common::{openai_reply, Stub, TestApp, TEST_KEY};
 use serde_json::json;
 
@@ -255,6 +255,41 @@ async fn sqlite_memory_recalls_the_previous_exchange() {
         json!({"role": "assistant", "content": "answer with 2 messages"})
     );
     assert!(t.workspace().join("memory/brain.db").exists());
+}
+
+#[tokio::test]
+async fn long_exchanges_are_answered_whole_but_stored_capped() {
+    let answer = "A".repeat(100 * 1024);
+    let question = "Q".repeat(60 * 1024);
+    for backend in [MemoryBackend::Sqlite, MemoryBackend::Markdown] {
+        let stub = Stub::fixed(200, openai_reply(&answer)).await;
+        let t = TestApp::with("openai", &stub, |c| c.memory.backend = backend).await;
+        let token = t.pair().await;
+        let (status, body) = t.webhook(&token, &question).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["response"].as_str().unwrap().len(), answer.len());
+        let ws = t.workspace();
+        let stored: Vec<String> = if backend == MemoryBackend::Sqlite {
+            let db = rusqlite::Connection::open(ws.join("memory/brain.db")).unwrap();
+            let mut stmt = db.prepare("SELECT content FROM turns ORDER BY id").unwrap();
+            let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+            rows.collect::<Result<_, _>>().unwrap()
+        } else {
+            let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
+            let log = std::fs::read_to_string(ws.join(format!("memory/{day}.md"))).unwrap();
+            assert!(log.len() <= 2 * MAX_TURN_BYTES + 64, "{}", log.len());
+            log.split("\n\n")
+                .filter(|p| p.contains("**"))
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(stored.len(), 2, "{backend:?}");
+        for turn in &stored {
+            let text = turn.rsplit("** ").next().unwrap();
+            assert!(text.len() <= MAX_TURN_BYTES, "{backend:?}: {}", text.len());
+            assert!(text.ends_with(TRUNCATION_MARKER), "{backend:?}");
+        }
+    }
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::{client_ip, ApiError, AppState};
+use crate::lockout::{LOCKOUT_DURATION, MAX_FAILED_ATTEMPTS};
 use crate::pairing::PairOutcome;
 
 /// Header carrying the code.
@@ -20,7 +21,8 @@ pub const PAIRING_HEADER: &str = "x-pairing-code";
 /// `POST /pair`: header `X-Pairing-Code: <6 digits>`, body ignored.
 ///
 /// 200 `{"paired":true,"persisted":bool,"token":"zc_…","message":"…"}`; 403 wrong/used code
-/// or pairing disabled; 429 during a lockout.
+/// or pairing disabled; 429 during a lockout. Logs: one `warn` line when a client gets locked
+/// out, `debug` for other wrong codes, nothing during the lock.
 pub async fn pair(
     State(st): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -30,12 +32,21 @@ pub async fn pair(
     let code = headers.get(PAIRING_HEADER).and_then(|v| v.to_str().ok());
     match st.pairing.try_pair(ip, code) {
         PairOutcome::Disabled => Err(ApiError::PairingDisabled),
-        PairOutcome::LockedOut(secs) => {
-            tracing::warn!(client = %ip, retry_after = secs, "pairing attempt while locked out");
-            Err(ApiError::LockedOut(secs))
-        }
-        PairOutcome::Invalid => {
-            tracing::warn!(client = %ip, "invalid pairing code");
+        // Logged once per lockout, not per attempt: a guessing client must not be able to
+        // fill the disk with log lines. Attempts during the lock log nothing; the code is
+        // never logged.
+        PairOutcome::LockedOut(secs) => Err(ApiError::LockedOut(secs)),
+        PairOutcome::Invalid { lockout_started } => {
+            if lockout_started {
+                tracing::warn!(
+                    client = %ip,
+                    failed_attempts = MAX_FAILED_ATTEMPTS,
+                    lockout_secs = LOCKOUT_DURATION.as_secs(),
+                    "pairing locked out after too many invalid codes"
+                );
+            } else {
+                tracing::debug!(client = %ip, "invalid pairing code");
+            }
             Err(ApiError::InvalidPairingCode)
         }
         PairOutcome::Paired { token, persisted } => {

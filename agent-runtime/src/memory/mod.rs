@@ -12,21 +12,47 @@
 //! With `auto_save` each exchange is stored after the provider answers. All calls are blocking
 //! (file and SQLite I/O): run them on `spawn_blocking`. Opening is lazy ([`MemoryHandle`]) so
 //! it never delays the start-up banner.
+//!
+//! Bounds, so that no conversation fills the disk: every stored message (user or assistant)
+//! is cut to [`MAX_TURN_BYTES`] by [`cap_turn`]; the sqlite backend keeps at most
+//! [`MAX_STORED_TURNS`] turns; the markdown backend keeps each day's log under
+//! [`MAX_DAY_LOG_BYTES`] and all daily logs together under [`MAX_DAILY_LOGS_BYTES`].
 
 mod markdown;
 mod sqlite;
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::OnceLock;
 
-pub use markdown::MarkdownMemory;
-pub use sqlite::SqliteMemory;
+pub use markdown::{MarkdownMemory, MAX_DAILY_LOGS_BYTES, MAX_DAY_LOG_BYTES};
+pub use sqlite::{SqliteMemory, MAX_STORED_TURNS};
 
 /// Most turns (user or assistant messages) replayed from memory.
 pub const RECALL_TURNS: usize = 20;
 /// Most characters replayed from memory (turns or notes).
 pub const RECALL_CHARS: usize = 16_000;
+
+/// Largest stored message, in UTF-8 bytes (16 KiB), marker included. Longer user or assistant
+/// texts are cut on a character boundary and end with [`TRUNCATION_MARKER`]; the answer sent
+/// back to the caller is not affected, only what is remembered.
+pub const MAX_TURN_BYTES: usize = 16 * 1024;
+/// Appended to a message cut by [`cap_turn`].
+pub const TRUNCATION_MARKER: &str = "…[truncated]";
+
+/// `text` if it fits in [`MAX_TURN_BYTES`]; otherwise its longest prefix ending on a character
+/// boundary that, followed by [`TRUNCATION_MARKER`], is at most [`MAX_TURN_BYTES`] bytes.
+pub fn cap_turn(text: &str) -> Cow<'_, str> {
+    if text.len() <= MAX_TURN_BYTES {
+        return Cow::Borrowed(text);
+    }
+    let mut end = MAX_TURN_BYTES - TRUNCATION_MARKER.len();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}{TRUNCATION_MARKER}", &text[..end]))
+}
 
 /// `[memory] backend`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,6 +256,22 @@ mod tests {
             assert_eq!(b.as_str().parse::<MemoryBackend>(), Ok(b));
         }
         assert!("Sqlite".parse::<MemoryBackend>().is_err());
+    }
+
+    #[test]
+    fn long_turns_are_cut_on_a_char_boundary_with_a_marker() {
+        assert!(matches!(cap_turn("short"), Cow::Borrowed("short")));
+        let exact = "x".repeat(MAX_TURN_BYTES);
+        assert_eq!(cap_turn(&exact), exact.as_str());
+        // 100 KiB of 3-byte characters: the cut must not split one.
+        let long = "€".repeat(100 * 1024 / 3);
+        let capped = cap_turn(&long);
+        assert!(capped.len() <= MAX_TURN_BYTES, "{}", capped.len());
+        assert!(capped.len() > MAX_TURN_BYTES - TRUNCATION_MARKER.len() - 3);
+        assert!(capped.ends_with(TRUNCATION_MARKER));
+        let kept = capped.trim_end_matches(TRUNCATION_MARKER);
+        assert!(kept.chars().all(|c| c == '€'));
+        assert!(long.starts_with(kept));
     }
 
     #[test]

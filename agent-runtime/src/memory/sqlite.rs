@@ -2,13 +2,34 @@
 //!
 //! One table, `turns(id, created_at, role, content)`. WAL with `synchronous = NORMAL`: a save
 //! costs no fsync, and a crash loses at most the last exchanges, never the database.
+//!
+//! Bounded: each message is cut to [`MAX_TURN_BYTES`](super::MAX_TURN_BYTES) and the table
+//! keeps the newest [`MAX_STORED_TURNS`] turns, the oldest being deleted in the same
+//! transaction that stores a new exchange (and on open, for a database that predates the cap).
+//! Deleted pages are reused by later inserts, so the file stops growing at roughly
+//! `MAX_STORED_TURNS × MAX_TURN_BYTES` (about 160 MiB) in the worst case.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use rusqlite::{params, Connection};
 
-use super::{io_err, MemoryError, Role, Turn};
+use super::{cap_turn, io_err, MemoryError, Role, Turn};
+
+/// Most turns (user and assistant messages; two per exchange) kept per agent. Older turns are
+/// deleted when a save passes it.
+pub const MAX_STORED_TURNS: usize = 10_000;
+
+/// Deletes every turn but the newest `max_turns`. Ids only grow (`AUTOINCREMENT`), so the
+/// newest `max_turns` turns are those with `id > MAX(id) - max_turns`; with gaps in the ids
+/// fewer are kept, never more.
+fn prune(conn: &Connection, max_turns: usize) -> rusqlite::Result<usize> {
+    let keep = i64::try_from(max_turns).unwrap_or(i64::MAX);
+    conn.execute(
+        "DELETE FROM turns WHERE id <= (SELECT MAX(id) FROM turns) - ?1",
+        [keep],
+    )
+}
 
 /// Conversation turns in SQLite.
 #[derive(Debug)]
@@ -38,6 +59,7 @@ impl SqliteMemory {
                  content TEXT NOT NULL
              );",
         )?;
+        prune(&conn, MAX_STORED_TURNS)?;
         Ok(Self {
             path,
             conn: Mutex::new(conn),
@@ -56,7 +78,8 @@ impl SqliteMemory {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Appends one exchange (user then assistant) in one transaction.
+    /// Appends one exchange (user then assistant, each cut by [`cap_turn`]) and deletes the
+    /// turns past [`MAX_STORED_TURNS`], in one transaction.
     ///
     /// # Errors
     /// [`MemoryError::Sqlite`].
@@ -68,9 +91,10 @@ impl SqliteMemory {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO turns (created_at, role, content) VALUES (?1, ?2, ?3)",
             )?;
-            stmt.execute(params![now, "user", user])?;
-            stmt.execute(params![now, "assistant", assistant])?;
+            stmt.execute(params![now, "user", cap_turn(user)])?;
+            stmt.execute(params![now, "assistant", cap_turn(assistant)])?;
         }
+        prune(&tx, MAX_STORED_TURNS)?;
         tx.commit()?;
         Ok(())
     }
@@ -155,5 +179,74 @@ mod tests {
         drop(m);
         let m = SqliteMemory::open(dir.path()).expect("reopen");
         assert_eq!(m.recall(2, 100).expect("recall").len(), 2);
+    }
+
+    fn stored(m: &SqliteMemory) -> Vec<(i64, String)> {
+        let conn = m.conn();
+        let mut stmt = conn
+            .prepare("SELECT id, content FROM turns ORDER BY id")
+            .expect("prepare");
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query");
+        rows.collect::<Result<_, _>>().expect("rows")
+    }
+
+    #[test]
+    fn keeps_only_the_newest_turns() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let m = SqliteMemory::open(dir.path()).expect("open");
+        // MAX_STORED_TURNS + 10 turns, two per exchange.
+        let exchanges = (MAX_STORED_TURNS + 10) / 2;
+        for i in 0..exchanges {
+            m.save(&format!("q{i}"), &format!("a{i}")).expect("save");
+        }
+        let rows = stored(&m);
+        assert_eq!(rows.len(), MAX_STORED_TURNS);
+        // The 10 oldest turns (exchanges 0–4) are gone; exchange 5 is now the oldest.
+        assert_eq!(rows[0].1, "q5");
+        assert!(!rows.iter().any(|(_, c)| c == "q4" || c == "a4"));
+        assert_eq!(rows[rows.len() - 1].1, format!("a{}", exchanges - 1));
+    }
+
+    #[test]
+    fn an_oversized_database_is_pruned_on_open() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let m = SqliteMemory::open(dir.path()).expect("open");
+        {
+            // Rows written before the cap existed.
+            let conn = m.conn();
+            conn.execute(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+                 INSERT INTO turns (created_at, role, content) SELECT 'then', 'user', 'old' || i FROM n",
+                [i64::try_from(MAX_STORED_TURNS + 500).expect("fits")],
+            )
+            .expect("seed");
+        }
+        drop(m);
+        let m = SqliteMemory::open(dir.path()).expect("reopen");
+        let rows = stored(&m);
+        assert_eq!(rows.len(), MAX_STORED_TURNS);
+        assert_eq!(rows[0].1, "old501");
+    }
+
+    #[test]
+    fn long_messages_are_stored_capped() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let m = SqliteMemory::open(dir.path()).expect("open");
+        let user = "u".repeat(100 * 1024);
+        let answer = "é".repeat(50 * 1024);
+        m.save(&user, &answer).expect("save");
+        let rows = stored(&m);
+        assert_eq!(rows.len(), 2);
+        for (_, content) in &rows {
+            assert!(
+                content.len() <= super::super::MAX_TURN_BYTES,
+                "{}",
+                content.len()
+            );
+            assert!(content.ends_with(super::super::TRUNCATION_MARKER));
+        }
+        assert!(rows[0].1.starts_with("uuu") && rows[1].1.starts_with("ééé"));
     }
 }

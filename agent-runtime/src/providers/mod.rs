@@ -7,10 +7,13 @@
 //! | `gemini` (`google`) | `POST {base}/v1beta/models/{model}:generateContent`, `x-goog-api-key` | `https://generativelanguage.googleapis.com` |
 //! | `ollama` | `POST {base}/api/chat`, `stream: false`, no key | `http://localhost:11434` |
 //!
-//! `api_url` / `ZEROCLAW_PROVIDER_URL` replaces the base URL. Errors are reduced to
-//! [`ProviderError`], whose messages never contain the API key or the request URL.
+//! `api_url` / `ZEROCLAW_PROVIDER_URL` replaces the base URL. Every reply body, whatever the
+//! wire format, is read through [`body::read_capped`] and refused past [`MAX_REPLY_BYTES`]
+//! (1 MiB). Errors are reduced to [`ProviderError`], whose messages never contain the API key
+//! or the request URL.
 
 mod anthropic;
+mod body;
 mod gemini;
 mod ollama;
 mod openai;
@@ -23,6 +26,8 @@ use serde_json::Value;
 use crate::config::ProviderSettings;
 use crate::memory::Turn;
 use crate::secret::Secret;
+
+pub use body::MAX_REPLY_BYTES;
 
 /// A wire format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,6 +214,9 @@ pub enum ProviderError {
     /// The body was not the expected JSON.
     #[error("unexpected provider response: {0}")]
     Decode(String),
+    /// The reply body passed the cap (bytes; [`MAX_REPLY_BYTES`]); it was abandoned unread.
+    #[error("provider reply larger than {0} bytes")]
+    TooLarge(usize),
 }
 
 pub(crate) fn u64_at(v: &Value, path: &[&str]) -> Option<u64> {
@@ -277,10 +285,12 @@ impl Provider {
         }
     }
 
-    /// Sends one chat request and parses the answer.
+    /// Sends one chat request and parses the answer (the reply body is read to at most
+    /// [`MAX_REPLY_BYTES`]).
     ///
     /// # Errors
-    /// [`ProviderError`]; never containing the key.
+    /// [`ProviderError`], never containing the key; [`ProviderError::TooLarge`] for a reply
+    /// body over [`MAX_REPLY_BYTES`].
     pub async fn chat(&self, req: ChatRequest<'_>) -> Result<ChatReply, ProviderError> {
         let s = &self.settings;
         let key: Option<&Secret> = s.api_key.as_ref();
@@ -320,13 +330,9 @@ impl Provider {
         if !status.is_success() {
             return Err(ProviderError::Status(status.as_u16()));
         }
-        let value: Value = resp.json().await.map_err(|e| {
-            if e.is_timeout() {
-                ProviderError::Timeout(started.elapsed().as_millis())
-            } else {
-                ProviderError::Decode("body is not JSON".into())
-            }
-        })?;
+        let bytes = body::read_capped(resp, MAX_REPLY_BYTES, map_err).await?;
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|_| ProviderError::Decode("body is not JSON".into()))?;
         match s.spec.wire {
             Wire::OpenAi => openai::parse(&value),
             Wire::Anthropic => anthropic::parse(&value),

@@ -39,7 +39,7 @@ impl Call {
     }
 }
 
-type Responder = Arc<dyn Fn(&Call) -> (u16, Value) + Send + Sync>;
+type Responder = Arc<dyn Fn(&Call) -> axum::response::Response + Send + Sync>;
 
 /// A fake provider.
 pub struct Stub {
@@ -62,6 +62,19 @@ impl Stub {
         delay: Duration,
         responder: impl Fn(&Call) -> (u16, Value) + Send + Sync + 'static,
     ) -> Self {
+        Self::start_raw(bind, delay, move |call| {
+            let (status, body) = responder(call);
+            (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response()
+        })
+        .await
+    }
+
+    /// Like [`Stub::start`], with full control of the answer (headers, streamed bodies).
+    pub async fn start_raw(
+        bind: &str,
+        delay: Duration,
+        responder: impl Fn(&Call) -> axum::response::Response + Send + Sync + 'static,
+    ) -> Self {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let responder: Responder = Arc::new(responder);
         let recorded = calls.clone();
@@ -76,8 +89,7 @@ impl Stub {
                 };
                 recorded.lock().unwrap().push(call.clone());
                 tokio::time::sleep(delay).await;
-                let (status, body) = responder(&call);
-                (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response()
+                responder(&call)
             }
         };
         let router = axum::Router::new().fallback(handler);
