@@ -135,17 +135,33 @@ pub async fn ensure_agent_image(docker: &DockerRuntime) -> anyhow::Result<()> {
 /// Builds [`STUB_IMAGE`] from the provider-stub binary, once per process.
 pub async fn ensure_stub_image(docker: &DockerRuntime, stub_binary: &Path) -> anyhow::Result<()> {
     STUB_IMAGE_BUILT
-        .get_or_try_init(|| async {
-            let binary = std::fs::read(stub_binary)
-                .with_context(|| format!("reading {}", stub_binary.display()))?;
-            let dockerfile = "FROM scratch\nCOPY provider-stub /provider-stub\nUSER 65534:65534\nEXPOSE 8080\nENTRYPOINT [\"/provider-stub\"]\n";
-            docker
-                .build_image_from_context(STUB_IMAGE, dockerfile, &[("provider-stub".to_string(), binary, 0o755)])
-                .await
-                .context("building the provider-stub image")
-        })
+        .get_or_try_init(|| build_binary_image(docker, STUB_IMAGE, stub_binary, "EXPOSE 8080\n"))
         .await
         .map(|_| ())
+}
+
+/// Builds `tag`: a FROM-scratch image whose entrypoint is the static
+/// `binary` (a test binary of this package), run as 65534:65534, with
+/// `extra` Dockerfile lines (`EXPOSE`, `ENV`, `LABEL`…) before the entrypoint.
+pub async fn build_binary_image(
+    docker: &DockerRuntime,
+    tag: &str,
+    binary: &Path,
+    extra: &str,
+) -> anyhow::Result<()> {
+    let name = binary
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("{} has no file name", binary.display()))?;
+    let contents =
+        std::fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
+    let dockerfile = format!(
+        "FROM scratch\nCOPY {name} /{name}\nUSER 65534:65534\n{extra}ENTRYPOINT [\"/{name}\"]\n"
+    );
+    docker
+        .build_image_from_context(tag, &dockerfile, &[(name.to_string(), contents, 0o755)])
+        .await
+        .with_context(|| format!("building the {name} image {tag}"))
 }
 
 /// Options for [`TestEnv::start`].
@@ -157,6 +173,8 @@ pub struct EnvOptions {
     pub retry_budget: Option<u32>,
     /// Override of the first retry's backoff.
     pub retry_backoff_base: Option<Duration>,
+    /// How the control plane reaches agents (default: host ports).
+    pub agent_address: Option<zcaas::config::AgentAddress>,
 }
 
 /// What every end-to-end test needs besides the control plane: a prefix that
@@ -273,6 +291,9 @@ impl TestEnv {
         }
         if let Some(base) = opts.retry_backoff_base {
             config.retry_backoff_base = base;
+        }
+        if let Some(address) = opts.agent_address {
+            config.agent_address = address;
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let app = App::build(config.clone(), listener).await?;
@@ -526,4 +547,22 @@ fn init_tracing() {
         )
         .with_test_writer()
         .try_init();
+}
+
+/// Resolves at the first SIGTERM or SIGINT: the graceful shutdown of the
+/// test servers packaged into images (`docker stop` sends SIGTERM).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
 }

@@ -29,6 +29,48 @@ pub fn zcaas_binary() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// A `zcaas` command (no subcommand yet) configured for `world` and
+/// `data_dir` as the tests run it: the world's network and labels, the e2e
+/// agent image, private provider URLs allowed, `agents.test` domain.
+pub fn zcaas_command(world: &World, data_dir: &std::path::Path) -> anyhow::Result<Command> {
+    let mut cmd = Command::new(zcaas_binary()?);
+    cmd.env("ZCAAS_DATA_DIR", data_dir)
+        .env("ZCAAS_NETWORK", &world.network)
+        .env("ZCAAS_RUNTIME_IMAGE", AGENT_IMAGE)
+        .env("ZCAAS_AGENT_BINARY", agent_binary()?)
+        .env("ZCAAS_ALLOW_PRIVATE_PROVIDER_URLS", "true")
+        .env(
+            "ZCAAS_EXTRA_LABELS",
+            format!("{TEST_LABEL}={}", world.prefix),
+        )
+        .env("ZCAAS_DOMAIN", "agents.test")
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "zcaas=info".into()),
+        )
+        .env_remove("ZCAAS_CRASH_AT")
+        .env_remove("ZCAAS_PAUSE_AT");
+    Ok(cmd)
+}
+
+/// Runs `zcaas <args>` for `world` and `data_dir` to its end and returns its
+/// stdout; fails on a non-zero exit.
+pub fn zcaas_run(
+    world: &World,
+    data_dir: &std::path::Path,
+    args: &[&str],
+) -> anyhow::Result<String> {
+    let out = zcaas_command(world, data_dir)?
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("running zcaas")?;
+    if !out.status.success() {
+        bail!("zcaas {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// A running `zcaas serve` child process. Killed on drop.
 pub struct ServerProcess {
     child: Child,
@@ -51,24 +93,9 @@ impl ServerProcess {
         extra_env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
         let port = free_port()?;
-        let mut cmd = Command::new(zcaas_binary()?);
+        let mut cmd = zcaas_command(world, data_dir)?;
         cmd.arg("serve")
             .env("ZCAAS_LISTEN", format!("127.0.0.1:{port}"))
-            .env("ZCAAS_DATA_DIR", data_dir)
-            .env("ZCAAS_NETWORK", &world.network)
-            .env("ZCAAS_RUNTIME_IMAGE", AGENT_IMAGE)
-            .env("ZCAAS_AGENT_BINARY", agent_binary()?)
-            .env("ZCAAS_ALLOW_PRIVATE_PROVIDER_URLS", "true")
-            .env(
-                "ZCAAS_EXTRA_LABELS",
-                format!("{TEST_LABEL}={}", world.prefix),
-            )
-            .env("ZCAAS_DOMAIN", "agents.test")
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "zcaas=info".into()),
-            )
-            .env_remove("ZCAAS_CRASH_AT")
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         for (k, v) in extra_env {
@@ -117,6 +144,11 @@ impl ServerProcess {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The process id (for reading `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILLs the process and reaps it.

@@ -85,25 +85,9 @@ async fn main() -> anyhow::Result<()> {
         println!("     Send: POST /pair with header X-Pairing-Code: {code:06}");
     }
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown())
+        .with_graceful_shutdown(zcaas_tests::shutdown_signal())
         .await?;
     Ok(())
-}
-
-async fn shutdown() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => std::future::pending().await,
-    }
 }
 
 async fn requests(State(seen): State<Shared>) -> Json<Value> {
