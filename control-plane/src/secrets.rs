@@ -15,13 +15,22 @@
 //! ```
 //! A process that meets a key id it does not know re-reads the file once, so
 //! a server keeps decrypting after `zcaas keys rotate` ran beside it.
+//!
+//! Writers of the file (its first creation, a rotation) hold [`KeyringLock`],
+//! an exclusive lock on a sidecar `<file>.lock`, so two rotations cannot both
+//! read the same keyring and each write back only their own new key. Writes
+//! are crash-safe: a sibling temporary file (mode 0600) is synced, renamed
+//! over the keyring, and the directory is synced. Readers take no lock: a
+//! rename is atomic, so they see the old file or the new one, never a mix.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
+use std::time::{Duration, Instant};
 
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
@@ -36,6 +45,14 @@ const VERSION: &str = "v1";
 const NONCE_LEN: usize = 12;
 /// AES-GCM tag length in bytes.
 const TAG_LEN: usize = 16;
+/// How long a writer of the keyring file waits for another writer (a
+/// concurrent `zcaas keys rotate`) before giving up with
+/// [`SecretError::Locked`]. A rotation holds the lock while it re-encrypts
+/// every secret (seconds for thousands of agents); giving up is safe, the
+/// rotation can simply be run again.
+pub const KEYRING_LOCK_WAIT: Duration = Duration::from_secs(30);
+/// How often a waiting writer retries the lock.
+const LOCK_POLL: Duration = Duration::from_millis(50);
 
 /// Which secret of an agent a ciphertext holds (part of the associated data).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +87,10 @@ pub enum SecretError {
     Decrypt,
     #[error("key file: {0}")]
     KeyFile(String),
+    #[error(
+        "key file {path} is locked by another writer (a `zcaas keys rotate`?); gave up after {waited:?}"
+    )]
+    Locked { path: String, waited: Duration },
 }
 
 /// One 256-bit master key. `Debug` never shows it.
@@ -163,6 +184,81 @@ fn aad(agent_id: &str, field: SecretField, key_id: &str) -> String {
     format!("zcaas:{VERSION}:{agent_id}:{}:{key_id}", field.as_str())
 }
 
+/// An exclusive lock on one keyring file, across processes and threads,
+/// released when dropped (or when the process dies: the kernel drops it, so a
+/// crash never leaves a stale lock).
+///
+/// The lock is taken on a sidecar file `<keyring>.lock` that is never
+/// replaced, not on the keyring itself: a write renames a new file over the
+/// keyring, and a lock on the replaced inode would not exclude a process that
+/// opens the new one.
+#[derive(Debug)]
+pub struct KeyringLock {
+    key_path: PathBuf,
+    /// Holds the lock (`flock`) while open.
+    _file: File,
+}
+
+impl KeyringLock {
+    /// The lock file of the keyring at `key_path`.
+    pub fn lock_path(key_path: &Path) -> PathBuf {
+        let mut name = key_path.as_os_str().to_owned();
+        name.push(".lock");
+        PathBuf::from(name)
+    }
+
+    /// Takes the lock of the keyring at `key_path`, waiting up to `wait` for
+    /// another holder (logged once at INFO when it has to wait).
+    ///
+    /// Errors: [`SecretError::Locked`] when `wait` passed,
+    /// [`SecretError::KeyFile`] when the lock file cannot be opened or locked.
+    pub fn acquire(key_path: &Path, wait: Duration) -> Result<Self, SecretError> {
+        let lock_path = Self::lock_path(key_path);
+        let io_err =
+            |e: std::io::Error| SecretError::KeyFile(format!("{}: {e}", lock_path.display()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(io_err)?;
+        let start = Instant::now();
+        let mut told = false;
+        loop {
+            match file.try_lock() {
+                Ok(()) => {
+                    return Ok(KeyringLock {
+                        key_path: key_path.to_owned(),
+                        _file: file,
+                    })
+                }
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Error(e)) => return Err(io_err(e)),
+            }
+            let waited = start.elapsed();
+            if waited >= wait {
+                return Err(SecretError::Locked {
+                    path: key_path.display().to_string(),
+                    waited,
+                });
+            }
+            if !told {
+                tracing::info!(path = %key_path.display(), wait_secs = wait.as_secs(),
+                    "waiting for the key file lock held by another writer");
+                told = true;
+            }
+            std::thread::sleep(LOCK_POLL.min(wait - waited));
+        }
+    }
+
+    /// The keyring file this lock guards.
+    pub fn key_path(&self) -> &Path {
+        &self.key_path
+    }
+}
+
 /// The keyring: the current key (used to encrypt) and older ones (decrypt only).
 pub struct SecretBox {
     /// The keyring file, if any (an ephemeral box has none).
@@ -183,24 +279,32 @@ impl fmt::Debug for SecretBox {
 
 impl SecretBox {
     /// Loads the keyring at `path`, or creates it (mode 0600) with one fresh
-    /// key if it does not exist.
+    /// key if it does not exist; creating takes [`KeyringLock`] (waiting up to
+    /// [`KEYRING_LOCK_WAIT`]), so concurrent first starts share one key.
     ///
     /// Errors: [`SecretError::KeyFile`] if the file cannot be read, parsed or
-    /// written.
+    /// written, [`SecretError::Locked`] if another writer keeps the lock.
     pub fn load_or_create(path: &Path) -> Result<Self, SecretError> {
+        if path.exists() {
+            return Self::load(path);
+        }
+        let lock = KeyringLock::acquire(path, KEYRING_LOCK_WAIT)?;
+        Self::load_or_create_locked(&lock)
+    }
+
+    /// [`SecretBox::load_or_create`] for a caller that already holds the lock
+    /// of the keyring file (`lock.key_path()`).
+    pub fn load_or_create_locked(lock: &KeyringLock) -> Result<Self, SecretError> {
+        let path = lock.key_path();
+        // Checked again under the lock: another writer may have created it.
         if !path.exists() {
             let ring = Keyring::new();
-            match write_new(path, &ring.render()?) {
-                Ok(()) => {
-                    return Ok(SecretBox {
-                        path: Some(path.to_owned()),
-                        ring: RwLock::new(ring),
-                    })
-                }
-                // Someone else created it first: load theirs.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(SecretError::KeyFile(format!("{}: {e}", path.display()))),
-            }
+            replace_file(path, &ring.render()?)
+                .map_err(|e| SecretError::KeyFile(format!("{}: {e}", path.display())))?;
+            return Ok(SecretBox {
+                path: Some(path.to_owned()),
+                ring: RwLock::new(ring),
+            });
         }
         Self::load(path)
     }
@@ -238,20 +342,36 @@ impl SecretBox {
 
     /// Adds a fresh key, makes it current, and writes the keyring file (old
     /// keys are kept so old ciphertexts still decrypt). Returns the new id.
+    /// Takes the file's [`KeyringLock`] for the write (waiting up to
+    /// [`KEYRING_LOCK_WAIT`]); a caller that must keep other writers out for
+    /// longer (a whole `zcaas keys rotate`) holds it and calls
+    /// [`SecretBox::rotate_locked`].
     pub fn rotate(&self) -> Result<String, SecretError> {
-        let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
-        // Start from the file, in case another process rotated meanwhile.
-        let mut next = match &self.path {
-            Some(p) => read_ring(p)?,
-            None => ring.clone(),
-        };
-        let id = new_key_id();
-        next.keys.insert(id.clone(), MasterKey::generate());
-        next.current = id.clone();
-        if let Some(p) = &self.path {
-            replace_file(p, &next.render()?)
-                .map_err(|e| SecretError::KeyFile(format!("{}: {e}", p.display())))?;
+        match &self.path {
+            Some(p) => self.rotate_locked(&KeyringLock::acquire(p, KEYRING_LOCK_WAIT)?),
+            None => {
+                let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
+                Ok(add_key(&mut ring))
+            }
         }
+    }
+
+    /// [`SecretBox::rotate`] under a lock the caller holds, which must be
+    /// the lock of this box's file.
+    pub fn rotate_locked(&self, lock: &KeyringLock) -> Result<String, SecretError> {
+        let Some(path) = self.path.as_deref().filter(|p| *p == lock.key_path()) else {
+            return Err(SecretError::KeyFile(format!(
+                "the lock held is for {}, not this keyring",
+                lock.key_path().display()
+            )));
+        };
+        let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
+        // Start from the file: another process may have rotated since this
+        // box was loaded, and its key must be kept.
+        let mut next = read_ring(path)?;
+        let id = add_key(&mut next);
+        replace_file(path, &next.render()?)
+            .map_err(|e| SecretError::KeyFile(format!("{}: {e}", path.display())))?;
         *ring = next;
         Ok(id)
     }
@@ -370,9 +490,25 @@ fn read_ring(path: &Path) -> Result<Keyring, SecretError> {
     Keyring::parse(&text)
 }
 
-/// Creates `path` (mode 0600) with `contents`; fails if it exists.
+/// Adds a fresh key to `ring` and makes it current; returns its id.
+fn add_key(ring: &mut Keyring) -> String {
+    let id = new_key_id();
+    ring.keys.insert(id.clone(), MasterKey::generate());
+    ring.current = id.clone();
+    id
+}
+
+/// Creates `path` (mode 0600) with `contents`; fails if it exists. The file
+/// and its directory are synced, so the new entry survives a crash.
 pub(crate) fn write_new(path: &Path, contents: &str) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
+    create_synced(path, contents)?;
+    sync_parent(path)
+}
+
+/// Creates `path` (mode 0600) with `contents` and syncs the file (not the
+/// directory); fails if it exists.
+fn create_synced(path: &Path, contents: &str) -> std::io::Result<()> {
+    let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
@@ -381,13 +517,35 @@ pub(crate) fn write_new(path: &Path, contents: &str) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// Atomically replaces `path` with `contents` (mode 0600): write a sibling
-/// temporary file, sync, rename.
+/// Crash-safely replaces (or creates) `path` with `contents`, mode 0600:
+/// write a sibling `<path>.tmp`, sync it, rename it over `path`, sync the
+/// directory. After a crash `path` holds the old contents or the new, never
+/// a torn file. The caller holds the file's [`KeyringLock`], so the fixed
+/// temporary name is never shared (a stale one from a crash is replaced).
 fn replace_file(path: &Path, contents: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    write_new(&tmp, contents)?;
-    std::fs::rename(&tmp, path)
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let written = create_synced(&tmp, contents).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
+    sync_parent(path)
+}
+
+/// Syncs the directory holding `path`, which makes a create or rename in it
+/// durable.
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir)?.sync_all()
 }
 
 /// A value that must never be printed: `Debug` and `Display` show `***`.

@@ -104,3 +104,130 @@ fn debug_never_shows_keys() {
     assert!(!dbg.contains(&key_b64));
     assert!(format!("{:?}", ring.keys[&ring.current]).contains("***"));
 }
+
+#[test]
+fn the_lock_is_exclusive_and_its_wait_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("master.key");
+    let held = KeyringLock::acquire(&path, Duration::ZERO).unwrap();
+    let start = Instant::now();
+    let err = KeyringLock::acquire(&path, Duration::from_millis(200)).unwrap_err();
+    assert!(start.elapsed() >= Duration::from_millis(200));
+    assert!(matches!(err, SecretError::Locked { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&path.display().to_string()) && msg.contains("locked"),
+        "{msg}"
+    );
+    drop(held);
+    let again = KeyringLock::acquire(&path, Duration::ZERO).unwrap();
+    assert_eq!(again.key_path(), path);
+}
+
+#[test]
+fn a_rotation_waits_for_the_holder_and_keeps_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("master.key");
+    let first = SecretBox::load_or_create(&path).unwrap().current_key_id();
+    // Another writer holds the lock and is half-way through a rotation.
+    let lock = KeyringLock::acquire(&path, Duration::ZERO).unwrap();
+    let holder = SecretBox::load(&path).unwrap();
+    let waiter = std::thread::spawn({
+        let path = path.clone();
+        move || SecretBox::load(&path).unwrap().rotate().unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!waiter.is_finished(), "the second rotation waits");
+    assert_eq!(
+        SecretBox::load(&path).unwrap().key_ids(),
+        vec![first.clone()]
+    );
+    let theirs = holder.rotate_locked(&lock).unwrap();
+    drop(lock);
+    let ours = waiter.join().unwrap();
+    let after = SecretBox::load(&path).unwrap();
+    let mut expected = vec![first, theirs, ours.clone()];
+    expected.sort();
+    assert_eq!(after.key_ids(), expected, "no rotation's key is lost");
+    assert_eq!(after.current_key_id(), ours);
+}
+
+#[test]
+fn concurrent_rotations_keep_every_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("master.key");
+    let first = SecretBox::load_or_create(&path).unwrap().current_key_id();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (path, barrier) = (path.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let sb = SecretBox::load(&path).unwrap();
+                barrier.wait();
+                sb.rotate().unwrap()
+            })
+        })
+        .collect();
+    let mut expected: Vec<String> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    expected.push(first);
+    expected.sort();
+    assert_eq!(SecretBox::load(&path).unwrap().key_ids(), expected);
+}
+
+#[test]
+fn concurrent_first_starts_share_one_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("master.key");
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (path, barrier) = (path.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                SecretBox::load_or_create(&path).unwrap().current_key_id()
+            })
+        })
+        .collect();
+    let ids: Vec<String> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    assert_eq!(
+        SecretBox::load(&path).unwrap().key_ids(),
+        vec![ids[0].clone()]
+    );
+}
+
+#[test]
+fn writes_leave_only_the_keyring_and_its_lock_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("master.key");
+    // A temporary file left by a crash is replaced, not an obstacle.
+    std::fs::write(path.with_extension("key.tmp"), "torn").unwrap();
+    let sb = SecretBox::load_or_create(&path).unwrap();
+    sb.rotate().unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["master.key", "master.key.lock"]);
+    for name in names {
+        let mode = std::fs::metadata(dir.path().join(&name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}");
+    }
+}
+
+#[test]
+fn rotate_locked_refuses_the_lock_of_another_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = SecretBox::load_or_create(&dir.path().join("master.key")).unwrap();
+    let other = KeyringLock::acquire(&dir.path().join("other.key"), Duration::ZERO).unwrap();
+    assert!(matches!(
+        sb.rotate_locked(&other),
+        Err(SecretError::KeyFile(_))
+    ));
+    assert!(SecretBox::ephemeral().rotate_locked(&other).is_err());
+    assert_eq!(sb.key_ids().len(), 1);
+}

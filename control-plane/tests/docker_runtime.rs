@@ -13,7 +13,7 @@ use std::io::Read;
 use std::process::Command;
 use std::time::Duration;
 use zcaas::docker::testing::{self, TestScope, STUB_IMAGE};
-use zcaas::docker::{DockerError, FileEntry, DATA_DIR};
+use zcaas::docker::{spec, DockerError, FileEntry, DATA_DIR};
 
 /// One entry of a downloaded archive.
 #[derive(Debug)]
@@ -151,6 +151,18 @@ async fn container_lifecycle_with_injected_files() {
     assert_eq!(host.pids_limit, Some(256));
     assert_eq!(host.memory, Some(64 * 1024 * 1024));
     assert_eq!(host.nano_cpus, Some(500_000_000));
+    // Logs rotate: json-file with the spec's size and count limits.
+    let log = host.log_config.clone().expect("log config");
+    assert_eq!(log.typ.as_deref(), Some(spec::LOG_DRIVER));
+    let log_opts = log.config.unwrap_or_default();
+    assert_eq!(
+        log_opts.get("max-size").map(String::as_str),
+        Some(spec::LOG_MAX_SIZE)
+    );
+    assert_eq!(
+        log_opts.get("max-file").map(String::as_str),
+        Some(spec::LOG_MAX_FILE)
+    );
     let binding = host.port_bindings.expect("bindings")["42617/tcp"]
         .clone()
         .expect("binding");

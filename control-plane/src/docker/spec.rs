@@ -4,8 +4,8 @@
 use super::{AGENT_ID_LABEL, AGENT_PORT, DATA_DIR, MANAGED_LABEL, SPEC_HASH_LABEL};
 use bollard::container::Config;
 use bollard::models::{
-    HealthConfig, HostConfig, Mount, MountTypeEnum, PortBinding, RestartPolicy,
-    RestartPolicyNameEnum,
+    HealthConfig, HostConfig, HostConfigLogConfig, Mount, MountTypeEnum, PortBinding,
+    RestartPolicy, RestartPolicyNameEnum,
 };
 use std::collections::{BTreeMap, HashMap};
 
@@ -47,6 +47,17 @@ pub const PUBLISH_IP: &str = "127.0.0.1";
 pub const PIDS_LIMIT: i64 = 256;
 /// The writable, non-executable scratch space of a read-only rootfs.
 pub const TMPFS_OPTIONS: &str = "rw,noexec,nosuid,size=16m";
+/// Log driver of every agent container: `json-file`, which `docker logs` and
+/// the control plane's log reader (pairing codes, the logs API) read, set
+/// explicitly so a daemon default of another driver cannot take them away.
+pub const LOG_DRIVER: &str = "json-file";
+/// Size at which an agent's log file is rotated (`json-file`'s `max-size`).
+/// Without it a chatty or hostile agent fills the host's disk: json-file
+/// keeps everything by default.
+pub const LOG_MAX_SIZE: &str = "10m";
+/// Log files kept per agent, the current one included (`max-file`): at most
+/// 3 × 10 MB of logs per agent on the host.
+pub const LOG_MAX_FILE: &str = "3";
 
 /// `42617/tcp`, the key of the agent port in Docker's port maps.
 pub fn agent_port_key() -> String {
@@ -122,6 +133,13 @@ pub fn container_config(spec: &ContainerSpec) -> Config<String> {
         // world-writable tmpfs, and only the data volume and /tmp are to be
         // writable.
         ipc_mode: Some("none".to_owned()),
+        log_config: Some(HostConfigLogConfig {
+            typ: Some(LOG_DRIVER.to_owned()),
+            config: Some(HashMap::from([
+                ("max-size".to_owned(), LOG_MAX_SIZE.to_owned()),
+                ("max-file".to_owned(), LOG_MAX_FILE.to_owned()),
+            ])),
+        }),
         ..Default::default()
     };
 
@@ -318,6 +336,21 @@ mod tests {
     }
 
     #[test]
+    fn logs_are_json_file_and_rotated() {
+        let c = container_config(&spec());
+        assert_eq!(
+            host(&c).log_config,
+            Some(HostConfigLogConfig {
+                typ: Some("json-file".to_owned()),
+                config: Some(HashMap::from([
+                    ("max-size".to_owned(), "10m".to_owned()),
+                    ("max-file".to_owned(), "3".to_owned()),
+                ])),
+            })
+        );
+    }
+
+    #[test]
     fn ownership_and_traefik_labels() {
         let c = container_config(&spec());
         let labels = c.labels.expect("labels");
@@ -361,6 +394,10 @@ mod tests {
         );
         assert_eq!(json["HostConfig"]["Mounts"][0]["Type"], "volume");
         assert_eq!(json["ExposedPorts"], serde_json::json!({"42617/tcp": {}}));
+        assert_eq!(
+            json["HostConfig"]["LogConfig"],
+            serde_json::json!({"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}})
+        );
         assert!(
             json["HostConfig"].get("Annotations").is_none(),
             "no fields newer than API 1.41"
