@@ -2,13 +2,13 @@
 //! `iss`, `aud` and `sub` required, and the [`AuthUser`] / [`AdminUser`]
 //! extractors that turn a bearer token into a user loaded from the database
 //! (so a deleted user's still-unexpired token is refused).
+//!
+//! Every argon2 computation runs in a slot of one [`HashingPool`] sized to
+//! the cores (`auth/password.rs`), and is refused ([`AuthError::Busy`], 503
+//! with `Retry-After`) when none frees up within [`HASH_QUEUE_WAIT`].
 
 use std::path::Path;
-use std::sync::LazyLock;
 
-use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -19,6 +19,13 @@ use serde::{Deserialize, Serialize};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::model::{Plan, Role, User};
+
+mod password;
+
+pub use password::{
+    hash_password, hash_slot, verify_password, HashSlot, HashingPool, HASH_QUEUE_WAIT,
+    HASH_RETRY_AFTER_SECS, MAX_HASH_SLOTS,
+};
 
 /// Issuer of our tokens.
 pub const ISSUER: &str = "zcaas";
@@ -40,50 +47,21 @@ pub enum AuthError {
     Token(#[from] jsonwebtoken::errors::Error),
     #[error("JWT secret file: {0}")]
     SecretFile(String),
+    /// Every hashing slot stayed taken for [`HASH_QUEUE_WAIT`].
+    #[error("password hashing is busy")]
+    Busy,
 }
 
-/// Hashes `password` with argon2id (default parameters) on the blocking pool.
-/// Returns the PHC string to store.
-pub async fn hash_password(password: String) -> Result<String, AuthError> {
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut OsRng);
-        Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| AuthError::Hash(e.to_string()))
-    })
-    .await
-    .map_err(|e| AuthError::Hash(e.to_string()))?
-}
-
-/// A hash to verify against when the user does not exist, so a login for an
-/// unknown email costs the same time as one with a wrong password.
-static DUMMY_HASH: LazyLock<Option<String>> = LazyLock::new(|| {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(b"not a real password", &salt)
-        .ok()
-        .map(|h| h.to_string())
-});
-
-/// Checks `password` against a stored PHC hash on the blocking pool; `None`
-/// (no such user) verifies against a dummy hash and returns `false`.
-pub async fn verify_password(password: String, hash: Option<String>) -> bool {
-    tokio::task::spawn_blocking(move || {
-        let real = hash.is_some();
-        let Some(hash) = hash.or_else(|| DUMMY_HASH.clone()) else {
-            return false;
-        };
-        let Ok(parsed) = PasswordHash::new(&hash) else {
-            return false;
-        };
-        let ok = Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok();
-        ok && real
-    })
-    .await
-    .unwrap_or(false)
+impl From<AuthError> for ApiError {
+    /// Busy hashing is a 503 with `Retry-After`; anything else is internal.
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Busy => ApiError::Busy {
+                retry_after: HASH_RETRY_AFTER_SECS,
+            },
+            e => ApiError::internal(e),
+        }
+    }
 }
 
 /// The claims of our tokens.
@@ -262,15 +240,6 @@ mod tests {
 
     fn keys() -> JwtKeys {
         JwtKeys::new(&[7u8; 32]).unwrap()
-    }
-
-    #[tokio::test]
-    async fn passwords_hash_and_verify() {
-        let h = hash_password("correct horse".into()).await.unwrap();
-        assert!(h.starts_with("$argon2id$"));
-        assert!(verify_password("correct horse".into(), Some(h.clone())).await);
-        assert!(!verify_password("wrong horse".into(), Some(h)).await);
-        assert!(!verify_password("anything".into(), None).await);
     }
 
     #[test]

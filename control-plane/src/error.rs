@@ -75,6 +75,10 @@ pub enum ApiError {
     /// 503: a dependency is down.
     #[error("{0}")]
     Unavailable(&'static str),
+    /// 503: too much work queued (password hashing); retry after the given
+    /// seconds. Logged at warn: a flood would otherwise fill the error log.
+    #[error("the server is busy; try again in {retry_after} s")]
+    Busy { retry_after: u64 },
     /// 500: a bug or an infrastructure failure; the cause is logged only.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -135,7 +139,7 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             ApiError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -158,6 +162,7 @@ impl ApiError {
             ApiError::TooManyStreams { .. } => "too_many_streams",
             ApiError::BadGateway { code, .. } => code,
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::Busy { .. } => "busy",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -211,6 +216,7 @@ impl IntoResponse for ApiError {
                 } => {
                     tracing::error!(error_id = %id, code, error = %format!("{e:#}"), "upstream error")
                 }
+                ApiError::Busy { .. } => tracing::warn!(error_id = %id, "refused: server busy"),
                 other => tracing::error!(error_id = %id, error = %other, "server error"),
             }
         }
@@ -223,7 +229,7 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (status, axum::Json(body)).into_response();
-        if let ApiError::TooManyRequests { retry_after } = &self {
+        if let ApiError::TooManyRequests { retry_after } | ApiError::Busy { retry_after } = &self {
             if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, v);
             }
@@ -268,6 +274,14 @@ impl From<GatewayError> for ApiError {
         let (code, message) = match &e {
             GatewayError::Timeout(_) => ("agent_timeout", "the agent did not answer in time"),
             GatewayError::Unreachable(_) => ("agent_unreachable", "the agent is not reachable"),
+            GatewayError::Redirect { .. } => (
+                "agent_redirect",
+                "the agent answered with a redirect; the control plane never follows one",
+            ),
+            GatewayError::TooLarge { .. } => (
+                "agent_answer_too_large",
+                "the agent's answer is larger than the control plane accepts",
+            ),
             _ => ("agent_error", "the agent answered unexpectedly"),
         };
         ApiError::BadGateway {

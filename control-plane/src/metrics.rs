@@ -1,7 +1,7 @@
 //! Prometheus metrics of the control plane (`GET /metrics`, text format):
 //! agents by status, deploy durations, re-pairs, reconcile steps and errors by
-//! outcome, Docker API errors, HTTP requests and latencies. One [`Metrics`] is
-//! shared (cheaply cloned) by the reconciler and the API.
+//! outcome, Docker API errors, HTTP requests and latencies, password checks.
+//! One [`Metrics`] is shared (cheaply cloned) by the reconciler and the API.
 
 use std::sync::Arc;
 
@@ -63,6 +63,8 @@ pub struct Metrics {
     pub http_requests: Family<HttpLabels, Counter>,
     /// HTTP request latency by method, route and status, seconds.
     pub http_seconds: Family<HttpLabels, Histogram>,
+    /// Password checks (argon2 verifications) run by the login route.
+    pub password_verifications: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -129,6 +131,12 @@ impl Metrics {
             "HTTP request latency",
             http_seconds.clone(),
         );
+        let password_verifications = Counter::default();
+        registry.register(
+            "zcaas_password_verifications",
+            "Password checks (argon2 verifications) run by the login route",
+            password_verifications.clone(),
+        );
         Arc::new(Metrics {
             registry,
             agents,
@@ -139,6 +147,7 @@ impl Metrics {
             docker_errors,
             http_requests,
             http_seconds,
+            password_verifications,
         })
     }
 
@@ -195,6 +204,7 @@ mod tests {
         m.docker_error("inspect");
         m.deploy_seconds.observe(0.6);
         m.repairs.inc();
+        m.password_verifications.inc();
         let text = m.encode().unwrap();
         for needle in [
             "zcaas_agents{status=\"RUNNING\"} 3",
@@ -204,6 +214,7 @@ mod tests {
             "zcaas_docker_errors_total{operation=\"inspect\"} 1",
             "zcaas_deploy_duration_seconds_count 1",
             "zcaas_repairs_total 1",
+            "zcaas_password_verifications_total 1",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -1,15 +1,26 @@
 //! Accounts: `POST /api/auth/register`, `POST /api/auth/login`, `GET /api/me`.
 //!
-//! Login failures are counted per email: after [`MAX_FAILURES`] within
-//! [`FAILURE_WINDOW`] the email is refused with 429 until the window ends,
-//! whatever the password (a guessing limit, not an account lock-out: it
-//! expires on its own).
+//! Both anonymous routes cost an argon2 computation, so both are limited
+//! before it runs, by one [`WindowLimiter`] each:
+//! - login failures per email: after [`MAX_FAILURES`] within
+//!   [`FAILURE_WINDOW`] the email is refused with 429 until the window ends,
+//!   whatever the password (a guessing limit, not an account lock-out: it
+//!   expires on its own, and a successful login clears it);
+//! - registrations per client address ([`client_key`]): [`MAX_REGISTRATIONS`]
+//!   within [`REGISTRATION_WINDOW`], then 429.
+//!
+//! An attempt is counted when it begins, under the limiter's lock, so 200
+//! parallel guesses cannot all pass the check before the first is counted;
+//! past the limit nothing is looked up or hashed. The address is the TCP
+//! peer's: behind a reverse proxy every client shares the proxy's address.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::hash::Hash;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
@@ -17,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::extract::Json;
 use crate::app::AppState;
-use crate::auth::{hash_password, verify_password, AuthUser};
+use crate::auth::{hash_slot, AuthUser};
 use crate::db::users::{self, CreateUserError, NewUser};
 use crate::error::ApiError;
 use crate::model::{Plan, Role};
@@ -28,46 +39,177 @@ use crate::validation;
 pub const MAX_FAILURES: u32 = 10;
 /// The window failed logins are counted in.
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
-/// Entries kept before expired ones are swept.
+/// Accounts one client address may register within [`REGISTRATION_WINDOW`].
+pub const MAX_REGISTRATIONS: u32 = 10;
+/// The window registrations are counted in.
+pub const REGISTRATION_WINDOW: Duration = Duration::from_secs(60 * 60);
+/// Entries kept before expired ones are swept (then: twice what is left).
 const SWEEP_AT: usize = 10_000;
 
 /// Failed-login counters, per lower-cased email.
-#[derive(Debug, Default)]
-pub struct LoginLimiter {
-    failures: Mutex<HashMap<String, (u32, Instant)>>,
+pub type LoginLimiter = WindowLimiter<String>;
+/// Registration counters, per client address (see [`client_key`]).
+pub type RegistrationLimiter = WindowLimiter<IpAddr>;
+
+impl Default for LoginLimiter {
+    /// [`MAX_FAILURES`] per [`FAILURE_WINDOW`].
+    fn default() -> Self {
+        WindowLimiter::new(MAX_FAILURES, FAILURE_WINDOW)
+    }
 }
 
-impl LoginLimiter {
-    /// `Err(seconds to wait)` if `email` is over the limit.
-    pub fn check(&self, email: &str) -> Result<(), u64> {
-        let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        match map.get(email) {
-            Some((n, since)) if *n >= MAX_FAILURES && since.elapsed() < FAILURE_WINDOW => {
-                Err((FAILURE_WINDOW - since.elapsed()).as_secs().max(1))
+impl Default for RegistrationLimiter {
+    /// [`MAX_REGISTRATIONS`] per [`REGISTRATION_WINDOW`].
+    fn default() -> Self {
+        WindowLimiter::new(MAX_REGISTRATIONS, REGISTRATION_WINDOW)
+    }
+}
+
+/// At most `max` attempts per key within a fixed window that starts at the
+/// key's first attempt. [`WindowLimiter::try_begin`] counts the attempt at
+/// once; it is given back only if it is dropped before
+/// [`Attempt::commit`], i.e. when the costly work never started (no hashing
+/// slot, a database error, the client went away), so only attempts that
+/// were actually checked use up the limit, and keys of abandoned attempts do
+/// not pile up.
+#[derive(Debug)]
+pub struct WindowLimiter<K> {
+    max: u32,
+    window: Duration,
+    state: Mutex<Windows<K>>,
+}
+
+#[derive(Debug)]
+struct Windows<K> {
+    entries: HashMap<K, Window>,
+    /// Sweep expired entries when there are this many.
+    sweep_at: usize,
+    /// Id of the next window opened (tells a key's windows apart).
+    next_id: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    id: u64,
+    count: u32,
+    start: Instant,
+}
+
+impl<K: Eq + Hash + Clone> WindowLimiter<K> {
+    /// `max` attempts per key per `window`.
+    pub fn new(max: u32, window: Duration) -> Self {
+        WindowLimiter {
+            max,
+            window,
+            state: Mutex::new(Windows {
+                entries: HashMap::new(),
+                sweep_at: SWEEP_AT,
+                next_id: 0,
+            }),
+        }
+    }
+
+    /// Counts an attempt for `key`, or `Err(seconds until the window
+    /// ends)` when `key` is at the limit (attempts still in flight count).
+    pub fn try_begin(&self, key: K) -> Result<Attempt<'_, K>, u64> {
+        self.try_begin_at(key, Instant::now())
+    }
+
+    fn try_begin_at(&self, key: K, now: Instant) -> Result<Attempt<'_, K>, u64> {
+        let mut state = self.lock();
+        if state.entries.len() >= state.sweep_at {
+            state
+                .entries
+                .retain(|_, w| now.duration_since(w.start) < self.window);
+            state.sweep_at = (2 * state.entries.len()).max(SWEEP_AT);
+        }
+        let id = state.next_id;
+        let fresh = Window {
+            id,
+            count: 0,
+            start: now,
+        };
+        let window = state.entries.entry(key.clone()).or_insert(fresh);
+        if now.duration_since(window.start) >= self.window {
+            *window = fresh;
+        }
+        if window.count >= self.max {
+            let left = self.window.saturating_sub(now.duration_since(window.start));
+            return Err((left.as_secs() + u64::from(left.subsec_nanos() > 0)).max(1));
+        }
+        window.count += 1;
+        let window_id = window.id;
+        if window_id == id {
+            state.next_id += 1;
+        }
+        Ok(Attempt {
+            limiter: self,
+            key,
+            window_id,
+            committed: false,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Windows<K>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Gives back one attempt of `key`'s window `window_id` (if that window
+    /// is still the key's: a success or a new window has reset it since).
+    fn give_back(&self, key: &K, window_id: u64) {
+        let mut state = self.lock();
+        let emptied = match state.entries.get_mut(key) {
+            Some(w) if w.id == window_id => {
+                w.count = w.count.saturating_sub(1);
+                w.count == 0
             }
-            _ => Ok(()),
+            _ => false,
+        };
+        if emptied {
+            state.entries.remove(key);
         }
     }
+}
 
-    /// Counts a failure for `email`.
-    pub fn failed(&self, email: &str) {
-        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= SWEEP_AT {
-            map.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
-        }
-        let entry = map.entry(email.to_owned()).or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= FAILURE_WINDOW {
-            *entry = (0, Instant::now());
-        }
-        entry.0 += 1;
+/// One counted attempt (see [`WindowLimiter`]): given back on drop unless
+/// committed.
+#[derive(Debug)]
+pub struct Attempt<'a, K: Eq + Hash + Clone> {
+    limiter: &'a WindowLimiter<K>,
+    key: K,
+    window_id: u64,
+    committed: bool,
+}
+
+impl<K: Eq + Hash + Clone> Attempt<'_, K> {
+    /// The costly work starts now: from here the attempt counts, whatever
+    /// happens next.
+    pub fn commit(&mut self) {
+        self.committed = true;
     }
 
-    /// Forgets `email`'s failures (after a success).
-    pub fn succeeded(&self, email: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(email);
+    /// Forgets every attempt of the key (a login that succeeded).
+    pub fn clear(mut self) {
+        self.committed = true;
+        self.limiter.lock().entries.remove(&self.key);
+    }
+}
+
+impl<K: Eq + Hash + Clone> Drop for Attempt<'_, K> {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.limiter.give_back(&self.key, self.window_id);
+        }
+    }
+}
+
+/// The key registrations are counted under: an IPv4 address (IPv4-mapped
+/// IPv6 included) as is, an IPv6 address by its /64, since one host or one
+/// home network is usually given a whole /64.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u128::MAX >> 64))),
+        v4 => v4,
     }
 }
 
@@ -94,16 +236,23 @@ pub struct TokenReply {
 }
 
 /// `POST /api/auth/register` → 201 `{"token"}`; 422 on a bad email or
-/// password, 409 (field `email`) if the email is registered.
+/// password, 409 (field `email`) if the email is registered; 429 after
+/// [`MAX_REGISTRATIONS`] from the caller's address (valid requests count,
+/// 409s included: each cost a hash); 503 when hashing is busy.
 async fn register(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Json(body): Json<Credentials>,
 ) -> Result<(StatusCode, axum::Json<TokenReply>), ApiError> {
     let email = validation::email(&body.email)?;
     validation::password(body.password.expose())?;
-    let hash = hash_password(body.password.0)
-        .await
-        .map_err(ApiError::internal)?;
+    let mut attempt = state
+        .registration_limiter
+        .try_begin(client_key(peer.ip()))
+        .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
+    let slot = hash_slot().await?;
+    attempt.commit();
+    let hash = slot.hash(body.password.0).await?;
     let new = NewUser {
         email: &email,
         password_hash: &hash,
@@ -129,7 +278,8 @@ async fn register(
 }
 
 /// `POST /api/auth/login` → 200 `{"token"}`; 401 with one generic message
-/// for an unknown email or a wrong password; 429 after too many failures.
+/// for an unknown email or a wrong password; 429 after too many failures
+/// (attempts in flight included); 503 when hashing is busy.
 async fn login(
     State(state): State<AppState>,
     Json(body): Json<Credentials>,
@@ -139,29 +289,31 @@ async fn login(
     if email.len() > 254 || body.password.expose().len() > 1024 {
         return Err(BAD);
     }
-    state
+    let mut attempt = state
         .login_limiter
-        .check(&email)
+        .try_begin(email.clone())
         .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
     let user = users::get_by_email(&state.db, &email).await?;
-    let ok = verify_password(
-        body.password.0,
-        user.as_ref().map(|u| u.password_hash.clone()),
-    )
-    .await;
+    let slot = hash_slot().await?;
+    attempt.commit();
+    state.metrics.password_verifications.inc();
+    let ok = slot
+        .verify(
+            body.password.0,
+            user.as_ref().map(|u| u.password_hash.clone()),
+        )
+        .await;
     match user {
         Some(user) if ok => {
-            state.login_limiter.succeeded(&email);
+            attempt.clear();
             let token = state
                 .jwt
                 .issue(&user.id, user.role)
                 .map_err(ApiError::internal)?;
             Ok(axum::Json(TokenReply { token }))
         }
-        _ => {
-            state.login_limiter.failed(&email);
-            Err(BAD)
-        }
+        // The attempt stays counted as a failure.
+        _ => Err(BAD),
     }
 }
 
@@ -214,15 +366,92 @@ mod tests {
     use super::*;
 
     #[test]
-    fn limiter_counts_and_forgets() {
+    fn attempts_count_when_they_begin_and_a_success_clears() {
         let l = LoginLimiter::default();
+        // Held in flight, they already count: the next one is refused.
+        let mut held = Vec::new();
         for _ in 0..MAX_FAILURES {
-            assert!(l.check("a@b").is_ok());
-            l.failed("a@b");
+            let mut a = l.try_begin("a@b".into()).unwrap();
+            a.commit();
+            held.push(a);
         }
-        assert!(l.check("a@b").is_err());
-        assert!(l.check("c@d").is_ok());
-        l.succeeded("a@b");
-        assert!(l.check("a@b").is_ok());
+        let retry_after = l.try_begin("a@b".into()).unwrap_err();
+        assert!((1..=FAILURE_WINDOW.as_secs()).contains(&retry_after));
+        assert!(l.try_begin("c@d".into()).is_ok(), "per key");
+        // Finished failures keep counting.
+        held.clear();
+        assert!(l.try_begin("a@b".into()).is_err());
+
+        // One success among failures clears the key.
+        let l = LoginLimiter::default();
+        for _ in 1..MAX_FAILURES {
+            l.try_begin("a@b".into()).unwrap().commit();
+        }
+        let mut ok = l.try_begin("a@b".into()).unwrap();
+        ok.commit();
+        ok.clear();
+        for _ in 0..MAX_FAILURES {
+            l.try_begin("a@b".into()).unwrap().commit();
+        }
+        assert!(l.try_begin("a@b".into()).is_err());
+    }
+
+    #[test]
+    fn uncommitted_attempts_are_given_back() {
+        let l = WindowLimiter::<u8>::new(2, Duration::from_secs(60));
+        let a = l.try_begin(1).unwrap();
+        let mut b = l.try_begin(1).unwrap();
+        assert!(l.try_begin(1).is_err());
+        drop(a);
+        let c = l.try_begin(1).unwrap();
+        b.commit();
+        drop((b, c));
+        let d = l.try_begin(1).unwrap();
+        assert!(l.try_begin(1).is_err(), "b counts, d is in flight");
+        drop(d);
+        // A key whose attempts were all given back is forgotten.
+        drop(l.try_begin(2).unwrap());
+        assert!(!l.lock().entries.contains_key(&2));
+    }
+
+    #[test]
+    fn windows_expire_and_late_give_backs_do_not_touch_the_next() {
+        let window = Duration::from_secs(60);
+        let l = WindowLimiter::<u8>::new(1, window);
+        let t0 = Instant::now();
+        let stale = l.try_begin_at(1, t0).unwrap();
+        assert_eq!(
+            l.try_begin_at(1, t0 + Duration::from_millis(1500))
+                .unwrap_err(),
+            59
+        );
+        let mut next = l.try_begin_at(1, t0 + window).unwrap();
+        next.commit();
+        drop(stale);
+        assert!(l.try_begin_at(1, t0 + window).is_err());
+    }
+
+    #[test]
+    fn expired_entries_are_swept() {
+        let l = WindowLimiter::<usize>::new(1, Duration::from_secs(1));
+        let t0 = Instant::now();
+        for k in 0..SWEEP_AT {
+            l.try_begin_at(k, t0).unwrap().commit();
+        }
+        l.try_begin_at(SWEEP_AT, t0 + Duration::from_secs(2))
+            .unwrap()
+            .commit();
+        assert_eq!(l.lock().entries.len(), 1);
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_per_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(client_key(a), client_key(c));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(client_key(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
     }
 }
