@@ -222,7 +222,10 @@ pub fn spec_hash(agent: &Agent, files: &[FileEntry]) -> String {
         })
         .collect();
     let canonical = serde_json::json!({
-        "v": 1,
+        // 2: containers gained log rotation and the installation label; a
+        // container created from an older spec is recreated at its next
+        // start (its volume kept), so it gets both.
+        "v": 2,
         "image": agent.image,
         "memory_limit_mb": agent.memory_limit_mb,
         "nano_cpus": agent.nano_cpus,

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::auth::LoginLimiter;
+use crate::api::auth::{LoginLimiter, RegistrationLimiter};
 use crate::auth::JwtKeys;
 use crate::config::Config;
 use crate::db::{self, Db};
@@ -44,6 +44,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Failed-login counters (per email) for the login rate limit.
     pub login_limiter: Arc<LoginLimiter>,
+    /// Registration counters (per client address) for the registration limit.
+    pub registration_limiter: Arc<RegistrationLimiter>,
     /// Fires when the service shuts down; long-lived responses (SSE) end on it.
     pub shutdown: CancellationToken,
     /// Stream tickets and per-user caps of the SSE routes.
@@ -85,10 +87,15 @@ impl App {
             .await
             .with_context(|| format!("opening {}", config.database_url))?;
         db::migrate(&db).await.context("applying migrations")?;
+        let installation = db::installation::load_or_create(&db)
+            .await
+            .context("reading the installation id")?;
+        tracing::info!(installation = %installation, "installation");
 
         let docker = DockerRuntime::connect(config.extra_labels.clone())
             .await
-            .context("connecting to Docker")?;
+            .context("connecting to Docker")?
+            .with_installation(installation);
         docker.ping().await.context("pinging Docker")?;
         docker
             .ensure_network(&config.network)
@@ -112,13 +119,12 @@ impl App {
             events: events.clone(),
             metrics: metrics.clone(),
         };
-        // Before serving: containers and volumes of agents that no longer
-        // have a row are removed; the reconciler's first resync then adopts
-        // the rest and resumes rows left mid-transition.
-        reconciler::startup::remove_orphans(&ctx)
-            .await
-            .context("removing orphaned agent containers")?;
         let reconciler = reconciler::spawn(ctx, cancel.clone(), &tracker);
+        // Before serving: this installation's orphan containers (agents with
+        // no row) are removed — never a volume, never another installation's
+        // object; the reconciler's first resync adopts the rest and resumes
+        // rows left mid-transition.
+        reconciler.sweep_orphans().await;
         let state = AppState {
             db,
             docker,
@@ -130,6 +136,7 @@ impl App {
             jwt,
             metrics,
             login_limiter: Arc::new(LoginLimiter::default()),
+            registration_limiter: Arc::new(RegistrationLimiter::default()),
             shutdown: cancel.clone(),
             streams: crate::api::streams::StreamHub::new(),
         };
@@ -138,7 +145,9 @@ impl App {
         let router = crate::api::router(state.clone());
         let stop = cancel.clone();
         let server = tokio::spawn(async move {
-            axum::serve(listener, router)
+            // With the peer's address: registrations are limited per client.
+            let service = router.into_make_service_with_connect_info::<SocketAddr>();
+            axum::serve(listener, service)
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await
         });

@@ -11,7 +11,13 @@ use crate::app::App;
 use crate::config::{Config, ConfigArgs};
 use crate::db;
 use crate::model::{Plan, Role};
-use crate::secrets::{SecretBox, SecretField};
+use crate::secrets::{KeyringLock, SecretBox, SecretField, KEYRING_LOCK_WAIT};
+
+/// Threads of tokio's blocking pool (its default is 512). Argon2 takes at
+/// most one per hashing slot (see [`crate::auth::HashingPool`]), file I/O the
+/// rest; past the bound, blocking work waits in tokio's queue instead of each
+/// burst adding threads (and their stacks and allocator arenas).
+pub const MAX_BLOCKING_THREADS: usize = 64;
 
 /// The `zcaas` program: parses the command line, loads the configuration,
 /// sets up logging and runs the command on a multi-threaded runtime. Exit
@@ -29,6 +35,7 @@ pub fn main() -> std::process::ExitCode {
     let json_logs = config.log_json;
     init_tracing(json_logs);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .enable_all()
         .build()
     {
@@ -82,6 +89,18 @@ pub enum Command {
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+    /// Lists this installation's orphans (agent containers and data volumes
+    /// whose agent has no row, networks it created besides the configured
+    /// one); nothing is removed without --apply.
+    Gc {
+        /// Removes the orphan containers and networks.
+        #[arg(long)]
+        apply: bool,
+        /// With --apply, removes the orphan data volumes too (the agents'
+        /// memory in them is lost).
+        #[arg(long, requires = "apply")]
+        volumes: bool,
     },
     /// Exits 0 if the service of this configuration answers `GET /healthz`
     /// with 200 (the image's HEALTHCHECK: a scratch image has no curl).
@@ -174,6 +193,14 @@ where
 pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Serve => serve(config).await,
+        Command::Gc { apply, volumes } => {
+            let db = open_db(&config).await?;
+            let report =
+                crate::gc::run(&config, &db, crate::gc::GcOptions { apply, volumes }).await;
+            db.close().await;
+            print!("{}", report?);
+            Ok(())
+        }
         Command::Migrate => {
             let db = open_db(&config).await?;
             db.close().await;
@@ -308,15 +335,31 @@ pub struct RotationReport {
 }
 
 /// `zcaas keys rotate`: a new current key in `<data_dir>/master.key`, then
-/// every agent secret re-encrypted with it. A secret changed meanwhile by a
-/// running server is left as the server wrote it (still readable: the old
-/// key stays in the keyring, and the server learns the new key when it
-/// first meets it).
+/// every agent secret re-encrypted with it.
+///
+/// The whole run holds the key file's [`KeyringLock`]: a second rotation
+/// waits for it (up to [`KEYRING_LOCK_WAIT`], then fails with
+/// [`crate::secrets::SecretError::Locked`]) and starts from the keyring this
+/// one wrote, so no rotation's key is lost and no secret is left under a key
+/// that is not in the file.
+///
+/// A running server is not stopped: it read the keyring at start and never
+/// rewrites it (it writes the file only when creating it, under the same
+/// lock). Until it meets a ciphertext under a key id it does not know (and
+/// then re-reads the file), it encrypts new secrets with the old key; a
+/// secret it changes meanwhile is left as the server wrote it — both stay
+/// readable, because old keys stay in the keyring, and the next rotation
+/// moves them.
 pub async fn rotate_keys(config: &Config) -> anyhow::Result<RotationReport> {
     let db = open_db(config).await?;
-    let secrets = SecretBox::load_or_create(&config.master_key_path())
-        .context("loading the master keyring")?;
-    let new_key_id = secrets.rotate().context("rotating")?;
+    let key_path = config.master_key_path();
+    let lock =
+        tokio::task::spawn_blocking(move || KeyringLock::acquire(&key_path, KEYRING_LOCK_WAIT))
+            .await
+            .context("waiting for the key file lock")?
+            .context("locking the master keyring")?;
+    let secrets = SecretBox::load_or_create_locked(&lock).context("loading the master keyring")?;
+    let new_key_id = secrets.rotate_locked(&lock).context("rotating")?;
     let mut report = RotationReport {
         new_key_id,
         reencrypted: 0,
@@ -349,6 +392,7 @@ pub async fn rotate_keys(config: &Config) -> anyhow::Result<RotationReport> {
         }
     }
     db.close().await;
+    drop(lock);
     Ok(report)
 }
 

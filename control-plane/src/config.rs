@@ -89,6 +89,9 @@ pub struct Config {
     /// `retry_backoff_max`.
     pub retry_backoff_base: Duration,
     pub retry_backoff_max: Duration,
+    /// How old an orphan container (this installation's, its agent's row
+    /// gone) must be before the periodic sweep removes it.
+    pub orphan_grace: Duration,
     /// Extra labels on everything created (tests: `io.zcaas.test=<prefix>`).
     pub extra_labels: std::collections::BTreeMap<String, String>,
     /// Logs as JSON lines instead of human-readable text.
@@ -136,22 +139,11 @@ impl Config {
             health_timeout: Duration::from_secs(30),
             max_concurrent_deploys: 8,
             retry_budget: 5,
+            orphan_grace: Duration::from_secs(60),
             retry_backoff_base: Duration::from_secs(2),
             retry_backoff_max: Duration::from_secs(300),
             extra_labels: Default::default(),
             log_json: false,
-        }
-    }
-
-    /// The base URL of an agent gateway: `http://<agent_host>:<host_port>`
-    /// or, in [`AgentAddress::Network`] mode, `http://<container_name>:42617`
-    /// (Docker's embedded DNS resolves container names on user networks).
-    pub fn gateway_url(&self, container_name: &str, host_port: u16) -> String {
-        match self.agent_address {
-            AgentAddress::HostPort => format!("http://{}:{host_port}", self.agent_host),
-            AgentAddress::Network => {
-                format!("http://{container_name}:{}", crate::docker::AGENT_PORT)
-            }
         }
     }
 
@@ -212,27 +204,6 @@ impl Config {
     }
 }
 
-/// Helpers that only need the configuration (such as
-/// [`crate::reconciler::ops::agent_base_url`]) take the reconciler's
-/// context, the API's state or a bare [`Config`] alike.
-impl AsRef<Config> for Config {
-    fn as_ref(&self) -> &Config {
-        self
-    }
-}
-
-impl AsRef<Config> for crate::reconciler::Context {
-    fn as_ref(&self) -> &Config {
-        &self.config
-    }
-}
-
-impl AsRef<Config> for crate::app::AppState {
-    fn as_ref(&self) -> &Config {
-        &self.config
-    }
-}
-
 /// Per-plan limits in the file (`[plans.free]`, …); absent keys keep the defaults.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -282,6 +253,8 @@ pub struct FileConfig {
     pub retry_budget: Option<u32>,
     /// Milliseconds.
     pub retry_backoff_ms: Option<u64>,
+    /// Seconds.
+    pub orphan_grace_secs: Option<u64>,
     pub log_json: Option<bool>,
     #[serde(default)]
     pub extra_labels: BTreeMap<String, String>,
@@ -364,6 +337,10 @@ pub struct ConfigArgs {
     /// Backoff before the first automatic retry, ms; doubles each time [default: 2000].
     #[arg(long, env = "ZCAAS_RETRY_BACKOFF_MS", global = true)]
     pub retry_backoff_ms: Option<u64>,
+    /// Seconds an orphan container must exist before the periodic sweep
+    /// removes it (volumes are never swept) [default: 60].
+    #[arg(long, env = "ZCAAS_ORPHAN_GRACE_SECS", global = true)]
+    pub orphan_grace_secs: Option<u64>,
     /// Extra label put on everything created, KEY=VALUE; repeatable, or
     /// comma-separated in the variable (tests use it to clean up by label).
     #[arg(long = "extra-label", env = "ZCAAS_EXTRA_LABELS", global = true,
@@ -443,6 +420,9 @@ impl ConfigArgs {
         );
         if let Some(ms) = self.retry_backoff_ms.or(file.retry_backoff_ms) {
             c.retry_backoff_base = Duration::from_millis(ms);
+        }
+        if let Some(s) = self.orphan_grace_secs.or(file.orphan_grace_secs) {
+            c.orphan_grace = Duration::from_secs(s);
         }
         if let Some(r) = file.port_range {
             c.port_range = r;
@@ -556,22 +536,51 @@ mod tests {
 
     #[test]
     fn agent_address_layers_and_addresses_gateways() {
+        use crate::reconciler::ops::gateway_base;
+        use crate::reconciler::testing::container;
+        let mut running = container(true);
+        running
+            .ip_addresses
+            .insert("zeroone-net".into(), "172.30.0.9".into());
         let c = ConfigArgs::default()
             .resolve(FileConfig::default())
             .unwrap();
         assert_eq!(c.agent_address, AgentAddress::HostPort);
         assert_eq!(
-            c.gateway_url("zeroclaw-ada", 40123),
-            "http://127.0.0.1:40123"
+            gateway_base(&c, Some(40123), Some(&running)).as_deref(),
+            Some("http://127.0.0.1:40123")
+        );
+        assert_eq!(
+            gateway_base(&c, None, Some(&running)),
+            None,
+            "no port claimed yet"
+        );
+        assert_eq!(
+            gateway_base(&c, Some(70000), None),
+            None,
+            "a corrupt port is no address"
         );
 
         let file: FileConfig =
             toml::from_str("agent_address = \"network\"\nagent_host = \"10.0.0.5\"").unwrap();
         let c = ConfigArgs::default().resolve(file.clone()).unwrap();
         assert_eq!(c.agent_address, AgentAddress::Network);
+        // The address the engine reports now, never a name resolved by DNS.
         assert_eq!(
-            c.gateway_url("zeroclaw-ada", 40123),
-            "http://zeroclaw-ada:42617"
+            gateway_base(&c, Some(40123), Some(&running)).as_deref(),
+            Some("http://172.30.0.9:42617")
+        );
+        assert_eq!(
+            gateway_base(&c, Some(40123), None),
+            None,
+            "no container, no address"
+        );
+        let mut elsewhere = running.clone();
+        elsewhere.ip_addresses = [("other-net".to_owned(), "10.1.0.2".to_owned())].into();
+        assert_eq!(
+            gateway_base(&c, Some(40123), Some(&elsewhere)),
+            None,
+            "only the agents' network counts"
         );
 
         // The flag wins over the file.
@@ -579,39 +588,12 @@ mod tests {
         let c = cli.config.resolve(file).unwrap();
         assert_eq!(c.agent_address, AgentAddress::HostPort);
         assert_eq!(
-            c.gateway_url("zeroclaw-ada", 40123),
-            "http://10.0.0.5:40123"
+            gateway_base(&c, Some(40123), None).as_deref(),
+            Some("http://10.0.0.5:40123")
         );
 
         assert!(TestCli::try_parse_from(["t", "--agent-address", "dns"]).is_err());
         assert!(toml::from_str::<FileConfig>("agent_address = \"host_port\"").is_err());
-    }
-
-    #[test]
-    fn agent_base_url_follows_agent_address() {
-        use crate::reconciler::ops::agent_base_url;
-        use crate::reconciler::testing::agent;
-        use crate::status::Status;
-        let mut c = Config::with_data_dir(PathBuf::from("/tmp/unused"));
-        let mut a = agent(Status::Running);
-        a.slug = "ada".into();
-        assert_eq!(
-            agent_base_url(&c, &a),
-            None,
-            "no gateway before a port is claimed"
-        );
-        a.container_port = Some(40123);
-        assert_eq!(
-            agent_base_url(&c, &a).as_deref(),
-            Some("http://127.0.0.1:40123")
-        );
-        c.agent_address = AgentAddress::Network;
-        assert_eq!(
-            agent_base_url(&c, &a).as_deref(),
-            Some("http://zeroclaw-ada:42617")
-        );
-        a.container_port = Some(70000);
-        assert_eq!(agent_base_url(&c, &a), None, "a corrupt port is no address");
     }
 
     #[test]

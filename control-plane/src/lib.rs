@@ -19,6 +19,7 @@ pub mod docker;
 pub mod error;
 pub mod events;
 pub mod gateway;
+pub mod gc;
 pub mod metrics;
 pub mod model;
 pub mod reconciler;

@@ -93,6 +93,12 @@ pub struct Agent {
     /// `State.StartedAt` of the container start the stored token was paired
     /// for; a container started later must be re-paired.
     pub paired_started_at: Option<DateTime<Utc>>,
+    /// Bumped by every change to what is injected into the container
+    /// (`migrations/sqlite/0002_*`).
+    pub config_generation: i64,
+    /// The [`Self::config_generation`] the running container was deployed
+    /// with; `None` before the first RUNNING.
+    pub deployed_generation: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

@@ -266,53 +266,6 @@ crash_tests! {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn orphans_are_removed_at_startup_and_nothing_else() {
-    let world = World::start(STUB).await.unwrap();
-    let labels = [
-        "--label".to_string(),
-        "io.zcaas.managed=true".to_string(),
-        "--label".to_string(),
-        format!("io.zcaas.test={}", world.prefix),
-    ];
-    let ghost = format!("{}-ghost", world.prefix);
-    let mut args: Vec<String> = vec!["volume".into(), "create".into()];
-    args.extend(labels.iter().cloned());
-    args.extend([
-        "--label".into(),
-        "io.zcaas.agent-id=no-such-agent".into(),
-        format!("{ghost}-data"),
-    ]);
-    docker_cli(&args.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
-    let mut args: Vec<String> = vec!["create".into(), "--name".into(), ghost.clone()];
-    args.extend(labels.iter().cloned());
-    args.extend([
-        "--label".into(),
-        "io.zcaas.agent-id=no-such-agent".into(),
-        zcaas_tests::STUB_IMAGE.into(),
-    ]);
-    docker_cli(&args.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
-    // Ours by label, but not an agent's: must be left alone.
-    let bystander = format!("{}-provider", world.prefix);
-
-    let data = tempfile::tempdir().unwrap();
-    let _server = ServerProcess::start(&world, data.path(), &[])
-        .await
-        .unwrap();
-    assert!(
-        docker_inspect(&ghost).is_none(),
-        "orphaned container survived start-up"
-    );
-    assert!(
-        !volume_exists(&format!("{ghost}-data")),
-        "orphaned volume survived start-up"
-    );
-    assert!(
-        docker_inspect(&bystander).is_some(),
-        "a container that is no agent's was removed"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_agents_stats_and_health_are_refreshed() {
     let mut env = TestEnv::start(STUB, EnvOptions::default()).await.unwrap();
     let (jwt, id, _) = running_agent(&env, "Stats Me").await;

@@ -102,9 +102,10 @@ async fn retry(
 
 /// The base URL of the agent's gateway (the reconciler's
 /// [`agent_base_url`], so both follow `agent_address`), or 409 if it has no
-/// port yet.
-fn gateway_base(state: &AppState, agent: &Agent) -> Result<String, ApiError> {
-    agent_base_url(state, agent)
+/// gateway yet.
+async fn gateway_base(state: &AppState, agent: &Agent) -> Result<String, ApiError> {
+    agent_base_url(&state.docker, &state.config, agent)
+        .await?
         .ok_or_else(|| ApiError::conflict(format!("agent is {}: no gateway yet", agent.status)))
 }
 
@@ -158,7 +159,7 @@ async fn message(
             .secrets
             .decrypt(&agent.id, SecretField::Token, stored)?,
     );
-    let base = gateway_base(&state, &agent)?;
+    let base = gateway_base(&state, &agent).await?;
     let reply = state
         .gateway
         .webhook(&base, token.expose(), body.message.expose(), key)
@@ -281,6 +282,6 @@ async fn health(
     AgentId(id): AgentId,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let agent = owned(&state, &user, &id).await?;
-    let base = gateway_base(&state, &agent)?;
+    let base = gateway_base(&state, &agent).await?;
     Ok(axum::Json(state.gateway.health(&base).await?))
 }

@@ -16,6 +16,7 @@ use crate::db::agents::{self, InsertError};
 use crate::error::ApiError;
 use crate::model::Agent;
 use crate::reconciler::{requests, RequestError};
+use crate::status::Status;
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
@@ -88,16 +89,34 @@ async fn show(
     Ok(view(&state, owned(&state, &user, &id).await?))
 }
 
-/// `PATCH /api/agents/{id}` → 200 with the updated record. A change to
-/// anything the agent's config or persona files carry, on a RUNNING agent,
-/// restarts it through the reconciler (re-injected and re-paired); on any
-/// other status it applies at the next start.
+/// The answer to a PATCH: the updated record plus whether the change makes
+/// the agent restart (or redeploy) to take effect.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PatchedAgent {
+    #[serde(flatten)]
+    pub agent: AgentView,
+    /// `true` when the change reaches the agent's injected files and the
+    /// agent is being (re)deployed to apply it: a RUNNING agent is restarted
+    /// (now STOPPING), and a deploy under way (STARTING) finishes with the new
+    /// configuration instead of the one it began with. `false` when nothing
+    /// injected changed, or the agent is not running (PENDING, STOPPED,
+    /// ERROR): the change applies at its next start.
+    pub restart_pending: bool,
+}
+
+/// `PATCH /api/agents/{id}` → 200 with the updated record and
+/// `restartPending`. A change to anything the agent's config or persona
+/// files carry bumps its configuration generation: on a RUNNING agent it
+/// restarts it through the reconciler (re-injected and re-paired); a deploy
+/// under way sees the new generation before it reaches RUNNING and deploys
+/// the new configuration; on any other status it applies at the next start.
 async fn update(
     State(state): State<AppState>,
     user: AuthUser,
     AgentId(id): AgentId,
     Json(body): Json<PatchAgent>,
-) -> Result<axum::Json<AgentView>, ApiError> {
+) -> Result<axum::Json<PatchedAgent>, ApiError> {
     let agent = owned(&state, &user, &id).await?;
     let changes = body
         .into_changes(&agent.id, &state.config, &state.secrets)
@@ -105,14 +124,22 @@ async fn update(
     let updated = agents::update_config(&state.db, &user.id, &agent.id, &changes)
         .await?
         .ok_or(ApiError::NotFound("agent"))?;
+    let answer = |agent: Agent, runtime: bool| {
+        let restart_pending =
+            runtime && matches!(agent.status, Status::Starting | Status::Stopping);
+        axum::Json(PatchedAgent {
+            agent: AgentView::new(agent, &state.secrets),
+            restart_pending,
+        })
+    };
     if !changes.changes_runtime() {
-        return Ok(view(&state, updated));
+        return Ok(answer(updated, false));
     }
     tracing::info!(agent_id = %updated.id, slug = %updated.slug, "agent configuration changed");
     match requests::reconfigure(&state, &updated).await {
-        Ok(agent) => Ok(view(&state, agent)),
+        Ok(agent) => Ok(answer(agent, true)),
         // Moved meanwhile: the stored config is injected at its next start.
-        Err(RequestError::Conflict { .. }) => Ok(view(&state, owned(&state, &user, &id).await?)),
+        Err(RequestError::Conflict { .. }) => Ok(answer(owned(&state, &user, &id).await?, true)),
         Err(e) => Err(e.into()),
     }
 }

@@ -266,6 +266,10 @@ pub async fn update_config(
     );
     set!("encrypted_api_key", &changes.encrypted_api_key);
     set!("encrypted_channels", &changes.encrypted_channels);
+    if changes.changes_runtime() {
+        // A deploy under way checks this before it reaches RUNNING.
+        q.push(", config_generation = config_generation + 1");
+    }
     q.push(" WHERE id = ").push_bind(id);
     q.push(" AND user_id = ").push_bind(user_id);
     q.push(" AND desired_state != 'deleted' RETURNING *");

@@ -26,6 +26,42 @@ pub async fn transition(
     reason: &str,
     desired: Option<DesiredState>,
 ) -> Result<Option<AgentEvent>, sqlx::Error> {
+    transition_guarded(db, id, from, to, reason, desired, None).await
+}
+
+/// STARTING → RUNNING for a deploy of `agent` as read at its start: applied
+/// only if the agent's `config_generation` is still the one that deploy
+/// rendered (a PATCH meanwhile makes it `None`: the agent stays STARTING and
+/// the new configuration is deployed), and records it as
+/// `deployed_generation`.
+pub async fn transition_to_running(
+    db: &Db,
+    agent: &Agent,
+    reason: &str,
+) -> Result<Option<AgentEvent>, sqlx::Error> {
+    transition_guarded(
+        db,
+        &agent.id,
+        Status::Starting,
+        Status::Running,
+        reason,
+        None,
+        Some(agent.config_generation),
+    )
+    .await
+}
+
+/// [`transition`], and with `generation` only while `config_generation`
+/// equals it (then also stored as `deployed_generation`).
+async fn transition_guarded(
+    db: &Db,
+    id: &str,
+    from: Status,
+    to: Status,
+    reason: &str,
+    desired: Option<DesiredState>,
+    generation: Option<i64>,
+) -> Result<Option<AgentEvent>, sqlx::Error> {
     debug_assert!(from.can_transition_to(to), "{from} -> {to}");
     let now = Utc::now();
     let mut tx = db.begin().await?;
@@ -34,8 +70,9 @@ pub async fn transition(
     let row: Option<(String, String)> = sqlx::query_as(
         "UPDATE agents SET status = ?1, desired_state = COALESCE(?2, desired_state), updated_at = ?3,
                 last_error = CASE WHEN ?1 = 'RUNNING' THEN NULL ELSE last_error END,
-                ever_running = CASE WHEN ?1 = 'RUNNING' THEN 1 ELSE ever_running END
-         WHERE id = ?4 AND status = ?5
+                ever_running = CASE WHEN ?1 = 'RUNNING' THEN 1 ELSE ever_running END,
+                deployed_generation = COALESCE(?6, deployed_generation)
+         WHERE id = ?4 AND status = ?5 AND (?6 IS NULL OR config_generation = ?6)
          RETURNING user_id, slug",
     )
     .bind(to)
@@ -43,6 +80,7 @@ pub async fn transition(
     .bind(now)
     .bind(id)
     .bind(from)
+    .bind(generation)
     .fetch_optional(&mut *tx)
     .await?;
     let Some((user_id, slug)) = row else {

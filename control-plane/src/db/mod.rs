@@ -4,6 +4,7 @@
 
 pub mod agents;
 pub mod events;
+pub mod installation;
 pub mod lifecycle;
 pub mod users;
 

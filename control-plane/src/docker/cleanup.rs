@@ -44,6 +44,23 @@ impl DockerRuntime {
         remove_volume_by_name(&self.docker, name).await
     }
 
+    /// Removes the agent's named volume: like [`Self::remove_volume`], and
+    /// only when the volume carries [`super::AGENT_ID_LABEL`]`=agent_id`
+    /// (a volume of that name holding another agent's data is left alone,
+    /// with a warning).
+    pub async fn remove_agent_volume(&self, name: &str, agent_id: &str) -> Result<(), DockerError> {
+        let volume = match self.docker.inspect_volume(name).await {
+            Ok(v) => v,
+            Err(e) if status_of(&e) == Some(404) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        if volume.labels.get(super::AGENT_ID_LABEL).map(String::as_str) != Some(agent_id) {
+            tracing::warn!(volume = %name, agent_id, "not removing a volume that is not this agent's");
+            return Ok(());
+        }
+        self.remove_volume(name).await
+    }
+
     /// Every named volume carrying our labels (and the extra labels), as
     /// `(name, labels)` sorted by name: for orphan cleanup against the agents
     /// table (the agent id is the [`super::AGENT_ID_LABEL`] label).
@@ -62,6 +79,46 @@ impl DockerRuntime {
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
+    }
+
+    /// Every network carrying our labels (and the extra labels), as
+    /// `(name, labels)` sorted by name.
+    pub async fn list_managed_networks(
+        &self,
+    ) -> Result<Vec<(String, BTreeMap<String, String>)>, DockerError> {
+        let options = ListNetworksOptions {
+            filters: HashMap::from([("label".to_owned(), self.label_filters())]),
+        };
+        let mut out: Vec<(String, BTreeMap<String, String>)> = self
+            .docker
+            .list_networks(Some(options))
+            .await?
+            .into_iter()
+            .filter_map(|n| Some((n.name?, n.labels.unwrap_or_default().into_iter().collect())))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Removes the named network if it is this installation's own
+    /// ([`super::Ownership::Ours`]); gone is success. A network with
+    /// containers attached is refused by the engine (an error).
+    pub async fn remove_network(&self, name: &str) -> Result<(), DockerError> {
+        let network = match self.docker.inspect_network::<String>(name, None).await {
+            Ok(n) => n,
+            Err(e) if status_of(&e) == Some(404) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let labels: BTreeMap<String, String> =
+            network.labels.unwrap_or_default().into_iter().collect();
+        if self.ownership(&labels) != super::Ownership::Ours {
+            tracing::warn!(network = %name, "not removing a network that is not this installation's");
+            return Ok(());
+        }
+        match self.docker.remove_network(name).await {
+            Err(e) if status_of(&e) == Some(404) => Ok(()),
+            other => other.map_err(DockerError::from),
+        }
     }
 
     /// Removes every container (forced), then every volume, then every

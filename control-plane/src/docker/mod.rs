@@ -43,6 +43,10 @@ pub const MANAGED_LABEL: &str = "io.zcaas.managed";
 pub const AGENT_ID_LABEL: &str = "io.zcaas.agent-id";
 /// Hash of the spec the container was created from.
 pub const SPEC_HASH_LABEL: &str = "io.zcaas.spec-hash";
+/// The installation (one zcaas store) an object belongs to: several
+/// installations may share one engine, and each only ever stops, removes or
+/// changes its own objects (and unlabelled ones its rows name).
+pub const INSTALLATION_LABEL: &str = "io.zcaas.installation";
 /// The port the agent gateway listens on inside its container.
 pub const AGENT_PORT: u16 = 42617;
 /// Where the agent's data volume is mounted; injected files are relative to it.
@@ -84,6 +88,49 @@ pub(crate) fn status_of(e: &bollard::errors::Error) -> Option<u16> {
     }
 }
 
+/// Whose an object is, seen from one installation ([`DockerRuntime::ownership`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ownership {
+    /// Carries our labels and this installation's id (or the handle is not
+    /// scoped to an installation).
+    Ours,
+    /// Carries our labels but no installation id: created before
+    /// installation ids existed. Adopted by the installation whose rows name
+    /// it; never removed by a sweep.
+    Legacy,
+    /// Carries another installation's id: never stopped, removed or changed.
+    Foreign,
+    /// Lacks our ownership labels: never touched.
+    NotManaged,
+}
+
+impl Ownership {
+    /// Whether this installation may act on the object when one of its rows
+    /// names it (ours, or a legacy object).
+    pub fn may_act(self) -> bool {
+        matches!(self, Ownership::Ours | Ownership::Legacy)
+    }
+}
+
+/// Classifies an object's `labels` for an installation whose objects all
+/// carry `base` (our label and the extra labels) and, when scoped,
+/// [`INSTALLATION_LABEL`]`=installation` (pure).
+pub fn ownership_of(
+    base: &BTreeMap<String, String>,
+    installation: Option<&str>,
+    labels: &BTreeMap<String, String>,
+) -> Ownership {
+    if !base.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+        return Ownership::NotManaged;
+    }
+    match (installation, labels.get(INSTALLATION_LABEL)) {
+        (None, _) => Ownership::Ours,
+        (Some(mine), Some(theirs)) if mine == theirs => Ownership::Ours,
+        (Some(_), Some(_)) => Ownership::Foreign,
+        (Some(_), None) => Ownership::Legacy,
+    }
+}
+
 /// What Docker says about one container right now (observed state).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObservedContainer {
@@ -95,6 +142,10 @@ pub struct ObservedContainer {
     pub agent_id: Option<String>,
     /// Value of [`SPEC_HASH_LABEL`], if any.
     pub spec_hash: Option<String>,
+    /// Value of [`INSTALLATION_LABEL`], if any.
+    pub installation: Option<String>,
+    /// When the container was created; `None` if the engine did not say.
+    pub created_at: Option<DateTime<Utc>>,
     /// Docker's state string: created, running, restarting, exited, dead, …
     pub state: String,
     pub running: bool,
@@ -107,6 +158,9 @@ pub struct ObservedContainer {
     pub restart_count: i64,
     /// The host port bound to [`AGENT_PORT`], if published.
     pub host_port: Option<u16>,
+    /// The container's IPv4 address on each network it is attached to
+    /// (network name → address), as the engine reports it now.
+    pub ip_addresses: BTreeMap<String, String>,
 }
 
 /// One log line of a container, with Docker's timestamp.
@@ -134,6 +188,8 @@ pub struct ContainerEvent {
     /// `start`, `die`, `oom`, `destroy`, `restart`, …
     pub action: String,
     pub agent_id: Option<String>,
+    /// Value of [`INSTALLATION_LABEL`] on the container, if any.
+    pub installation: Option<String>,
     pub exit_code: Option<i64>,
     pub at: Option<DateTime<Utc>>,
 }
@@ -145,6 +201,9 @@ pub struct DockerRuntime {
     /// Added to every object we create, on top of `MANAGED_LABEL=true`
     /// (tests add `io.zcaas.test=<prefix>` to clean up by label).
     extra_labels: BTreeMap<String, String>,
+    /// This installation's id ([`INSTALLATION_LABEL`]); `None` for a handle
+    /// not scoped to an installation (test cleanup, image builds).
+    installation: Option<String>,
 }
 
 /// Serializes network creation in this process: the engine does not enforce
@@ -161,26 +220,58 @@ impl DockerRuntime {
         Ok(DockerRuntime {
             docker,
             extra_labels,
+            installation: None,
         })
     }
 
-    /// The labels put on everything we create: ours plus the extra ones.
+    /// The same handle scoped to installation `id`: everything it creates
+    /// carries [`INSTALLATION_LABEL`]`=id`, and it acts only on objects of
+    /// that installation and on legacy (unlabelled) ones ([`Ownership`]).
+    pub fn with_installation(mut self, id: impl Into<String>) -> Self {
+        self.installation = Some(id.into());
+        self
+    }
+
+    /// This handle's installation id, if scoped.
+    pub fn installation(&self) -> Option<&str> {
+        self.installation.as_deref()
+    }
+
+    /// The labels put on everything we create: ours, the extra ones and the
+    /// installation id.
     pub fn ownership_labels(&self) -> BTreeMap<String, String> {
+        let mut labels = self.base_labels();
+        if let Some(id) = &self.installation {
+            labels.insert(INSTALLATION_LABEL.to_owned(), id.clone());
+        }
+        labels
+    }
+
+    /// `io.zcaas.managed=true` plus the extra labels: what every object of
+    /// any installation of ours carries.
+    fn base_labels(&self) -> BTreeMap<String, String> {
         let mut labels = self.extra_labels.clone();
         labels.insert(MANAGED_LABEL.to_owned(), "true".to_owned());
         labels
     }
 
-    /// Whether `labels` carry every one of [`Self::ownership_labels`].
-    pub fn is_owned(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.ownership_labels()
-            .iter()
-            .all(|(k, v)| labels.get(k) == Some(v))
+    /// Whose an object with `labels` is, from this installation's view.
+    pub fn ownership(&self, labels: &BTreeMap<String, String>) -> Ownership {
+        ownership_of(&self.base_labels(), self.installation.as_deref(), labels)
     }
 
-    /// `["io.zcaas.managed=true", …]`, the engine's `label` filter values.
+    /// Whether this installation may act on an object with `labels` that
+    /// one of its rows names: [`Ownership::may_act`].
+    pub fn is_owned(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.ownership(labels).may_act()
+    }
+
+    /// `["io.zcaas.managed=true", …]`, the engine's `label` filter values:
+    /// our label and the extra labels, not the installation (the engine ANDs
+    /// label filters, and legacy objects carry no installation id), so lists
+    /// and events are scoped with [`Self::ownership`] afterwards.
     pub(crate) fn label_filters(&self) -> Vec<String> {
-        self.ownership_labels()
+        self.base_labels()
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect()
@@ -385,5 +476,42 @@ impl DockerRuntime {
             .restart_container(id, Some(RestartContainerOptions { t }))
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn ownership_is_scoped_to_the_installation() {
+        let base = labels(&[(MANAGED_LABEL, "true"), ("io.zcaas.test", "t1")]);
+        let mine = Some("inst-a");
+        let classify = |l: &[(&str, &str)]| ownership_of(&base, mine, &labels(l));
+        let managed = [(MANAGED_LABEL, "true"), ("io.zcaas.test", "t1")];
+        let with = |inst: &'static str| {
+            let mut l = managed.to_vec();
+            l.push((INSTALLATION_LABEL, inst));
+            l
+        };
+        assert_eq!(classify(&with("inst-a")), Ownership::Ours);
+        assert_eq!(classify(&with("inst-b")), Ownership::Foreign);
+        assert_eq!(classify(&managed), Ownership::Legacy);
+        assert_eq!(classify(&[(MANAGED_LABEL, "true")]), Ownership::NotManaged);
+        assert_eq!(classify(&[]), Ownership::NotManaged);
+        assert!(Ownership::Ours.may_act() && Ownership::Legacy.may_act());
+        assert!(!Ownership::Foreign.may_act() && !Ownership::NotManaged.may_act());
+        // An unscoped handle (test cleanup) sees every managed object as its own.
+        assert_eq!(
+            ownership_of(&base, None, &labels(&with("inst-b"))),
+            Ownership::Ours
+        );
     }
 }

@@ -6,7 +6,7 @@ use super::logs::{LineSplitter, StreamKind};
 use super::pairing::{self, PairingScan};
 use super::{
     status_of, ContainerEvent, ContainerStats, DockerError, DockerRuntime, LogLine,
-    ObservedContainer, AGENT_ID_LABEL, SPEC_HASH_LABEL,
+    ObservedContainer, AGENT_ID_LABEL, INSTALLATION_LABEL, SPEC_HASH_LABEL,
 };
 use bollard::container::{
     InspectContainerOptions, ListContainersOptions, LogOutput, LogsOptions, MemoryStatsStats,
@@ -328,6 +328,22 @@ pub fn observed(resp: ContainerInspectResponse) -> ObservedContainer {
             .to_owned(),
         agent_id: labels.get(AGENT_ID_LABEL).cloned(),
         spec_hash: labels.get(SPEC_HASH_LABEL).cloned(),
+        installation: labels.get(INSTALLATION_LABEL).cloned(),
+        created_at: resp.created.as_deref().and_then(parse_docker_time),
+        ip_addresses: resp
+            .network_settings
+            .as_ref()
+            .and_then(|n| n.networks.as_ref())
+            .map(|networks| {
+                networks
+                    .iter()
+                    .filter_map(|(name, endpoint)| {
+                        let ip = endpoint.ip_address.as_deref().filter(|ip| !ip.is_empty())?;
+                        Some((name.clone(), ip.to_owned()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
         labels,
         state: state.status.map(|s| s.to_string()).unwrap_or_default(),
         running: state.running.unwrap_or(false),
@@ -390,6 +406,7 @@ pub fn container_event(message: EventMessage) -> Option<ContainerEvent> {
         container_id,
         action: message.action.unwrap_or_default(),
         agent_id: attributes.get(AGENT_ID_LABEL).cloned(),
+        installation: attributes.get(INSTALLATION_LABEL).cloned(),
         exit_code: attributes.get("exitCode").and_then(|c| c.parse().ok()),
         at,
     })

@@ -60,6 +60,25 @@ fn running_container_keeps_nanoseconds_and_live_port() {
 }
 
 #[test]
+fn installation_created_time_and_network_addresses() {
+    let mut json = created_fixture();
+    json["Config"]["Labels"]["io.zcaas.installation"] = "inst-a".into();
+    json["Created"] = "2026-11-21T08:40:05.000000001Z".into();
+    json["NetworkSettings"]["Networks"] = serde_json::json!({
+        "zeroone-net": {"IPAddress": "172.30.0.7"},
+        "other": {"IPAddress": ""}
+    });
+    let c = observed(inspect(json));
+    assert_eq!(c.installation.as_deref(), Some("inst-a"));
+    assert_eq!(c.created_at.map(|t| t.nanosecond()), Some(1));
+    assert_eq!(
+        c.ip_addresses,
+        BTreeMap::from([("zeroone-net".to_owned(), "172.30.0.7".to_owned())]),
+        "a network without an address yet is left out"
+    );
+}
+
+#[test]
 fn exited_oom_container() {
     let mut json = created_fixture();
     json["State"]["Status"] = "exited".into();

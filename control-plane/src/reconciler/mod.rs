@@ -11,8 +11,8 @@ pub mod ops;
 pub mod plan;
 pub mod ports;
 pub mod requests;
-pub mod startup;
 pub mod stats;
+pub mod sweep;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod watch;
@@ -93,6 +93,8 @@ pub(crate) struct Inner {
     deploy_permits: Semaphore,
     /// One image build at a time.
     image_build: Mutex<()>,
+    /// What the orphan sweep already reported.
+    reported: sweep::Reported,
 }
 
 /// Handle to the reconciler. Cheap to clone.
@@ -114,6 +116,7 @@ pub fn spawn(ctx: Context, cancel: CancellationToken, tracker: &TaskTracker) -> 
             tracker: tracker.clone(),
             deploy_permits: Semaphore::new(permits),
             image_build: Mutex::new(()),
+            reported: sweep::Reported::default(),
         }),
     };
     // The watcher resyncs on every (re)connect, the first one included, so
@@ -125,7 +128,10 @@ pub fn spawn(ctx: Context, cancel: CancellationToken, tracker: &TaskTracker) -> 
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep(RESYNC_INTERVAL) => resync.resync_all().await,
+                _ = tokio::time::sleep(RESYNC_INTERVAL) => {
+                    resync.resync_all().await;
+                    resync.sweep_orphans().await;
+                }
             }
         }
     });
@@ -158,13 +164,10 @@ impl ReconcilerHandle {
                 _ = this.inner.cancel.cancelled() => return,
             };
             let token = this.begin_pass(&id);
-            let outcome = tokio::select! {
-                o = this.pass(&id) => Some(o),
-                _ = token.cancelled() => None,
-            };
+            let outcome = this.pass(&id, &token).await;
             this.end_pass(&id);
             drop(guard);
-            if let Some(Outcome::RequeueAfter(delay)) = outcome {
+            if let Outcome::RequeueAfter(delay) = outcome {
                 this.wake_after(id, delay);
             }
         });
@@ -172,7 +175,9 @@ impl ReconcilerHandle {
 
     /// Runs a reconcile of `agent_id` and waits for it to finish. A pass
     /// already under way is cancelled first when the agent is being deleted,
-    /// so a long deploy does not delay its own deletion.
+    /// so a long deploy does not delay its own deletion: it stops at its next
+    /// cancellation point (a wait), never inside a Docker call that creates
+    /// something, so nothing it started can complete after the deletion.
     pub async fn reconcile_now(&self, agent_id: &str) {
         let deleting = matches!(
             lifecycle::get(&self.inner.ctx.db, agent_id).await,
@@ -188,10 +193,9 @@ impl ReconcilerHandle {
         };
         let _guard = lock.lock().await;
         let token = self.begin_pass(agent_id);
-        if let Outcome::RequeueAfter(delay) = self.pass(agent_id).await {
+        if let Outcome::RequeueAfter(delay) = self.pass(agent_id, &token).await {
             self.wake_after(agent_id.to_owned(), delay);
         }
-        drop(token);
         self.end_pass(agent_id);
     }
 
@@ -222,6 +226,25 @@ impl ReconcilerHandle {
         }
     }
 
+    /// One orphan sweep ([`sweep::sweep`]) with the configured grace;
+    /// failures are logged (the next resync sweeps again).
+    pub async fn sweep_orphans(&self) {
+        let ctx = &self.inner.ctx;
+        match sweep::sweep(
+            &ctx.db,
+            &ctx.docker,
+            &ctx.config.network,
+            ctx.config.orphan_grace,
+            &self.inner.reported,
+        )
+        .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "orphan sweep"),
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "orphan sweep failed"),
+        }
+    }
+
     fn wake_after(&self, id: String, delay: Duration) {
         let this = self.clone();
         self.inner.tracker.spawn(async move {
@@ -249,12 +272,17 @@ impl ReconcilerHandle {
     }
 
     /// One level-triggered pass: re-read the row and the container, plan,
-    /// act, and repeat until the agent is settled.
-    async fn pass(&self, id: &str) -> Outcome {
+    /// act, and repeat until the agent is settled. `cancel` stops it between
+    /// steps and at the waits inside a step (`ops::until_cancelled`); a
+    /// cancelled step records no failure.
+    async fn pass(&self, id: &str, cancel: &CancellationToken) -> Outcome {
         let inner = &*self.inner;
         let ctx = &inner.ctx;
         ctx.metrics.reconcile_passes.inc();
         for _ in 0..MAX_STEPS_PER_PASS {
+            if cancel.is_cancelled() {
+                return Outcome::Settled;
+            }
             let agent = match lifecycle::get(&ctx.db, id).await {
                 Ok(Some(agent)) => agent,
                 Ok(None) => {
@@ -267,9 +295,13 @@ impl ReconcilerHandle {
                 }
             };
             let observed = match ctx.docker.inspect(&agent.container_name()).await {
-                // A container by that name that is not this agent's is not
-                // its container (the deploy reports the name conflict).
-                Ok(c) => c.filter(|c| c.agent_id.as_deref() == Some(agent.id.as_str())),
+                // A container by that name that is not this agent's (or not
+                // this installation's) is not its container (the deploy
+                // reports the name conflict).
+                Ok(c) => c.filter(|c| {
+                    c.agent_id.as_deref() == Some(agent.id.as_str())
+                        && ctx.docker.is_owned(&c.labels)
+                }),
                 Err(e) => {
                     ctx.metrics.docker_error("inspect");
                     tracing::warn!(agent_id = id, error = %e, "inspecting container failed");
@@ -318,13 +350,15 @@ impl ReconcilerHandle {
                 }
                 Step::Start => {
                     let began = std::time::Instant::now();
-                    match ops::start(inner, &agent).await {
+                    match ops::start(inner, &agent, cancel).await {
                         Ok(()) => {
                             ctx.metrics
                                 .deploy_seconds
                                 .observe(began.elapsed().as_secs_f64());
                             Ok(())
                         }
+                        // Cancelled (deletion, shutdown): not a failure.
+                        Err(_) if cancel.is_cancelled() => return Outcome::Settled,
                         Err(e) => {
                             step_ok = Some(false);
                             if e.downcast_ref::<crate::docker::DockerError>().is_some() {
@@ -336,16 +370,19 @@ impl ReconcilerHandle {
                 }
                 Step::Stop => ops::stop(inner, &agent).await,
                 Step::EnforceStopped => ops::enforce_stopped(inner, &agent).await,
-                Step::Repair { reason } => match ops::repair(inner, &agent, &reason).await {
-                    Ok(()) => {
-                        ctx.metrics.repairs.inc();
-                        Ok(())
+                Step::Repair { reason } => {
+                    match ops::repair(inner, &agent, &reason, cancel).await {
+                        Ok(()) => {
+                            ctx.metrics.repairs.inc();
+                            Ok(())
+                        }
+                        Err(_) if cancel.is_cancelled() => return Outcome::Settled,
+                        Err(e) => {
+                            step_ok = Some(false);
+                            ops::fail(inner, &agent, &format!("re-pairing failed: {e:#}")).await
+                        }
                     }
-                    Err(e) => {
-                        step_ok = Some(false);
-                        ops::fail(inner, &agent, &format!("re-pairing failed: {e:#}")).await
-                    }
-                },
+                }
                 Step::Fail { reason } => ops::fail(inner, &agent, &reason).await,
                 Step::ResetBackoff => lifecycle::reset_backoff(&ctx.db, id)
                     .await

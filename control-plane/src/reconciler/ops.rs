@@ -3,16 +3,22 @@
 //! idempotent and adopts what already exists, so a pass interrupted anywhere
 //! (a crash, a cancelled pass) is finished by the next one.
 
+use std::future::Future;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
 use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
 
 use super::plan::{backoff, exit_reason};
 use super::{ports, Context, Inner};
 use crate::agent_files;
+use crate::config::{AgentAddress, Config};
 use crate::db::lifecycle;
-use crate::docker::{ContainerSpec, AGENT_ID_LABEL};
+use crate::docker::{
+    ContainerSpec, DockerError, DockerRuntime, ObservedContainer, Ownership, AGENT_ID_LABEL,
+    AGENT_PORT,
+};
 use crate::gateway::GatewayError;
 use crate::model::{Agent, Channels};
 use crate::secrets::SecretField;
@@ -40,13 +46,93 @@ pub fn crash_point(point: &str) {
     }
 }
 
-/// The base URL the control plane reaches an agent's gateway on, following
-/// `agent_address` ([`crate::config::Config::gateway_url`]); `None` until
-/// the agent has a claimed port (no container yet). Takes the reconciler's
-/// [`Context`], the API's state or a bare `Config`.
-pub fn agent_base_url(ctx: &impl AsRef<crate::config::Config>, agent: &Agent) -> Option<String> {
-    let port = u16::try_from(agent.container_port?).ok()?;
-    Some(ctx.as_ref().gateway_url(&agent.container_name(), port))
+/// Delay injection for tests that must act while a deploy is under way:
+/// with `ZCAAS_PAUSE_AT=<point>:<milliseconds>` the deploy sleeps that long
+/// at that point (the points of [`crash_point`]). Unset (always, outside
+/// those tests) it does nothing.
+pub async fn pause_point(point: &str) {
+    static AT: std::sync::OnceLock<Option<(String, u64)>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| {
+        let value = std::env::var("ZCAAS_PAUSE_AT").ok()?;
+        let (at, ms) = value.split_once(':')?;
+        Some((at.to_owned(), ms.parse().ok()?))
+    });
+    if let Some((at, ms)) = at {
+        if at == point {
+            tracing::info!(point, ms, "ZCAAS_PAUSE_AT: pausing the deploy");
+            tokio::time::sleep(Duration::from_millis(*ms)).await;
+        }
+    }
+}
+
+/// A pass was cancelled at one of its cancellation points (the agent is
+/// being deleted, or the service is shutting down).
+#[derive(Debug, thiserror::Error)]
+#[error("reconcile pass cancelled")]
+pub struct Cancelled;
+
+/// Runs `fut` unless `cancel` fires first. These are the reconciler's only
+/// cancellation points, and they are all waits (a deploy permit, a pairing
+/// code, `/health`): a Docker call that creates or changes something always
+/// runs to its end, so a cancelled pass never leaves a create in flight in
+/// the daemon to finish after the agent's DELETE.
+async fn until_cancelled<T>(
+    cancel: &CancellationToken,
+    fut: impl Future<Output = T>,
+) -> Result<T, Cancelled> {
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => Err(Cancelled),
+        out = fut => Ok(out),
+    }
+}
+
+/// The base URL of an agent's gateway (pure). `host-port` mode:
+/// `http://<agent_host>:<port>` with the row's claimed host port (`None`
+/// before one is claimed, or for a stored port out of range). `network`
+/// mode: `http://<ip>:42617` with the address the engine reports *now* for
+/// `container` on the agents' network — never a name resolved through DNS,
+/// whose cached answer could point at another container after a restart
+/// (`None` without such a container or address).
+pub fn gateway_base(
+    config: &Config,
+    port: Option<i64>,
+    container: Option<&ObservedContainer>,
+) -> Option<String> {
+    match config.agent_address {
+        AgentAddress::HostPort => {
+            let port = u16::try_from(port?).ok()?;
+            Some(format!("http://{}:{port}", config.agent_host))
+        }
+        AgentAddress::Network => {
+            let ip = container?.ip_addresses.get(&config.network)?;
+            Some(format!("http://{ip}:{AGENT_PORT}"))
+        }
+    }
+}
+
+/// The base URL the control plane reaches `agent`'s gateway on now
+/// ([`gateway_base`]); in `network` mode the agent's container is inspected
+/// (only one carrying this agent's id and owned by this installation
+/// counts). `Ok(None)`: no gateway yet.
+///
+/// Errors: the engine failing (network mode only).
+pub async fn agent_base_url(
+    docker: &DockerRuntime,
+    config: &Config,
+    agent: &Agent,
+) -> Result<Option<String>, DockerError> {
+    let container = match config.agent_address {
+        AgentAddress::HostPort => None,
+        AgentAddress::Network => docker.inspect(&agent.container_name()).await?.filter(|c| {
+            c.agent_id.as_deref() == Some(agent.id.as_str()) && docker.is_owned(&c.labels)
+        }),
+    };
+    Ok(gateway_base(
+        config,
+        agent.container_port,
+        container.as_ref(),
+    ))
 }
 
 /// The container spec for `agent` on host port `port` (pure).
@@ -114,13 +200,18 @@ async fn ensure_image(inner: &Inner, image: &str) -> anyhow::Result<()> {
 
 /// STARTING → RUNNING: create or adopt the container, inject config and
 /// persona, start it, pair with the code printed since this start, wait for
-/// `/health`. Any error is returned for [`fail`] to record.
-pub(crate) async fn start(inner: &Inner, agent: &Agent) -> anyhow::Result<()> {
+/// `/health`. If the agent's configuration changed meanwhile (a PATCH during
+/// the deploy: its `config_generation` moved), the agent stays STARTING and
+/// the next step deploys the new configuration. Any error is returned for
+/// [`fail`] to record; [`Cancelled`] when `cancel` fired at a wait.
+pub(crate) async fn start(
+    inner: &Inner,
+    agent: &Agent,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
     let ctx = &inner.ctx;
-    let _permit = inner
-        .deploy_permits
-        .acquire()
-        .await
+    let _permit = until_cancelled(cancel, inner.deploy_permits.acquire())
+        .await?
         .map_err(|_| anyhow!("shutting down"))?;
     ctx.docker
         .ensure_network(&ctx.config.network)
@@ -156,9 +247,15 @@ pub(crate) async fn start(inner: &Inner, agent: &Agent) -> anyhow::Result<()> {
     // Whether the container we end up with runs: only an adopted one can (a
     // created container is never started by a restart policy, and passes of
     // one agent never overlap), so no second inspect is needed.
-    let (container_id, running) = match ctx.docker.inspect(&name).await? {
+    let existing = match ctx.docker.inspect(&name).await? {
         Some(c) if c.agent_id.as_deref() != Some(agent.id.as_str()) => {
-            bail!("container name {name} is taken by a container that is not this agent's")
+            remove_orphan_holding_name(ctx, c, &name).await?
+        }
+        other => other,
+    };
+    let (container_id, running) = match existing {
+        Some(c) if !ctx.docker.is_owned(&c.labels) => {
+            bail!("container name {name} is taken by another zcaas installation's container")
         }
         Some(c) if c.spec_hash.as_deref() == Some(hash.as_str()) && c.host_port == Some(port) => {
             (c.id, c.running)
@@ -178,6 +275,7 @@ pub(crate) async fn start(inner: &Inner, agent: &Agent) -> anyhow::Result<()> {
         .await
         .context("injecting config and persona")?;
     crash_point("after-upload");
+    until_cancelled(cancel, pause_point("after-upload")).await?;
 
     if running {
         // Adopted a container started by an interrupted pass: restart it so
@@ -190,27 +288,68 @@ pub(crate) async fn start(inner: &Inner, agent: &Agent) -> anyhow::Result<()> {
             .context("starting the container")?;
     }
     crash_point("after-start");
-    let base = ctx.config.gateway_url(&name, port);
     let observed = ctx
         .docker
         .inspect(&container_id)
         .await?
         .ok_or_else(|| anyhow!("container vanished after start"))?;
+    let base =
+        gateway_base(&ctx.config, Some(i64::from(port)), Some(&observed)).ok_or_else(|| {
+            anyhow!(
+                "the container has no address on network {}",
+                ctx.config.network
+            )
+        })?;
     let started_at = observed
         .started_at
         .ok_or_else(|| anyhow!("container has no start time after start"))?;
-    pair(inner, agent, &container_id, &base, started_at).await?;
-    wait_healthy(inner, &container_id, &base).await?;
+    until_cancelled(cancel, pair(inner, agent, &container_id, &base, started_at)).await??;
+    until_cancelled(cancel, wait_healthy(inner, &container_id, &base)).await??;
 
     let reason = if agent.ever_running {
         "started and re-paired"
     } else {
         "deployed and paired"
     };
-    if transition(ctx, agent, Status::Starting, Status::Running, reason).await? {
-        lifecycle::set_healthy(&ctx.db, &agent.id, Utc::now()).await?;
+    match lifecycle::transition_to_running(&ctx.db, agent, reason).await? {
+        Some(event) => {
+            tracing::info!(agent_id = %agent.id, slug = %agent.slug, from = %Status::Starting,
+                to = %Status::Running, reason, "status transition");
+            ctx.events.publish(event);
+            lifecycle::set_healthy(&ctx.db, &agent.id, Utc::now()).await?;
+        }
+        // A PATCH accepted during this deploy moved the generation (the
+        // files injected above are stale), or the status moved. Either way
+        // the pass re-plans: for STARTING, the next step sees the new spec
+        // hash, recreates the container (the volume is kept) and deploys the
+        // new configuration.
+        None => tracing::info!(agent_id = %agent.id, slug = %agent.slug,
+            "configuration or status changed during the deploy; re-planning"),
     }
     Ok(())
+}
+
+/// The agent's container name is held by a container of another agent id.
+/// If that is an orphan of this installation (its agent's row is gone, e.g.
+/// a create that finished in the daemon after the agent's DELETE), it is
+/// removed so that the slug is never blocked, and `Ok(None)` returned.
+/// Anything else (another installation's, a legacy object, a live agent's)
+/// is left alone and refused with a clear error.
+async fn remove_orphan_holding_name(
+    ctx: &Context,
+    c: ObservedContainer,
+    name: &str,
+) -> anyhow::Result<Option<ObservedContainer>> {
+    let orphan = match (ctx.docker.ownership(&c.labels), c.agent_id.as_deref()) {
+        (Ownership::Ours, Some(other)) => lifecycle::get(&ctx.db, other).await?.is_none(),
+        _ => false,
+    };
+    if !orphan {
+        bail!("container name {name} is taken by a container that is not this agent's");
+    }
+    tracing::info!(container = %c.id, name, "removing an orphaned container holding this agent's name");
+    ctx.docker.remove_container(&c.id).await?;
+    Ok(None)
 }
 
 /// Obtains a token for the container start at `started_at`: pairs with the
@@ -290,17 +429,22 @@ async fn no_code_reason(ctx: &Context, container_id: &str) -> String {
 }
 
 /// Polls `/health` until it answers 200, the container dies, or the health
-/// timeout passes.
+/// timeout passes. A redirect or an oversize answer is hostile, not
+/// transient: it fails at once, naming the cause.
 async fn wait_healthy(inner: &Inner, container_id: &str, base: &str) -> anyhow::Result<()> {
     let ctx = &inner.ctx;
     let deadline = tokio::time::Instant::now() + ctx.config.health_timeout;
     loop {
-        if ctx.gateway.health(base).await.is_ok() {
-            return Ok(());
-        }
+        let last = match ctx.gateway.health(base).await {
+            Ok(_) => return Ok(()),
+            Err(e @ (GatewayError::Redirect { .. } | GatewayError::TooLarge { .. })) => {
+                bail!("/health: {e}")
+            }
+            Err(e) => e,
+        };
         if tokio::time::Instant::now() >= deadline {
             bail!(
-                "/health did not answer within {} s",
+                "/health did not answer within {} s (last: {last})",
                 ctx.config.health_timeout.as_secs()
             );
         }
@@ -348,20 +492,27 @@ pub(crate) async fn enforce_stopped(inner: &Inner, agent: &Agent) -> anyhow::Res
 
 /// Re-pairs a RUNNING agent whose container started again (Docker's restart
 /// policy, `docker restart`, a crash, a daemon restart).
-pub(crate) async fn repair(inner: &Inner, agent: &Agent, reason: &str) -> anyhow::Result<()> {
+pub(crate) async fn repair(
+    inner: &Inner,
+    agent: &Agent,
+    reason: &str,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
     let ctx = &inner.ctx;
-    let base = agent_base_url(ctx, agent).ok_or_else(|| anyhow!("agent has no port"))?;
     let c = ctx
         .docker
         .inspect(&agent.container_name())
         .await?
+        .filter(|c| c.agent_id.as_deref() == Some(agent.id.as_str()))
         .ok_or_else(|| anyhow!("container vanished"))?;
+    let base = gateway_base(&ctx.config, agent.container_port, Some(&c))
+        .ok_or_else(|| anyhow!("the agent has no gateway address"))?;
     let started_at = c
         .started_at
         .ok_or_else(|| anyhow!("container never started"))?;
     tracing::info!(agent_id = %agent.id, slug = %agent.slug, reason, "re-pairing");
-    pair(inner, agent, &c.id, &base, started_at).await?;
-    wait_healthy(inner, &c.id, &base).await?;
+    until_cancelled(cancel, pair(inner, agent, &c.id, &base, started_at)).await??;
+    until_cancelled(cancel, wait_healthy(inner, &c.id, &base)).await??;
     lifecycle::set_healthy(&ctx.db, &agent.id, Utc::now()).await?;
     Ok(())
 }
@@ -376,7 +527,11 @@ pub(crate) async fn fail(inner: &Inner, agent: &Agent, reason: &str) -> anyhow::
     tracing::warn!(agent_id = %agent.id, slug = %agent.slug, reason, "agent failed");
     remove_container(ctx, agent).await?;
     if !agent.ever_running {
-        ctx.docker.remove_volume(&agent.volume_name()).await?;
+        // The deploy's own rollback: the volume it created for an agent that
+        // never ran holds only the injected files (never a sweep).
+        ctx.docker
+            .remove_agent_volume(&agent.volume_name(), &agent.id)
+            .await?;
     }
     lifecycle::release_port_and_container(&ctx.db, &agent.id).await?;
     let attempts = agent.attempts + 1;
@@ -410,7 +565,9 @@ pub(crate) async fn fail(inner: &Inner, agent: &Agent, reason: &str) -> anyhow::
 pub(crate) async fn delete(inner: &Inner, agent: &Agent) -> anyhow::Result<()> {
     let ctx = &inner.ctx;
     remove_container(ctx, agent).await?;
-    ctx.docker.remove_volume(&agent.volume_name()).await?;
+    ctx.docker
+        .remove_agent_volume(&agent.volume_name(), &agent.id)
+        .await?;
     lifecycle::delete(&ctx.db, &agent.id).await?;
     tracing::info!(agent_id = %agent.id, slug = %agent.slug, "agent deleted");
     Ok(())

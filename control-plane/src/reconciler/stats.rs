@@ -51,9 +51,9 @@ pub async fn poll_once(handle: &ReconcilerHandle) -> usize {
             };
             let polled = tokio::time::timeout(PER_AGENT_TIMEOUT, async {
                 let stats = ctx.docker.stats(container_id).await;
-                let health = match ops::agent_base_url(ctx, &agent) {
-                    Some(base) => ctx.gateway.health(&base).await.is_ok(),
-                    None => false,
+                let health = match ops::agent_base_url(&ctx.docker, &ctx.config, &agent).await {
+                    Ok(Some(base)) => ctx.gateway.health(&base).await.is_ok(),
+                    _ => false,
                 };
                 (stats, health)
             })

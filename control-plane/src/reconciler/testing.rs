@@ -45,6 +45,8 @@ pub fn agent(status: Status) -> Agent {
         nano_cpus: 500_000_000,
         ever_running: false,
         paired_started_at: None,
+        config_generation: 0,
+        deployed_generation: None,
         created_at: now,
         updated_at: now,
     }
@@ -58,6 +60,8 @@ pub fn container(running: bool) -> ObservedContainer {
         labels: BTreeMap::new(),
         agent_id: Some("a1".into()),
         spec_hash: None,
+        installation: None,
+        created_at: Some(Utc::now()),
         state: if running { "running" } else { "exited" }.into(),
         running,
         started_at: Some(Utc::now()),
@@ -66,5 +70,6 @@ pub fn container(running: bool) -> ObservedContainer {
         oom_killed: false,
         restart_count: 0,
         host_port: Some(40001),
+        ip_addresses: BTreeMap::new(),
     }
 }

@@ -35,6 +35,15 @@ pub async fn run(handle: ReconcilerHandle, cancel: CancellationToken) {
             match next {
                 Some(Ok(event)) => {
                     healthy = true;
+                    // The engine filters on our label; other installations'
+                    // containers carry it too and are none of our business.
+                    let foreign = matches!(
+                        (docker.installation(), event.installation.as_deref()),
+                        (Some(mine), Some(theirs)) if mine != theirs
+                    );
+                    if foreign {
+                        continue;
+                    }
                     if let Some(agent_id) = event.agent_id.as_deref() {
                         tracing::debug!(agent_id, action = %event.action, "docker event");
                         if event.action == "oom" {
