@@ -94,6 +94,10 @@ pub struct Config {
     pub orphan_grace: Duration,
     /// Extra labels on everything created (tests: `io.zcaas.test=<prefix>`).
     pub extra_labels: std::collections::BTreeMap<String, String>,
+    /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For`
+    /// names the client, for per-client limits; empty: the TCP peer is the
+    /// client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Logs as JSON lines instead of human-readable text.
     pub log_json: bool,
 }
@@ -143,6 +147,7 @@ impl Config {
             retry_backoff_base: Duration::from_secs(2),
             retry_backoff_max: Duration::from_secs(300),
             extra_labels: Default::default(),
+            trusted_proxies: Vec::new(),
             log_json: false,
         }
     }
@@ -258,6 +263,8 @@ pub struct FileConfig {
     pub log_json: Option<bool>,
     #[serde(default)]
     pub extra_labels: BTreeMap<String, String>,
+    /// Addresses or CIDR ranges.
+    pub trusted_proxies: Option<Vec<String>>,
     #[serde(default)]
     pub plans: FilePlans,
 }
@@ -346,6 +353,13 @@ pub struct ConfigArgs {
     #[arg(long = "extra-label", env = "ZCAAS_EXTRA_LABELS", global = true,
           value_delimiter = ',', value_parser = parse_label)]
     pub extra_labels: Vec<(String, String)>,
+    /// Reverse proxy whose X-Forwarded-For names the client (for the
+    /// registration limit): an address or CIDR range; repeatable, or
+    /// comma-separated in the variable [default: none, the TCP peer is the
+    /// client].
+    #[arg(long = "trusted-proxy", env = "ZCAAS_TRUSTED_PROXIES", global = true,
+          value_delimiter = ',', value_parser = parse_net)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Seconds a deploy waits for the pairing code [default: 30].
     #[arg(long, env = "ZCAAS_PAIRING_TIMEOUT_SECS", global = true)]
     pub pairing_timeout_secs: Option<u64>,
@@ -359,6 +373,14 @@ pub struct ConfigArgs {
 }
 
 /// Parses `KEY=VALUE` for `--extra-label`; our own label keys are refused.
+/// Parses a trusted proxy: an IP address (one host) or a CIDR range.
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is not an IP address or CIDR range"))
+}
+
 fn parse_label(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')
@@ -370,6 +392,7 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     if key == crate::docker::MANAGED_LABEL
         || key == crate::docker::AGENT_ID_LABEL
         || key == crate::docker::SPEC_HASH_LABEL
+        || key == crate::docker::INSTALLATION_LABEL
     {
         return Err(format!("{key} is set by zcaas itself"));
     }
@@ -429,6 +452,14 @@ impl ConfigArgs {
         }
         c.extra_labels.extend(file.extra_labels);
         c.extra_labels.extend(self.extra_labels.iter().cloned());
+        c.trusted_proxies = match (&self.trusted_proxies, &file.trusted_proxies) {
+            (flags, _) if !flags.is_empty() => flags.clone(),
+            (_, Some(listed)) => listed
+                .iter()
+                .map(|s| parse_net(s).map_err(|e| anyhow::anyhow!("trusted_proxies: {e}")))
+                .collect::<anyhow::Result<_>>()?,
+            _ => Vec::new(),
+        };
         for (limits, plan) in [
             (&mut c.free, &file.plans.free),
             (&mut c.pro, &file.plans.pro),

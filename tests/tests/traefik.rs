@@ -288,18 +288,32 @@ fn compose_stack_matches_traefik_configuration() {
         let nets = at(&compose, &["services", service, "networks"])
             .and_then(Yaml::as_sequence)
             .unwrap_or_else(|| panic!("{service} networks"));
-        assert!(
-            nets.iter().any(|n| n.as_str() == Some("agents")),
-            "{service} is not on the agents' network"
-        );
+        for net in ["agents", "edge"] {
+            assert!(
+                nets.iter().any(|n| n.as_str() == Some(net)),
+                "{service} is not on the {net} network"
+            );
+        }
     }
+    // Traefik reaches the API over the edge network, whose subnet is the
+    // control plane's trusted proxy range.
+    let edge_name = at(&compose, &["networks", "edge", "name"])
+        .and_then(Yaml::as_str)
+        .expect("networks.edge.name");
+    let edge_subnet = at(&compose, &["networks", "edge", "ipam", "config"])
+        .and_then(Yaml::as_sequence)
+        .and_then(|c| c.first())
+        .and_then(|c| c.get("subnet"))
+        .and_then(Yaml::as_str)
+        .expect("networks.edge.ipam.config[0].subnet");
+    assert_eq!(
+        compose_default(&env["ZCAAS_TRUSTED_PROXIES"]),
+        compose_default(edge_subnet)
+    );
 
     let labels: BTreeMap<String, String> =
         serde_yaml::from_value(cp.get("labels").cloned().expect("labels")).expect("label map");
-    assert_eq!(
-        compose_default(&labels["traefik.docker.network"]),
-        provider_network
-    );
+    assert_eq!(labels["traefik.docker.network"], edge_name);
     let routers = router_names(&labels);
     assert!(!routers.is_empty(), "the control plane has a router");
     for router in &routers {

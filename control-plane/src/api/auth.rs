@@ -12,7 +12,8 @@
 //! An attempt is counted when it begins, under the limiter's lock, so 200
 //! parallel guesses cannot all pass the check before the first is counted;
 //! past the limit nothing is looked up or hashed. The address is the TCP
-//! peer's: behind a reverse proxy every client shares the proxy's address.
+//! peer's, or, when the peer is one of `trusted_proxies`, the client it
+//! names in `X-Forwarded-For` ([`client_ip`]).
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -21,7 +22,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::Router;
 use serde::{Deserialize, Serialize};
@@ -203,6 +204,38 @@ impl<K: Eq + Hash + Clone> Drop for Attempt<'_, K> {
     }
 }
 
+/// The client of a request whose TCP peer is `peer`: the peer itself, unless
+/// it is one of the `trusted` reverse proxies; then the right-most address
+/// of `X-Forwarded-For` (all its header lines, in order) that is not a
+/// trusted proxy — the one the outermost trusted proxy saw. Entries to the
+/// left of it were written by the client and are never believed. A trusted
+/// peer that sent no usable header is the client itself. (The
+/// right-most-untrusted rule of nginx's `real_ip_recursive` and Traefik's
+/// own `forwardedHeaders.trustedIPs`.)
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(&ip.to_canonical()));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let forwarded: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    for entry in forwarded.iter().rev() {
+        match entry.parse::<IpAddr>() {
+            Ok(ip) if is_trusted(&ip) => continue,
+            Ok(ip) => return ip,
+            // Garbage where a trusted proxy should have written an address:
+            // the proxy chain is not what we were told; count the peer.
+            Err(_) => return peer,
+        }
+    }
+    peer
+}
+
 /// The key registrations are counted under: an IPv4 address (IPv4-mapped
 /// IPv6 included) as is, an IPv6 address by its /64, since one host or one
 /// home network is usually given a whole /64.
@@ -242,13 +275,18 @@ pub struct TokenReply {
 async fn register(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Json(body): Json<Credentials>,
 ) -> Result<(StatusCode, axum::Json<TokenReply>), ApiError> {
     let email = validation::email(&body.email)?;
     validation::password(body.password.expose())?;
     let mut attempt = state
         .registration_limiter
-        .try_begin(client_key(peer.ip()))
+        .try_begin(client_key(client_ip(
+            peer.ip(),
+            &headers,
+            &state.config.trusted_proxies,
+        )))
         .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
     let slot = hash_slot().await?;
     attempt.commit();
@@ -364,6 +402,57 @@ async fn me(State(state): State<AppState>, user: AuthUser) -> Result<axum::Json<
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_is_the_right_most_untrusted_forwarded_address() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.9.0.0/24".parse().unwrap()];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let headers = |lines: &[&str]| {
+            let mut h = HeaderMap::new();
+            for l in lines {
+                h.append("x-forwarded-for", l.parse().unwrap());
+            }
+            h
+        };
+        // An untrusted peer is the client, whatever it claims.
+        assert_eq!(
+            client_ip(ip("203.0.113.7"), &headers(&["198.51.100.1"]), &trusted),
+            ip("203.0.113.7")
+        );
+        // Through a trusted proxy: the address it appended.
+        assert_eq!(
+            client_ip(ip("10.9.0.2"), &headers(&["198.51.100.1"]), &trusted),
+            ip("198.51.100.1")
+        );
+        // A client-forged prefix is not believed; trusted hops are skipped,
+        // over several header lines.
+        assert_eq!(
+            client_ip(
+                ip("10.9.0.2"),
+                &headers(&["1.2.3.4, 198.51.100.1", "10.9.0.5"]),
+                &trusted
+            ),
+            ip("198.51.100.1")
+        );
+        // No header, or garbage where the proxy writes: the peer.
+        assert_eq!(
+            client_ip(ip("10.9.0.2"), &headers(&[]), &trusted),
+            ip("10.9.0.2")
+        );
+        assert_eq!(
+            client_ip(ip("10.9.0.2"), &headers(&["1.2.3.4, junk"]), &trusted),
+            ip("10.9.0.2")
+        );
+        // IPv4-mapped peers match IPv4 ranges; no trusted proxies: the peer.
+        assert_eq!(
+            client_ip(ip("::ffff:10.9.0.2"), &headers(&["198.51.100.1"]), &trusted),
+            ip("198.51.100.1")
+        );
+        assert_eq!(
+            client_ip(ip("10.9.0.2"), &headers(&["198.51.100.1"]), &[]),
+            ip("10.9.0.2")
+        );
+    }
 
     #[test]
     fn attempts_count_when_they_begin_and_a_success_clears() {
