@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::auth::{LoginLimiter, RegistrationLimiter};
+use crate::api::AppState;
 use crate::auth::JwtKeys;
 use crate::config::Config;
 use crate::db::{self, Db};
@@ -22,35 +23,11 @@ use crate::docker::DockerRuntime;
 use crate::events::EventBus;
 use crate::gateway::GatewayClient;
 use crate::model::{Plan, Role};
-use crate::reconciler::{self, ReconcilerHandle};
+use crate::reconciler;
 use crate::secrets::SecretBox;
 
 /// How long [`App::shutdown`] waits for background tasks and open requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// Everything a request handler needs. Cheap to clone; no locks around data
-/// the database owns.
-#[derive(Clone)]
-pub struct AppState {
-    pub db: Db,
-    pub docker: DockerRuntime,
-    pub gateway: GatewayClient,
-    pub secrets: Arc<SecretBox>,
-    pub config: Arc<Config>,
-    pub reconciler: ReconcilerHandle,
-    pub events: EventBus,
-    pub jwt: Arc<JwtKeys>,
-    /// Prometheus series shared with the reconciler.
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// Failed-login counters (per email) for the login rate limit.
-    pub login_limiter: Arc<LoginLimiter>,
-    /// Registration counters (per client address) for the registration limit.
-    pub registration_limiter: Arc<RegistrationLimiter>,
-    /// Fires when the service shuts down; long-lived responses (SSE) end on it.
-    pub shutdown: CancellationToken,
-    /// Stream tickets and per-user caps of the SSE routes.
-    pub streams: Arc<crate::api::streams::StreamHub>,
-}
 
 /// The running service.
 pub struct App {

@@ -567,7 +567,7 @@ mod tests {
 
     #[test]
     fn agent_address_layers_and_addresses_gateways() {
-        use crate::reconciler::ops::gateway_base;
+        use crate::addressing::gateway_base;
         use crate::reconciler::testing::container;
         let mut running = container(true);
         running

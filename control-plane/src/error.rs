@@ -11,6 +11,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::auth::{AuthError, HASH_RETRY_AFTER_SECS};
 use crate::docker::DockerError;
 use crate::gateway::GatewayError;
 use crate::reconciler::RequestError;
@@ -288,6 +289,18 @@ impl From<GatewayError> for ApiError {
             code,
             message,
             source: Some(e.into()),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    /// Busy hashing is a 503 with `Retry-After`; anything else is internal.
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Busy => ApiError::Busy {
+                retry_after: HASH_RETRY_AFTER_SECS,
+            },
+            e => ApiError::internal(e),
         }
     }
 }

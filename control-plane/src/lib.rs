@@ -8,6 +8,7 @@
 //! [`gateway`]; [`secrets`] encrypts what must stay secret.
 #![warn(clippy::unwrap_used)]
 
+pub mod addressing;
 pub mod agent_files;
 pub mod api;
 pub mod app;

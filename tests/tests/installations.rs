@@ -311,11 +311,11 @@ async fn delete_during_a_deploy_leaves_nothing_and_never_blocks_the_slug() {
 async fn a_patch_during_the_deploy_is_applied() {
     let world = World::start(STUB).await.unwrap();
     let data = tempfile::tempdir().unwrap();
-    // The deploy pauses 3 s after injecting its files: the PATCH lands then.
+    // The deploy pauses 5 s after injecting its files: the PATCH lands then.
     let server = ServerProcess::start(
         &world,
         data.path(),
-        &[("ZCAAS_PAUSE_AT", "after-upload:3000")],
+        &[("ZCAAS_PAUSE_AT", "after-upload:5000")],
     )
     .await
     .unwrap();

@@ -9,8 +9,8 @@ use axum::Router;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::app::AppState;
-use crate::auth::AdminUser;
+use crate::api::AdminUser;
+use crate::api::AppState;
 use crate::db::agents;
 use crate::error::ApiError;
 use crate::status::{DesiredState, Status};

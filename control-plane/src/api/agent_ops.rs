@@ -17,11 +17,11 @@ use serde::{Deserialize, Serialize};
 use super::agents::{owned, view};
 use super::extract::{AgentId, Json};
 use super::view::{decrypt_channels, redact_line, AgentView};
-use crate::app::AppState;
-use crate::auth::AuthUser;
+use crate::addressing::agent_base_url;
+use crate::api::AppState;
+use crate::api::AuthUser;
 use crate::error::ApiError;
 use crate::model::Agent;
-use crate::reconciler::ops::agent_base_url;
 use crate::reconciler::requests;
 use crate::secrets::{Redacted, SecretField};
 use crate::status::Status;
@@ -57,7 +57,7 @@ async fn start(
     let agent = owned(&state, &user, &id).await?;
     Ok((
         StatusCode::ACCEPTED,
-        view(&state, requests::start(&state, &agent).await?),
+        view(&state, requests::start(&state.reconciler, &agent).await?),
     ))
 }
 
@@ -70,7 +70,7 @@ async fn stop(
     let agent = owned(&state, &user, &id).await?;
     Ok((
         StatusCode::ACCEPTED,
-        view(&state, requests::stop(&state, &agent).await?),
+        view(&state, requests::stop(&state.reconciler, &agent).await?),
     ))
 }
 
@@ -83,7 +83,7 @@ async fn restart(
     let agent = owned(&state, &user, &id).await?;
     Ok((
         StatusCode::ACCEPTED,
-        view(&state, requests::restart(&state, &agent).await?),
+        view(&state, requests::restart(&state.reconciler, &agent).await?),
     ))
 }
 
@@ -96,7 +96,7 @@ async fn retry(
     let agent = owned(&state, &user, &id).await?;
     Ok((
         StatusCode::ACCEPTED,
-        view(&state, requests::retry(&state, &agent).await?),
+        view(&state, requests::retry(&state.reconciler, &agent).await?),
     ))
 }
 

@@ -10,8 +10,8 @@ use axum::Router;
 use super::agent_input::{CreateAgent, PatchAgent};
 use super::extract::{AgentId, Json};
 use super::view::AgentView;
-use crate::app::AppState;
-use crate::auth::AuthUser;
+use crate::api::AppState;
+use crate::api::AuthUser;
 use crate::db::agents::{self, InsertError};
 use crate::error::ApiError;
 use crate::model::Agent;
@@ -136,7 +136,7 @@ async fn update(
         return Ok(answer(updated, false));
     }
     tracing::info!(agent_id = %updated.id, slug = %updated.slug, "agent configuration changed");
-    match requests::reconfigure(&state, &updated).await {
+    match requests::reconfigure(&state.reconciler, &updated).await {
         Ok(agent) => Ok(answer(agent, true)),
         // Moved meanwhile: the stored config is injected at its next start.
         Err(RequestError::Conflict { .. }) => Ok(answer(owned(&state, &user, &id).await?, true)),
@@ -152,7 +152,7 @@ async fn remove(
     AgentId(id): AgentId,
 ) -> Result<StatusCode, ApiError> {
     let agent = owned(&state, &user, &id).await?;
-    requests::delete(&state, &agent).await?;
+    requests::delete(&state.reconciler, &agent).await?;
     tracing::info!(agent_id = %agent.id, slug = %agent.slug, "agent deleted");
     Ok(StatusCode::NO_CONTENT)
 }

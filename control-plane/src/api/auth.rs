@@ -28,8 +28,9 @@ use axum::Router;
 use serde::{Deserialize, Serialize};
 
 use super::extract::Json;
-use crate::app::AppState;
-use crate::auth::{hash_slot, AuthUser};
+use crate::api::AppState;
+use crate::api::AuthUser;
+use crate::auth::hash_slot;
 use crate::db::users::{self, CreateUserError, NewUser};
 use crate::error::ApiError;
 use crate::model::{Plan, Role};

@@ -39,7 +39,7 @@ use tokio::sync::broadcast;
 
 use super::extract::AgentId;
 use super::streams::{guarded, StreamUser};
-use crate::app::AppState;
+use crate::api::AppState;
 use crate::db::events::{self as history, Scope};
 use crate::db::{agents, Db};
 use crate::error::ApiError;

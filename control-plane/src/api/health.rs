@@ -9,7 +9,7 @@ use axum::routing::get;
 use axum::Router;
 use serde::Serialize;
 
-use crate::app::AppState;
+use crate::api::AppState;
 
 /// How long each dependency check may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
@@ -39,12 +39,8 @@ fn word(ok: bool) -> &'static str {
 async fn healthz(State(state): State<AppState>) -> (StatusCode, axum::Json<Health>) {
     let db = async {
         matches!(
-            tokio::time::timeout(
-                CHECK_TIMEOUT,
-                sqlx::query_scalar::<_, i64>("SELECT 1").fetch_one(&state.db)
-            )
-            .await,
-            Ok(Ok(1))
+            tokio::time::timeout(CHECK_TIMEOUT, crate::db::ping(&state.db)).await,
+            Ok(Ok(()))
         )
     };
     let docker = async {

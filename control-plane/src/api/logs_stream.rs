@@ -36,8 +36,8 @@ use super::extract::AgentId;
 use super::streams::{guarded, StreamUser};
 use super::view::redact_line;
 use super::REQUEST_TIMEOUT;
-use crate::app::AppState;
-use crate::auth::AuthUser;
+use crate::api::AppState;
+use crate::api::AuthUser;
 use crate::docker::{DockerRuntime, LogLine};
 use crate::error::ApiError;
 

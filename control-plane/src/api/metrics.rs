@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::app::AppState;
+use crate::api::AppState;
 use crate::db::agents;
 use crate::error::ApiError;
 use crate::metrics::HttpLabels;

@@ -16,8 +16,10 @@ pub mod auth;
 pub mod events;
 pub mod extract;
 pub mod health;
+pub mod identity;
 pub mod logs_stream;
 pub mod metrics;
+mod state;
 pub mod streams;
 pub mod view;
 pub mod web;
@@ -32,8 +34,9 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::app::AppState;
 use crate::error::ApiError;
+pub use identity::{AdminUser, AuthUser};
+pub use state::AppState;
 
 /// Largest request body, in bytes (64 KiB; a message is at most 32 KiB).
 pub const BODY_LIMIT: usize = 64 * 1024;

@@ -31,8 +31,8 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::app::AppState;
-use crate::auth::AuthUser;
+use crate::api::AppState;
+use crate::api::AuthUser;
 use crate::error::ApiError;
 
 /// How long a stream ticket stays valid.

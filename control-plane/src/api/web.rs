@@ -20,7 +20,7 @@ use axum::routing::get;
 use axum::Router;
 use sha2::{Digest, Sha256};
 
-use crate::app::AppState;
+use crate::api::AppState;
 use crate::error::ApiError;
 
 /// The policy of every dashboard answer.

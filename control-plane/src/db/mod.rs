@@ -46,6 +46,14 @@ pub async fn migrate(db: &Db) -> Result<(), MigrateError> {
     MIGRATOR.run(db).await
 }
 
+/// `SELECT 1`: whether the store answers (readiness).
+pub async fn ping(db: &Db) -> Result<(), sqlx::Error> {
+    sqlx::query_scalar::<_, i64>("SELECT 1")
+        .fetch_one(db)
+        .await?;
+    Ok(())
+}
+
 /// Whether a database error is a UNIQUE constraint violation.
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())

@@ -12,13 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::plan::{backoff, exit_reason};
 use super::{ports, Context, Inner};
+use crate::addressing::gateway_base;
 use crate::agent_files;
-use crate::config::{AgentAddress, Config};
 use crate::db::lifecycle;
-use crate::docker::{
-    ContainerSpec, DockerError, DockerRuntime, ObservedContainer, Ownership, AGENT_ID_LABEL,
-    AGENT_PORT,
-};
+use crate::docker::{ContainerSpec, ObservedContainer, Ownership, AGENT_ID_LABEL};
 use crate::gateway::GatewayError;
 use crate::model::{Agent, Channels};
 use crate::secrets::SecretField;
@@ -85,54 +82,6 @@ async fn until_cancelled<T>(
         _ = cancel.cancelled() => Err(Cancelled),
         out = fut => Ok(out),
     }
-}
-
-/// The base URL of an agent's gateway (pure). `host-port` mode:
-/// `http://<agent_host>:<port>` with the row's claimed host port (`None`
-/// before one is claimed, or for a stored port out of range). `network`
-/// mode: `http://<ip>:42617` with the address the engine reports *now* for
-/// `container` on the agents' network — never a name resolved through DNS,
-/// whose cached answer could point at another container after a restart
-/// (`None` without such a container or address).
-pub fn gateway_base(
-    config: &Config,
-    port: Option<i64>,
-    container: Option<&ObservedContainer>,
-) -> Option<String> {
-    match config.agent_address {
-        AgentAddress::HostPort => {
-            let port = u16::try_from(port?).ok()?;
-            Some(format!("http://{}:{port}", config.agent_host))
-        }
-        AgentAddress::Network => {
-            let ip = container?.ip_addresses.get(&config.network)?;
-            Some(format!("http://{ip}:{AGENT_PORT}"))
-        }
-    }
-}
-
-/// The base URL the control plane reaches `agent`'s gateway on now
-/// ([`gateway_base`]); in `network` mode the agent's container is inspected
-/// (only one carrying this agent's id and owned by this installation
-/// counts). `Ok(None)`: no gateway yet.
-///
-/// Errors: the engine failing (network mode only).
-pub async fn agent_base_url(
-    docker: &DockerRuntime,
-    config: &Config,
-    agent: &Agent,
-) -> Result<Option<String>, DockerError> {
-    let container = match config.agent_address {
-        AgentAddress::HostPort => None,
-        AgentAddress::Network => docker.inspect(&agent.container_name()).await?.filter(|c| {
-            c.agent_id.as_deref() == Some(agent.id.as_str()) && docker.is_owned(&c.labels)
-        }),
-    };
-    Ok(gateway_base(
-        config,
-        agent.container_port,
-        container.as_ref(),
-    ))
 }
 
 /// The container spec for `agent` on host port `port` (pure).

@@ -2,17 +2,17 @@
 //! transition (and desired state) in one conditional update, and wakes the
 //! reconciler, which does the Docker work in the background.
 //!
-//! Every function takes an agent already scoped to its owner by the caller.
+//! Every function takes the reconciler's handle and an agent already scoped
+//! to its owner by the caller (the HTTP layer); none knows about HTTP.
 
-use super::RequestError;
-use crate::app::AppState;
+use super::{ReconcilerHandle, RequestError};
 use crate::db::lifecycle;
 use crate::model::Agent;
 use crate::status::{DesiredState, Status};
 
 /// Applies `from → to` or reports a conflict with the status the agent is in now.
 async fn apply(
-    state: &AppState,
+    reconciler: &ReconcilerHandle,
     agent: &Agent,
     to: Status,
     action: &'static str,
@@ -26,17 +26,26 @@ async fn apply(
             action,
         });
     }
-    match lifecycle::transition(&state.db, &agent.id, from, to, reason, Some(desired)).await? {
+    match lifecycle::transition(
+        &reconciler.inner.ctx.db,
+        &agent.id,
+        from,
+        to,
+        reason,
+        Some(desired),
+    )
+    .await?
+    {
         Some(event) => {
-            state.events.publish(event);
-            state.reconciler.wake(&agent.id);
-            lifecycle::get(&state.db, &agent.id)
+            reconciler.inner.ctx.events.publish(event);
+            reconciler.wake(&agent.id);
+            lifecycle::get(&reconciler.inner.ctx.db, &agent.id)
                 .await?
                 .ok_or(RequestError::NotFound)
         }
         None => {
             // Someone moved it first: report what it is now.
-            let now = lifecycle::get(&state.db, &agent.id)
+            let now = lifecycle::get(&reconciler.inner.ctx.db, &agent.id)
                 .await?
                 .ok_or(RequestError::NotFound)?;
             Err(RequestError::Conflict {
@@ -48,12 +57,12 @@ async fn apply(
 }
 
 /// `POST …/start`: STOPPED → STARTING (re-pair), or ERROR → PENDING (retry).
-pub async fn start(state: &AppState, agent: &Agent) -> Result<Agent, RequestError> {
+pub async fn start(reconciler: &ReconcilerHandle, agent: &Agent) -> Result<Agent, RequestError> {
     match agent.status {
-        Status::Error => retry(state, agent).await,
+        Status::Error => retry(reconciler, agent).await,
         _ => {
             apply(
-                state,
+                reconciler,
                 agent,
                 Status::Starting,
                 "start",
@@ -66,12 +75,12 @@ pub async fn start(state: &AppState, agent: &Agent) -> Result<Agent, RequestErro
 }
 
 /// `POST …/retry`: ERROR → PENDING, with a fresh retry budget.
-pub async fn retry(state: &AppState, agent: &Agent) -> Result<Agent, RequestError> {
+pub async fn retry(reconciler: &ReconcilerHandle, agent: &Agent) -> Result<Agent, RequestError> {
     if agent.status == Status::Error {
-        lifecycle::reset_backoff(&state.db, &agent.id).await?;
+        lifecycle::reset_backoff(&reconciler.inner.ctx.db, &agent.id).await?;
     }
     apply(
-        state,
+        reconciler,
         agent,
         Status::Pending,
         "retry",
@@ -82,9 +91,9 @@ pub async fn retry(state: &AppState, agent: &Agent) -> Result<Agent, RequestErro
 }
 
 /// `POST …/stop`: RUNNING → STOPPING, desired stopped.
-pub async fn stop(state: &AppState, agent: &Agent) -> Result<Agent, RequestError> {
+pub async fn stop(reconciler: &ReconcilerHandle, agent: &Agent) -> Result<Agent, RequestError> {
     apply(
-        state,
+        reconciler,
         agent,
         Status::Stopping,
         "stop",
@@ -96,9 +105,9 @@ pub async fn stop(state: &AppState, agent: &Agent) -> Result<Agent, RequestError
 
 /// `POST …/restart`: RUNNING → STOPPING with desired running, so the
 /// reconciler stops, starts and re-pairs it.
-pub async fn restart(state: &AppState, agent: &Agent) -> Result<Agent, RequestError> {
+pub async fn restart(reconciler: &ReconcilerHandle, agent: &Agent) -> Result<Agent, RequestError> {
     apply(
-        state,
+        reconciler,
         agent,
         Status::Stopping,
         "restart",
@@ -110,13 +119,16 @@ pub async fn restart(state: &AppState, agent: &Agent) -> Result<Agent, RequestEr
 
 /// After a PATCH that changed injected config of a RUNNING agent: the same
 /// path as a restart (config and persona are re-injected before every start).
-pub async fn reconfigure(state: &AppState, agent: &Agent) -> Result<Agent, RequestError> {
+pub async fn reconfigure(
+    reconciler: &ReconcilerHandle,
+    agent: &Agent,
+) -> Result<Agent, RequestError> {
     if agent.status != Status::Running {
         // Not running: the new config is injected at its next start.
         return Ok(agent.clone());
     }
     apply(
-        state,
+        reconciler,
         agent,
         Status::Stopping,
         "reconfigure",
@@ -128,8 +140,8 @@ pub async fn reconfigure(state: &AppState, agent: &Agent) -> Result<Agent, Reque
 
 /// `DELETE`: desired deleted, then waits for the reconciler to remove the
 /// container, volume, port and row.
-pub async fn delete(state: &AppState, agent: &Agent) -> Result<(), RequestError> {
-    lifecycle::set_desired(&state.db, &agent.id, DesiredState::Deleted).await?;
-    state.reconciler.reconcile_now(&agent.id).await;
+pub async fn delete(reconciler: &ReconcilerHandle, agent: &Agent) -> Result<(), RequestError> {
+    lifecycle::set_desired(&reconciler.inner.ctx.db, &agent.id, DesiredState::Deleted).await?;
+    reconciler.reconcile_now(&agent.id).await;
     Ok(())
 }

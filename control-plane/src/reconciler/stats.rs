@@ -9,7 +9,7 @@ use chrono::Utc;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{ops, ReconcilerHandle};
+use super::ReconcilerHandle;
 use crate::db::lifecycle;
 use crate::status::Status;
 
@@ -51,7 +51,7 @@ pub async fn poll_once(handle: &ReconcilerHandle) -> usize {
             };
             let polled = tokio::time::timeout(PER_AGENT_TIMEOUT, async {
                 let stats = ctx.docker.stats(container_id).await;
-                let health = match ops::agent_base_url(&ctx.docker, &ctx.config, &agent).await {
+                let health = match crate::addressing::agent_base_url(&ctx.docker, &ctx.config, &agent).await {
                     Ok(Some(base)) => ctx.gateway.health(&base).await.is_ok(),
                     _ => false,
                 };

@@ -67,7 +67,7 @@ impl TestApp {
         self.app.as_ref().expect("running")
     }
 
-    pub fn state(&self) -> &zcaas::app::AppState {
+    pub fn state(&self) -> &zcaas::api::AppState {
         self.app().state()
     }
 

@@ -1,0 +1,40 @@
+//! The HTTP layer's shared state: what every handler and extractor of
+//! [`crate::api`] gets. Built once by `App::build` (`app.rs`), the wiring.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::auth::{LoginLimiter, RegistrationLimiter};
+use crate::auth::JwtKeys;
+use crate::config::Config;
+use crate::db::Db;
+use crate::docker::DockerRuntime;
+use crate::events::EventBus;
+use crate::gateway::GatewayClient;
+use crate::reconciler::ReconcilerHandle;
+use crate::secrets::SecretBox;
+
+/// Everything a request handler needs. Cheap to clone; no locks around data
+/// the database owns.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub docker: DockerRuntime,
+    pub gateway: GatewayClient,
+    pub secrets: Arc<SecretBox>,
+    pub config: Arc<Config>,
+    pub reconciler: ReconcilerHandle,
+    pub events: EventBus,
+    pub jwt: Arc<JwtKeys>,
+    /// Prometheus series shared with the reconciler.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Failed-login counters (per email) for the login rate limit.
+    pub login_limiter: Arc<LoginLimiter>,
+    /// Registration counters (per client address) for the registration limit.
+    pub registration_limiter: Arc<RegistrationLimiter>,
+    /// Fires when the service shuts down; long-lived responses (SSE) end on it.
+    pub shutdown: CancellationToken,
+    /// Stream tickets and per-user caps of the SSE routes.
+    pub streams: Arc<crate::api::streams::StreamHub>,
+}
