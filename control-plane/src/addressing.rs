@@ -3,20 +3,20 @@
 //! health) and the HTTP layer (message and health proxy) both ask here.
 
 use crate::config::{AgentAddress, Config};
-use crate::docker::{DockerError, DockerRuntime, ObservedContainer, AGENT_PORT};
 use crate::model::Agent;
+use crate::orchestrator::{Endpoint, Orchestrator, OrchestratorError, AGENT_PORT};
 
 /// The base URL of an agent's gateway (pure). `host-port` mode:
 /// `http://<agent_host>:<port>` with the row's claimed host port (`None`
 /// before one is claimed, or for a stored port out of range). `network`
 /// mode: `http://<ip>:42617` with the address the engine reports *now* for
-/// `container` on the agents' network — never a name resolved through DNS,
+/// the workload (`endpoint`) on the agents' network — never a name resolved through DNS,
 /// whose cached answer could point at another container after a restart
 /// (`None` without such a container or address).
 pub fn gateway_base(
     config: &Config,
     port: Option<i64>,
-    container: Option<&ObservedContainer>,
+    endpoint: Option<&Endpoint>,
 ) -> Option<String> {
     match config.agent_address {
         AgentAddress::HostPort => {
@@ -24,7 +24,7 @@ pub fn gateway_base(
             Some(format!("http://{}:{port}", config.agent_host))
         }
         AgentAddress::Network => {
-            let ip = container?.ip_addresses.get(&config.network)?;
+            let ip = endpoint?.ip_addresses.get(&config.network)?;
             Some(format!("http://{ip}:{AGENT_PORT}"))
         }
     }
@@ -37,19 +37,23 @@ pub fn gateway_base(
 ///
 /// Errors: the engine failing (network mode only).
 pub async fn agent_base_url(
-    docker: &DockerRuntime,
+    orchestrator: &dyn Orchestrator,
     config: &Config,
     agent: &Agent,
-) -> Result<Option<String>, DockerError> {
-    let container = match config.agent_address {
+) -> Result<Option<String>, OrchestratorError> {
+    let endpoint = match config.agent_address {
         AgentAddress::HostPort => None,
-        AgentAddress::Network => docker.inspect(&agent.container_name()).await?.filter(|c| {
-            c.agent_id.as_deref() == Some(agent.id.as_str()) && docker.is_owned(&c.labels)
-        }),
+        AgentAddress::Network => orchestrator
+            .inspect(&agent.container_name())
+            .await?
+            .filter(|c| {
+                c.agent_id.as_deref() == Some(agent.id.as_str()) && orchestrator.is_owned(&c.labels)
+            })
+            .map(|c| c.endpoint()),
     };
     Ok(gateway_base(
         config,
         agent.container_port,
-        container.as_ref(),
+        endpoint.as_ref(),
     ))
 }

@@ -8,8 +8,8 @@
 //! refuses the file otherwise). Persona files are markdown for the model to
 //! read; user text goes in verbatim as their body.
 
-use crate::docker::{FileEntry, AGENT_PORT};
 use crate::model::{Agent, Channels};
+use crate::orchestrator::{FileEntry, AGENT_PORT};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 

@@ -23,6 +23,7 @@ use crate::docker::DockerRuntime;
 use crate::events::EventBus;
 use crate::gateway::GatewayClient;
 use crate::model::{Plan, Role};
+use crate::orchestrator::Orchestrator;
 use crate::reconciler;
 use crate::secrets::SecretBox;
 
@@ -79,6 +80,8 @@ impl App {
             .await
             .with_context(|| format!("network {}", config.network))?;
         ensure_image(&docker, &config).await;
+        // The one orchestrator there is today; a second engine is chosen here.
+        let orchestrator: Arc<dyn Orchestrator> = Arc::new(docker);
 
         bootstrap_admin(&db, &config).await?;
 
@@ -89,7 +92,7 @@ impl App {
         let metrics = crate::metrics::Metrics::new();
         let ctx = reconciler::Context {
             db: db.clone(),
-            docker: docker.clone(),
+            orchestrator: orchestrator.clone(),
             gateway: gateway.clone(),
             secrets: secrets.clone(),
             config: config.clone(),
@@ -104,7 +107,7 @@ impl App {
         reconciler.sweep_orphans().await;
         let state = AppState {
             db,
-            docker,
+            orchestrator,
             gateway,
             secrets,
             config,

@@ -389,10 +389,10 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     if key.is_empty() || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!("bad label key {k:?}"));
     }
-    if key == crate::docker::MANAGED_LABEL
-        || key == crate::docker::AGENT_ID_LABEL
-        || key == crate::docker::SPEC_HASH_LABEL
-        || key == crate::docker::INSTALLATION_LABEL
+    if key == crate::orchestrator::MANAGED_LABEL
+        || key == crate::orchestrator::AGENT_ID_LABEL
+        || key == crate::orchestrator::SPEC_HASH_LABEL
+        || key == crate::orchestrator::INSTALLATION_LABEL
     {
         return Err(format!("{key} is set by zcaas itself"));
     }
@@ -578,11 +578,11 @@ mod tests {
             .unwrap();
         assert_eq!(c.agent_address, AgentAddress::HostPort);
         assert_eq!(
-            gateway_base(&c, Some(40123), Some(&running)).as_deref(),
+            gateway_base(&c, Some(40123), Some(&running.endpoint())).as_deref(),
             Some("http://127.0.0.1:40123")
         );
         assert_eq!(
-            gateway_base(&c, None, Some(&running)),
+            gateway_base(&c, None, Some(&running.endpoint())),
             None,
             "no port claimed yet"
         );
@@ -598,7 +598,7 @@ mod tests {
         assert_eq!(c.agent_address, AgentAddress::Network);
         // The address the engine reports now, never a name resolved by DNS.
         assert_eq!(
-            gateway_base(&c, Some(40123), Some(&running)).as_deref(),
+            gateway_base(&c, Some(40123), Some(&running.endpoint())).as_deref(),
             Some("http://172.30.0.9:42617")
         );
         assert_eq!(
@@ -609,7 +609,7 @@ mod tests {
         let mut elsewhere = running.clone();
         elsewhere.ip_addresses = [("other-net".to_owned(), "10.1.0.2".to_owned())].into();
         assert_eq!(
-            gateway_base(&c, Some(40123), Some(&elsewhere)),
+            gateway_base(&c, Some(40123), Some(&elsewhere.endpoint())),
             None,
             "only the agents' network counts"
         );

@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::auth::{AuthError, HASH_RETRY_AFTER_SECS};
-use crate::docker::DockerError;
 use crate::gateway::GatewayError;
+use crate::orchestrator::OrchestratorError;
 use crate::reconciler::RequestError;
 use crate::secrets::SecretError;
 use crate::validation::FieldError;
@@ -305,8 +305,8 @@ impl From<AuthError> for ApiError {
     }
 }
 
-impl From<DockerError> for ApiError {
-    fn from(e: DockerError) -> Self {
+impl From<OrchestratorError> for ApiError {
+    fn from(e: OrchestratorError) -> Self {
         ApiError::BadGateway {
             code: "runtime_error",
             message: "the container runtime failed",

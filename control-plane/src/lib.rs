@@ -4,7 +4,7 @@
 //!
 //! Map (see ARCHITECTURE.md): [`app`] wires everything; [`api`] is the HTTP
 //! surface; [`db`] the store; [`reconciler`] drives each agent's desired state
-//! into Docker through [`docker`] and speaks the agent protocol through
+//! into the engine through [`orchestrator`] (Docker: [`docker`]) and speaks the agent protocol through
 //! [`gateway`]; [`secrets`] encrypts what must stay secret.
 #![warn(clippy::unwrap_used)]
 
@@ -23,6 +23,7 @@ pub mod gateway;
 pub mod gc;
 pub mod metrics;
 pub mod model;
+pub mod orchestrator;
 pub mod reconciler;
 pub mod secrets;
 pub mod status;

@@ -150,3 +150,20 @@ fn only_the_store_holds_sql_and_only_the_docker_module_speaks_bollard() {
         }
     }
 }
+
+#[test]
+fn the_reconciler_and_the_api_speak_the_orchestrator_seam() {
+    // Only docker/ and the wiring (app.rs) and the commands that drive the
+    // engine directly (cli.rs, gc.rs) name the Docker implementation.
+    for (rel, code) in sources() {
+        let top = top_module(&rel);
+        if ["reconciler", "api", "addressing", "orchestrator", "error"].contains(&top.as_str()) {
+            for name in ["crate::docker", "DockerRuntime"] {
+                assert!(
+                    !code.contains(name),
+                    "{rel} names {name}: speak crate::orchestrator::Orchestrator"
+                );
+            }
+        }
+    }
+}

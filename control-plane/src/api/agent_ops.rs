@@ -104,7 +104,7 @@ async fn retry(
 /// [`agent_base_url`], so both follow `agent_address`), or 409 if it has no
 /// gateway yet.
 async fn gateway_base(state: &AppState, agent: &Agent) -> Result<String, ApiError> {
-    agent_base_url(&state.docker, &state.config, agent)
+    agent_base_url(state.orchestrator.as_ref(), &state.config, agent)
         .await?
         .ok_or_else(|| ApiError::conflict(format!("agent is {}: no gateway yet", agent.status)))
 }
@@ -225,7 +225,7 @@ pub(crate) async fn logs(
     let Some(container) = agent.container_id.as_deref() else {
         return Ok(axum::Json(LogsView { lines: vec![] }));
     };
-    let lines = match state.docker.logs_tail(container, LOG_TAIL).await {
+    let lines = match state.orchestrator.logs_tail(container, LOG_TAIL).await {
         Ok(lines) => lines,
         Err(e) if e.is_not_found() => vec![],
         Err(e) => return Err(e.into()),
@@ -264,7 +264,7 @@ async fn stats(
         .container_id
         .as_deref()
         .ok_or_else(|| ApiError::conflict("agent has no container"))?;
-    match state.docker.stats(container).await {
+    match state.orchestrator.stats(container).await {
         Ok(s) => Ok(axum::Json(StatsView {
             cpu_percent: s.cpu_percent,
             memory_mb: s.memory_mb,

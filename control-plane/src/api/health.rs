@@ -45,7 +45,7 @@ async fn healthz(State(state): State<AppState>) -> (StatusCode, axum::Json<Healt
     };
     let docker = async {
         matches!(
-            tokio::time::timeout(CHECK_TIMEOUT, state.docker.ping()).await,
+            tokio::time::timeout(CHECK_TIMEOUT, state.orchestrator.ping()).await,
             Ok(Ok(()))
         )
     };

@@ -38,8 +38,8 @@ use super::view::redact_line;
 use super::REQUEST_TIMEOUT;
 use crate::api::AppState;
 use crate::api::AuthUser;
-use crate::docker::{DockerRuntime, LogLine};
 use crate::error::ApiError;
+use crate::orchestrator::{LogLine, Orchestrator, OrchestratorError};
 
 /// Lines replayed before following, by default.
 pub const DEFAULT_TAIL: usize = 200;
@@ -102,9 +102,9 @@ async fn logs(
     let events: BoxStream<'static, Event> = match agent.container_id {
         None => stream::iter([end_event("no container")]).boxed(),
         Some(container) => {
-            let lines = state.docker.logs_follow(&container, tail);
+            let lines = state.orchestrator.logs_follow(&container, tail);
             let span = tracing::info_span!("log_stream", agent_id = %agent.id, slug = %agent.slug);
-            follow(state.docker.clone(), container, lines, secrets, span)
+            follow(state.orchestrator.clone(), container, lines, secrets, span)
         }
     };
     tracing::debug!(agent_id = %agent.id, slug = %agent.slug, "log stream opened");
@@ -119,9 +119,9 @@ async fn logs(
 /// `line` events for `lines`, then one `end` event. `span` (the agent's id
 /// and slug) covers what this stream logs.
 fn follow(
-    docker: DockerRuntime,
+    docker: Arc<dyn Orchestrator>,
     container: String,
-    lines: BoxStream<'static, Result<LogLine, crate::docker::DockerError>>,
+    lines: BoxStream<'static, Result<LogLine, OrchestratorError>>,
     secrets: Arc<Vec<String>>,
     span: tracing::Span,
 ) -> BoxStream<'static, Event> {
@@ -138,7 +138,10 @@ fn follow(
                     tracing::warn!(error = %e, "log stream failed");
                     Some((end_event("error"), None))
                 }
-                None => Some((end_event(why_ended(&docker, &container).await), None)),
+                None => Some((
+                    end_event(why_ended(docker.as_ref(), &container).await),
+                    None,
+                )),
             }
         }
         .instrument(span.clone())
@@ -148,7 +151,7 @@ fn follow(
 
 /// Why Docker ended a follow: the container stopped, is gone, or still
 /// runs (the connection was cut).
-async fn why_ended(docker: &DockerRuntime, container: &str) -> &'static str {
+async fn why_ended(docker: &dyn Orchestrator, container: &str) -> &'static str {
     match docker.inspect(container).await {
         Ok(Some(c)) if c.running => "interrupted",
         Ok(Some(_)) => "stopped",

@@ -9,9 +9,9 @@ use super::auth::{LoginLimiter, RegistrationLimiter};
 use crate::auth::JwtKeys;
 use crate::config::Config;
 use crate::db::Db;
-use crate::docker::DockerRuntime;
 use crate::events::EventBus;
 use crate::gateway::GatewayClient;
+use crate::orchestrator::Orchestrator;
 use crate::reconciler::ReconcilerHandle;
 use crate::secrets::SecretBox;
 
@@ -20,7 +20,8 @@ use crate::secrets::SecretBox;
 #[derive(Clone)]
 pub struct AppState {
     pub db: Db,
-    pub docker: DockerRuntime,
+    /// The engine agents run on.
+    pub orchestrator: Arc<dyn Orchestrator>,
     pub gateway: GatewayClient,
     pub secrets: Arc<SecretBox>,
     pub config: Arc<Config>,

@@ -10,15 +10,7 @@
 use std::collections::BTreeSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// One file to inject, relative to the data volume (`/zeroclaw-data`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct FileEntry {
-    /// Relative path, e.g. `.zeroclaw/config.toml` or `workspace/IDENTITY.md`.
-    pub path: String,
-    pub contents: Vec<u8>,
-    /// Unix mode, e.g. `0o600`.
-    pub mode: u32,
-}
+pub use crate::orchestrator::FileEntry;
 
 /// Errors building an archive.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,5 @@
 //! Removing what we created: one container, one volume, or everything
-//! carrying a label (orphan cleanup and the tests' cleanup-even-on-panic).
+//! carrying a label.
 //! Nothing without our ownership label is ever removed.
 
 use super::{status_of, DockerError, DockerRuntime, MANAGED_LABEL};
@@ -219,47 +219,6 @@ async fn remove_volume_by_name(docker: &bollard::Docker, name: &str) -> Result<(
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// Removes everything labelled `key=value` (and ours) when dropped, even
-/// during a panic: for tests, which give every object they create a unique
-/// `io.zcaas.test=<prefix>` label. Runs on its own thread with its own
-/// runtime, so it works from inside or outside a Tokio runtime.
-#[derive(Debug)]
-pub struct CleanupOnDrop {
-    pub key: String,
-    pub value: String,
-}
-
-impl CleanupOnDrop {
-    /// A guard for `key=value`.
-    pub fn new(key: impl Into<String>, value: impl Into<String>) -> Self {
-        CleanupOnDrop {
-            key: key.into(),
-            value: value.into(),
-        }
-    }
-}
-
-impl Drop for CleanupOnDrop {
-    fn drop(&mut self) {
-        let (key, value) = (self.key.clone(), self.value.clone());
-        let worker = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let docker = DockerRuntime::connect(BTreeMap::new()).await?;
-                docker.remove_all_with_label(&key, &value).await
-            })?;
-            Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
-        });
-        match worker.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("cleanup of {}={} failed: {e}", self.key, self.value),
-            Err(_) => eprintln!("cleanup of {}={} panicked", self.key, self.value),
         }
     }
 }

@@ -6,22 +6,25 @@
 //! [`MANAGED_LABEL`]`=true` (plus the runtime's extra labels), and nothing
 //! without those labels is ever started, stopped, removed or modified.
 //!
-//! Map: this file holds the types and the container lifecycle; [`observe`]
-//! reads state (inspect, list, logs, pairing code, stats, events);
-//! [`cleanup`] removes volumes and everything carrying a label; [`image`]
-//! builds images from in-memory contexts; [`spec`], [`archive`], [`logs`]
-//! and [`pairing`] are the pure parts; `testing` helps tests against the
-//! real engine.
+//! The neutral types (observed state, spec, log lines, ownership) are
+//! [`crate::orchestrator`]'s, re-exported here; [`orchestrator`] implements
+//! [`crate::orchestrator::Orchestrator`] for [`DockerRuntime`].
+//!
+//! Map: this file holds the handle and the container lifecycle; [`observe`]
+//! reads state (inspect, list, logs, stats, events); [`cleanup`] removes
+//! volumes and everything carrying a label; [`image`] builds images from
+//! in-memory contexts; [`spec`], [`archive`] and [`logs`] are the pure parts.
 
 pub mod archive;
 pub mod cleanup;
 pub mod image;
 pub mod logs;
 pub mod observe;
-pub mod pairing;
+pub mod orchestrator;
 pub mod spec;
-#[doc(hidden)]
-pub mod testing;
+/// The pairing-code scanner, now the reconciler's (protocol); kept here for
+/// callers of `zcaas::docker::pairing`.
+pub use crate::reconciler::pairing;
 
 use bollard::container::{
     CreateContainerOptions, RestartContainerOptions, StartContainerOptions, StopContainerOptions,
@@ -29,28 +32,16 @@ use bollard::container::{
 };
 use bollard::network::CreateNetworkOptions;
 use bollard::volume::CreateVolumeOptions;
-use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 pub use archive::FileEntry;
-pub use cleanup::CleanupOnDrop;
 pub use spec::ContainerSpec;
 
-/// Ownership label on every container, volume, network and image we create.
-pub const MANAGED_LABEL: &str = "io.zcaas.managed";
-/// The agent id a container or volume belongs to.
-pub const AGENT_ID_LABEL: &str = "io.zcaas.agent-id";
-/// Hash of the spec the container was created from.
-pub const SPEC_HASH_LABEL: &str = "io.zcaas.spec-hash";
-/// The installation (one zcaas store) an object belongs to: several
-/// installations may share one engine, and each only ever stops, removes or
-/// changes its own objects (and unlabelled ones its rows name).
-pub const INSTALLATION_LABEL: &str = "io.zcaas.installation";
-/// The port the agent gateway listens on inside its container.
-pub const AGENT_PORT: u16 = 42617;
-/// Where the agent's data volume is mounted; injected files are relative to it.
-pub const DATA_DIR: &str = "/zeroclaw-data";
+pub use crate::orchestrator::{
+    ownership_of, ContainerEvent, ContainerStats, LogLine, ObservedContainer, Ownership,
+    AGENT_ID_LABEL, AGENT_PORT, DATA_DIR, INSTALLATION_LABEL, MANAGED_LABEL, SPEC_HASH_LABEL,
+};
 
 /// Errors from the container runtime.
 #[derive(Debug, thiserror::Error)]
@@ -86,112 +77,6 @@ pub(crate) fn status_of(e: &bollard::errors::Error) -> Option<u16> {
         bollard::errors::Error::DockerResponseServerError { status_code, .. } => Some(*status_code),
         _ => None,
     }
-}
-
-/// Whose an object is, seen from one installation ([`DockerRuntime::ownership`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ownership {
-    /// Carries our labels and this installation's id (or the handle is not
-    /// scoped to an installation).
-    Ours,
-    /// Carries our labels but no installation id: created before
-    /// installation ids existed. Adopted by the installation whose rows name
-    /// it; never removed by a sweep.
-    Legacy,
-    /// Carries another installation's id: never stopped, removed or changed.
-    Foreign,
-    /// Lacks our ownership labels: never touched.
-    NotManaged,
-}
-
-impl Ownership {
-    /// Whether this installation may act on the object when one of its rows
-    /// names it (ours, or a legacy object).
-    pub fn may_act(self) -> bool {
-        matches!(self, Ownership::Ours | Ownership::Legacy)
-    }
-}
-
-/// Classifies an object's `labels` for an installation whose objects all
-/// carry `base` (our label and the extra labels) and, when scoped,
-/// [`INSTALLATION_LABEL`]`=installation` (pure).
-pub fn ownership_of(
-    base: &BTreeMap<String, String>,
-    installation: Option<&str>,
-    labels: &BTreeMap<String, String>,
-) -> Ownership {
-    if !base.iter().all(|(k, v)| labels.get(k) == Some(v)) {
-        return Ownership::NotManaged;
-    }
-    match (installation, labels.get(INSTALLATION_LABEL)) {
-        (None, _) => Ownership::Ours,
-        (Some(mine), Some(theirs)) if mine == theirs => Ownership::Ours,
-        (Some(_), Some(_)) => Ownership::Foreign,
-        (Some(_), None) => Ownership::Legacy,
-    }
-}
-
-/// What Docker says about one container right now (observed state).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ObservedContainer {
-    pub id: String,
-    /// Without the leading `/`.
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-    /// Value of [`AGENT_ID_LABEL`], if any.
-    pub agent_id: Option<String>,
-    /// Value of [`SPEC_HASH_LABEL`], if any.
-    pub spec_hash: Option<String>,
-    /// Value of [`INSTALLATION_LABEL`], if any.
-    pub installation: Option<String>,
-    /// When the container was created; `None` if the engine did not say.
-    pub created_at: Option<DateTime<Utc>>,
-    /// Docker's state string: created, running, restarting, exited, dead, …
-    pub state: String,
-    pub running: bool,
-    /// `State.StartedAt` with nanoseconds; `None` if never started.
-    pub started_at: Option<DateTime<Utc>>,
-    /// `State.FinishedAt` of the last run; `None` if it never finished.
-    pub finished_at: Option<DateTime<Utc>>,
-    pub exit_code: Option<i64>,
-    pub oom_killed: bool,
-    pub restart_count: i64,
-    /// The host port bound to [`AGENT_PORT`], if published.
-    pub host_port: Option<u16>,
-    /// The container's IPv4 address on each network it is attached to
-    /// (network name → address), as the engine reports it now.
-    pub ip_addresses: BTreeMap<String, String>,
-}
-
-/// One log line of a container, with Docker's timestamp.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LogLine {
-    pub at: Option<DateTime<Utc>>,
-    /// `stdout` or `stderr`.
-    pub stream: &'static str,
-    pub text: String,
-}
-
-/// Live resource use of one container.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ContainerStats {
-    /// Percent of one CPU (100.0 = one full core), as `docker stats` computes it.
-    pub cpu_percent: f64,
-    /// Memory in MiB (usage minus page cache).
-    pub memory_mb: f64,
-}
-
-/// A Docker event about one of our containers.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ContainerEvent {
-    pub container_id: String,
-    /// `start`, `die`, `oom`, `destroy`, `restart`, …
-    pub action: String,
-    pub agent_id: Option<String>,
-    /// Value of [`INSTALLATION_LABEL`] on the container, if any.
-    pub installation: Option<String>,
-    pub exit_code: Option<i64>,
-    pub at: Option<DateTime<Utc>>,
 }
 
 /// Handle on the Docker Engine. Cheap to clone.
@@ -476,42 +361,5 @@ impl DockerRuntime {
             .restart_container(id, Some(RestartContainerOptions { t }))
             .await?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
-
-    #[test]
-    fn ownership_is_scoped_to_the_installation() {
-        let base = labels(&[(MANAGED_LABEL, "true"), ("io.zcaas.test", "t1")]);
-        let mine = Some("inst-a");
-        let classify = |l: &[(&str, &str)]| ownership_of(&base, mine, &labels(l));
-        let managed = [(MANAGED_LABEL, "true"), ("io.zcaas.test", "t1")];
-        let with = |inst: &'static str| {
-            let mut l = managed.to_vec();
-            l.push((INSTALLATION_LABEL, inst));
-            l
-        };
-        assert_eq!(classify(&with("inst-a")), Ownership::Ours);
-        assert_eq!(classify(&with("inst-b")), Ownership::Foreign);
-        assert_eq!(classify(&managed), Ownership::Legacy);
-        assert_eq!(classify(&[(MANAGED_LABEL, "true")]), Ownership::NotManaged);
-        assert_eq!(classify(&[]), Ownership::NotManaged);
-        assert!(Ownership::Ours.may_act() && Ownership::Legacy.may_act());
-        assert!(!Ownership::Foreign.may_act() && !Ownership::NotManaged.may_act());
-        // An unscoped handle (test cleanup) sees every managed object as its own.
-        assert_eq!(
-            ownership_of(&base, None, &labels(&with("inst-b"))),
-            Ownership::Ours
-        );
     }
 }

@@ -3,7 +3,6 @@
 //! the engine's shapes are pure functions, tested without an engine.
 
 use super::logs::{LineSplitter, StreamKind};
-use super::pairing::{self, PairingScan};
 use super::{
     status_of, ContainerEvent, ContainerStats, DockerError, DockerRuntime, LogLine,
     ObservedContainer, AGENT_ID_LABEL, INSTALLATION_LABEL, SPEC_HASH_LABEL,
@@ -18,12 +17,8 @@ use chrono::{DateTime, Datelike, Utc};
 use futures::stream::{self, BoxStream, Stream, StreamExt};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
-use tokio::time::Instant;
 
-/// After a code printed only in the box form, how long the output must stay
-/// quiet before the code is taken (the `X-Pairing-Code:` line, printed last
-/// in the same block, ends the wait at once).
-pub const PAIRING_QUIET: Duration = Duration::from_millis(300);
+pub use crate::reconciler::pairing::PAIRING_QUIET;
 
 /// How many inspects [`DockerRuntime::list_managed`] runs at once.
 const LIST_CONCURRENCY: usize = 8;
@@ -121,68 +116,38 @@ impl DockerRuntime {
         into_lines(self.docker.logs(id, Some(options)))
     }
 
+    /// Follows the logs of both streams from `since` on (whole seconds:
+    /// lines of the same second before it come too).
+    pub fn logs_since(
+        &self,
+        id: &str,
+        since: DateTime<Utc>,
+    ) -> BoxStream<'static, Result<LogLine, DockerError>> {
+        let options = LogsOptions {
+            follow: true,
+            stdout: true,
+            stderr: true,
+            since: since.timestamp(),
+            until: 0,
+            timestamps: true,
+            tail: "all".to_owned(),
+        };
+        into_lines(self.docker.logs(id, Some(options)))
+    }
+
     /// Waits until a pairing code appears in the container's logs at or after
-    /// `since` (the start's `State.StartedAt`), up to `timeout`. Returns the
-    /// last code printed since then, or `None` on timeout.
-    ///
-    /// Which lines count is decided by [`pairing::lower_bound`]: lines of the
-    /// same start can be stamped a few ms before `StartedAt`, so the bound is
-    /// the previous run's `FinishedAt` (read here), never earlier than
-    /// `since - `[`pairing::START_SLACK`]. The wait ends as soon as the
-    /// banner's `X-Pairing-Code:` line arrives, or [`PAIRING_QUIET`] after a
-    /// box-only code. If the container is gone or stops while waiting (the
-    /// follow stream ends), `Ok(None)` comes back at once: a code of a
-    /// process that exited is worthless.
+    /// `since` (the start's `State.StartedAt`), up to `timeout`: the
+    /// reconciler's [`crate::reconciler::pairing::wait_for_code`] on this
+    /// engine.
     pub async fn wait_for_pairing_code(
         &self,
         id: &str,
         since: DateTime<Utc>,
         timeout: Duration,
     ) -> Result<Option<String>, DockerError> {
-        let deadline = Instant::now() + timeout;
-        let Some(raw) = self.inspect_raw(id).await? else {
-            return Ok(None);
-        };
-        let previous_finish = raw
-            .state
-            .as_ref()
-            .and_then(|s| s.finished_at.as_deref())
-            .and_then(parse_docker_time);
-        let after = pairing::lower_bound(since, previous_finish);
-        let options = LogsOptions {
-            follow: true,
-            stdout: true,
-            stderr: true,
-            since: after.timestamp(),
-            until: 0,
-            timestamps: true,
-            tail: "all".to_owned(),
-        };
-        let mut lines = into_lines(self.docker.logs(id, Some(options)));
-        let mut scan = PairingScan::new(after);
-        let mut code_seen_at: Option<Instant> = None;
-        loop {
-            let until = match code_seen_at {
-                Some(at) => deadline.min(at + PAIRING_QUIET),
-                None => deadline,
-            };
-            match tokio::time::timeout_at(until, lines.next()).await {
-                Ok(Some(Ok(line))) => {
-                    if scan.feed(&line) {
-                        if scan.complete() {
-                            return Ok(scan.last_code().map(str::to_owned));
-                        }
-                        code_seen_at = Some(Instant::now());
-                    }
-                }
-                Ok(Some(Err(e))) if e.is_not_found() => return Ok(None),
-                Ok(Some(Err(e))) => return Err(e),
-                // The container stopped: its code died with it.
-                Ok(None) => return Ok(None),
-                // Quiet after a box-only code, or the deadline.
-                Err(_) => return Ok(scan.last_code().map(str::to_owned)),
-            }
-        }
+        crate::reconciler::pairing::wait_for_code(self, id, since, timeout)
+            .await
+            .map_err(|e| DockerError::Other(e.to_string()))
     }
 
     /// One sample of CPU and memory use. The engine takes two readings about

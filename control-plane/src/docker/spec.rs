@@ -7,34 +7,9 @@ use bollard::models::{
     HealthConfig, HostConfig, HostConfigLogConfig, Mount, MountTypeEnum, PortBinding,
     RestartPolicy, RestartPolicyNameEnum,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-/// Everything that shapes one agent's container.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ContainerSpec {
-    pub agent_id: String,
-    /// Container name, `zeroclaw-<slug>`.
-    pub name: String,
-    /// The slug (a DNS label), used for the Traefik router name and host.
-    pub slug: String,
-    pub image: String,
-    pub network: String,
-    /// Host port bound on 127.0.0.1 to the agent's 42617.
-    pub host_port: u16,
-    pub memory_bytes: i64,
-    pub nano_cpus: i64,
-    /// Extra `KEY=value` environment (never a secret).
-    pub env: Vec<String>,
-    /// Named volume mounted at `/zeroclaw-data`.
-    pub volume: String,
-    /// `<slug>.<domain>`.
-    pub host: String,
-    pub traefik_entrypoint: String,
-    pub traefik_cert_resolver: String,
-    pub spec_hash: String,
-    /// Ownership labels (ours plus the runtime's extra labels).
-    pub labels: BTreeMap<String, String>,
-}
+pub use crate::orchestrator::ContainerSpec;
 
 /// The user every agent process runs as (`nobody:nogroup`); injected files
 /// are owned by it.
@@ -203,6 +178,7 @@ fn labels(spec: &ContainerSpec) -> HashMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn spec() -> ContainerSpec {
         ContainerSpec {

@@ -8,6 +8,10 @@
 //! settled, so a pass interrupted anywhere is finished by the next.
 
 pub mod ops;
+pub mod pairing;
+#[cfg(test)]
+#[path = "pass_tests.rs"]
+mod pass_tests;
 pub mod plan;
 pub mod ports;
 pub mod requests;
@@ -28,9 +32,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::db::{lifecycle, Db};
-use crate::docker::DockerRuntime;
 use crate::events::EventBus;
 use crate::gateway::GatewayClient;
+use crate::orchestrator::{Orchestrator, OrchestratorError};
 use crate::secrets::SecretBox;
 use crate::status::Status;
 use plan::Step;
@@ -62,7 +66,8 @@ pub enum RequestError {
 #[derive(Clone)]
 pub struct Context {
     pub db: Db,
-    pub docker: DockerRuntime,
+    /// The engine agents run on (Docker in production, a fake in tests).
+    pub orchestrator: Arc<dyn Orchestrator>,
     pub gateway: GatewayClient,
     pub secrets: Arc<SecretBox>,
     pub config: Arc<Config>,
@@ -232,7 +237,7 @@ impl ReconcilerHandle {
         let ctx = &self.inner.ctx;
         match sweep::sweep(
             &ctx.db,
-            &ctx.docker,
+            ctx.orchestrator.as_ref(),
             &ctx.config.network,
             ctx.config.orphan_grace,
             &self.inner.reported,
@@ -294,13 +299,13 @@ impl ReconcilerHandle {
                     return Outcome::RequeueAfter(ERROR_REQUEUE);
                 }
             };
-            let observed = match ctx.docker.inspect(&agent.container_name()).await {
+            let observed = match ctx.orchestrator.inspect(&agent.container_name()).await {
                 // A container by that name that is not this agent's (or not
                 // this installation's) is not its container (the deploy
                 // reports the name conflict).
                 Ok(c) => c.filter(|c| {
                     c.agent_id.as_deref() == Some(agent.id.as_str())
-                        && ctx.docker.is_owned(&c.labels)
+                        && ctx.orchestrator.is_owned(&c.labels)
                 }),
                 Err(e) => {
                     ctx.metrics.docker_error("inspect");
@@ -361,7 +366,7 @@ impl ReconcilerHandle {
                         Err(_) if cancel.is_cancelled() => return Outcome::Settled,
                         Err(e) => {
                             step_ok = Some(false);
-                            if e.downcast_ref::<crate::docker::DockerError>().is_some() {
+                            if e.downcast_ref::<OrchestratorError>().is_some() {
                                 ctx.metrics.docker_error(step_name);
                             }
                             ops::fail(inner, &agent, &format!("{e:#}")).await
@@ -400,7 +405,7 @@ impl ReconcilerHandle {
             ctx.metrics
                 .step(step_name, step_ok.unwrap_or(result.is_ok()));
             if let Err(e) = result {
-                if e.downcast_ref::<crate::docker::DockerError>().is_some() {
+                if e.downcast_ref::<OrchestratorError>().is_some() {
                     ctx.metrics.docker_error(step_name);
                 }
                 tracing::warn!(agent_id = id, slug = %agent.slug, error = %format!("{e:#}"), "reconcile step failed");

@@ -15,9 +15,9 @@ use super::{ports, Context, Inner};
 use crate::addressing::gateway_base;
 use crate::agent_files;
 use crate::db::lifecycle;
-use crate::docker::{ContainerSpec, ObservedContainer, Ownership, AGENT_ID_LABEL};
 use crate::gateway::GatewayError;
 use crate::model::{Agent, Channels};
+use crate::orchestrator::{ContainerSpec, ObservedContainer, Ownership, AGENT_ID_LABEL};
 use crate::secrets::SecretField;
 use crate::status::{DesiredState, Status};
 
@@ -86,7 +86,7 @@ async fn until_cancelled<T>(
 
 /// The container spec for `agent` on host port `port` (pure).
 pub fn container_spec(ctx: &Context, agent: &Agent, port: u16, spec_hash: &str) -> ContainerSpec {
-    let mut labels = ctx.docker.ownership_labels();
+    let mut labels = ctx.orchestrator.ownership_labels();
     labels.insert(AGENT_ID_LABEL.to_owned(), agent.id.clone());
     ContainerSpec {
         agent_id: agent.id.clone(),
@@ -130,16 +130,16 @@ pub async fn transition(
 /// image from its binary when it is the one missing (never pulled).
 async fn ensure_image(inner: &Inner, image: &str) -> anyhow::Result<()> {
     let ctx = &inner.ctx;
-    if ctx.docker.image_exists(image).await? {
+    if ctx.orchestrator.image_exists(image).await? {
         return Ok(());
     }
     if image != ctx.config.runtime_image {
         bail!("image {image} is not present on the engine (images are never pulled)");
     }
     let _build = inner.image_build.lock().await;
-    if !ctx.docker.image_exists(image).await? {
+    if !ctx.orchestrator.image_exists(image).await? {
         tracing::info!(image, binary = %ctx.config.agent_binary.display(), "building the agent runtime image");
-        ctx.docker
+        ctx.orchestrator
             .build_agent_image(image, &ctx.config.agent_binary)
             .await
             .with_context(|| format!("building image {image}"))?;
@@ -162,7 +162,7 @@ pub(crate) async fn start(
     let _permit = until_cancelled(cancel, inner.deploy_permits.acquire())
         .await?
         .map_err(|_| anyhow!("shutting down"))?;
-    ctx.docker
+    ctx.orchestrator
         .ensure_network(&ctx.config.network)
         .await
         .context("ensuring the agents' network")?;
@@ -196,62 +196,65 @@ pub(crate) async fn start(
     // Whether the container we end up with runs: only an adopted one can (a
     // created container is never started by a restart policy, and passes of
     // one agent never overlap), so no second inspect is needed.
-    let existing = match ctx.docker.inspect(&name).await? {
+    let existing = match ctx.orchestrator.inspect(&name).await? {
         Some(c) if c.agent_id.as_deref() != Some(agent.id.as_str()) => {
             remove_orphan_holding_name(ctx, c, &name).await?
         }
         other => other,
     };
-    let (container_id, running) = match existing {
-        Some(c) if !ctx.docker.is_owned(&c.labels) => {
+    let running = match existing {
+        Some(c) if !ctx.orchestrator.is_owned(&c.labels) => {
             bail!("container name {name} is taken by another zcaas installation's container")
         }
         Some(c) if c.spec_hash.as_deref() == Some(hash.as_str()) && c.host_port == Some(port) => {
-            (c.id, c.running)
+            c.running
         }
         Some(c) => {
             // Drift: the spec changed (PATCH) or the port moved. Recreate;
             // the data volume, and so the agent's memory, is kept.
-            ctx.docker.remove_container(&c.id).await?;
-            (ctx.docker.create_container(&spec).await?, false)
+            ctx.orchestrator.remove(&c.id).await?;
+            false
         }
-        None => (ctx.docker.create_container(&spec).await?, false),
+        None => false,
     };
+    // Creates, or adopts the matching workload and writes its files again
+    // (a pass cut short after the create may not have written them).
+    let container_id = ctx
+        .orchestrator
+        .create(&spec, &files)
+        .await
+        .context("creating the container with its config and persona")?;
     lifecycle::set_container(&ctx.db, &agent.id, &container_id, &hash).await?;
     crash_point("after-create");
-    ctx.docker
-        .upload_files(&container_id, &files)
-        .await
-        .context("injecting config and persona")?;
     crash_point("after-upload");
     until_cancelled(cancel, pause_point("after-upload")).await?;
 
-    if running {
+    let incarnation = if running {
         // Adopted a container started by an interrupted pass: restart it so
         // it reads the injected files and prints a fresh code.
-        ctx.docker.restart(&container_id, STOP_TIMEOUT).await?;
+        ctx.orchestrator
+            .restart(&container_id, STOP_TIMEOUT)
+            .await?
     } else {
-        ctx.docker
+        ctx.orchestrator
             .start(&container_id)
             .await
-            .context("starting the container")?;
-    }
+            .context("starting the container")?
+    };
     crash_point("after-start");
-    let observed = ctx
-        .docker
-        .inspect(&container_id)
+    let endpoint = ctx
+        .orchestrator
+        .endpoint(&container_id)
         .await?
         .ok_or_else(|| anyhow!("container vanished after start"))?;
     let base =
-        gateway_base(&ctx.config, Some(i64::from(port)), Some(&observed)).ok_or_else(|| {
+        gateway_base(&ctx.config, Some(i64::from(port)), Some(&endpoint)).ok_or_else(|| {
             anyhow!(
                 "the container has no address on network {}",
                 ctx.config.network
             )
         })?;
-    let started_at = observed
-        .started_at
-        .ok_or_else(|| anyhow!("container has no start time after start"))?;
+    let started_at = incarnation.started_at;
     until_cancelled(cancel, pair(inner, agent, &container_id, &base, started_at)).await??;
     until_cancelled(cancel, wait_healthy(inner, &container_id, &base)).await??;
 
@@ -289,7 +292,7 @@ async fn remove_orphan_holding_name(
     c: ObservedContainer,
     name: &str,
 ) -> anyhow::Result<Option<ObservedContainer>> {
-    let orphan = match (ctx.docker.ownership(&c.labels), c.agent_id.as_deref()) {
+    let orphan = match (ctx.orchestrator.ownership(&c.labels), c.agent_id.as_deref()) {
         (Ownership::Ours, Some(other)) => lifecycle::get(&ctx.db, other).await?.is_none(),
         _ => false,
     };
@@ -297,7 +300,7 @@ async fn remove_orphan_holding_name(
         bail!("container name {name} is taken by a container that is not this agent's");
     }
     tracing::info!(container = %c.id, name, "removing an orphaned container holding this agent's name");
-    ctx.docker.remove_container(&c.id).await?;
+    ctx.orchestrator.remove(&c.id).await?;
     Ok(None)
 }
 
@@ -317,9 +320,12 @@ pub(crate) async fn pair(
         .encrypted_token
         .as_deref()
         .and_then(|c| ctx.secrets.decrypt(&agent.id, SecretField::Token, c).ok());
-    let code =
-        ctx.docker
-            .wait_for_pairing_code(container_id, started_at, ctx.config.pairing_timeout);
+    let code = super::pairing::wait_for_code(
+        ctx.orchestrator.as_ref(),
+        container_id,
+        started_at,
+        ctx.config.pairing_timeout,
+    );
     let kept = async {
         match stored.as_deref() {
             Some(token) => loop {
@@ -368,7 +374,7 @@ async fn pair_with_code(ctx: &Context, base: &str, code: &str) -> anyhow::Result
 /// Why no pairing code came: the container died (exit code, OOM) or it
 /// printed none in time.
 async fn no_code_reason(ctx: &Context, container_id: &str) -> String {
-    match ctx.docker.inspect(container_id).await {
+    match ctx.orchestrator.inspect(container_id).await {
         Ok(Some(c)) if !c.running => exit_reason(&c),
         _ => format!(
             "no pairing code in the container's logs within {} s",
@@ -397,7 +403,7 @@ async fn wait_healthy(inner: &Inner, container_id: &str, base: &str) -> anyhow::
                 ctx.config.health_timeout.as_secs()
             );
         }
-        if let Some(c) = ctx.docker.inspect(container_id).await? {
+        if let Some(c) = ctx.orchestrator.inspect(container_id).await? {
             if !c.running && c.state != "restarting" {
                 bail!("{}", exit_reason(&c));
             }
@@ -410,8 +416,8 @@ async fn wait_healthy(inner: &Inner, container_id: &str, base: &str) -> anyhow::
 /// running (restart, reconfigure).
 pub(crate) async fn stop(inner: &Inner, agent: &Agent) -> anyhow::Result<()> {
     let ctx = &inner.ctx;
-    if let Some(c) = ctx.docker.inspect(&agent.container_name()).await? {
-        ctx.docker
+    if let Some(c) = ctx.orchestrator.inspect(&agent.container_name()).await? {
+        ctx.orchestrator
             .stop(&c.id, STOP_TIMEOUT)
             .await
             .context("stopping the container")?;
@@ -433,8 +439,13 @@ pub(crate) async fn stop(inner: &Inner, agent: &Agent) -> anyhow::Result<()> {
 
 /// Stops a container that runs although its agent is STOPPED.
 pub(crate) async fn enforce_stopped(inner: &Inner, agent: &Agent) -> anyhow::Result<()> {
-    if let Some(c) = inner.ctx.docker.inspect(&agent.container_name()).await? {
-        inner.ctx.docker.stop(&c.id, STOP_TIMEOUT).await?;
+    if let Some(c) = inner
+        .ctx
+        .orchestrator
+        .inspect(&agent.container_name())
+        .await?
+    {
+        inner.ctx.orchestrator.stop(&c.id, STOP_TIMEOUT).await?;
     }
     Ok(())
 }
@@ -449,12 +460,12 @@ pub(crate) async fn repair(
 ) -> anyhow::Result<()> {
     let ctx = &inner.ctx;
     let c = ctx
-        .docker
+        .orchestrator
         .inspect(&agent.container_name())
         .await?
         .filter(|c| c.agent_id.as_deref() == Some(agent.id.as_str()))
         .ok_or_else(|| anyhow!("container vanished"))?;
-    let base = gateway_base(&ctx.config, agent.container_port, Some(&c))
+    let base = gateway_base(&ctx.config, agent.container_port, Some(&c.endpoint()))
         .ok_or_else(|| anyhow!("the agent has no gateway address"))?;
     let started_at = c
         .started_at
@@ -478,7 +489,7 @@ pub(crate) async fn fail(inner: &Inner, agent: &Agent, reason: &str) -> anyhow::
     if !agent.ever_running {
         // The deploy's own rollback: the volume it created for an agent that
         // never ran holds only the injected files (never a sweep).
-        ctx.docker
+        ctx.orchestrator
             .remove_agent_volume(&agent.volume_name(), &agent.id)
             .await?;
     }
@@ -514,7 +525,7 @@ pub(crate) async fn fail(inner: &Inner, agent: &Agent, reason: &str) -> anyhow::
 pub(crate) async fn delete(inner: &Inner, agent: &Agent) -> anyhow::Result<()> {
     let ctx = &inner.ctx;
     remove_container(ctx, agent).await?;
-    ctx.docker
+    ctx.orchestrator
         .remove_agent_volume(&agent.volume_name(), &agent.id)
         .await?;
     lifecycle::delete(&ctx.db, &agent.id).await?;
@@ -528,9 +539,9 @@ async fn remove_container(ctx: &Context, agent: &Agent) -> anyhow::Result<()> {
     let mut targets = vec![agent.container_name()];
     targets.extend(agent.container_id.clone());
     for target in targets {
-        if let Some(c) = ctx.docker.inspect(&target).await? {
+        if let Some(c) = ctx.orchestrator.inspect(&target).await? {
             if c.agent_id.as_deref() == Some(agent.id.as_str()) {
-                ctx.docker.remove_container(&c.id).await?;
+                ctx.orchestrator.remove(&c.id).await?;
             }
         }
     }

@@ -4,8 +4,8 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::docker::ObservedContainer;
 use crate::model::Agent;
+use crate::orchestrator::ObservedContainer;
 use crate::status::{DesiredState, Status};
 
 /// The next thing the reconciler does for one agent.

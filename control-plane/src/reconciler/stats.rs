@@ -50,8 +50,8 @@ pub async fn poll_once(handle: &ReconcilerHandle) -> usize {
                 return false;
             };
             let polled = tokio::time::timeout(PER_AGENT_TIMEOUT, async {
-                let stats = ctx.docker.stats(container_id).await;
-                let health = match crate::addressing::agent_base_url(&ctx.docker, &ctx.config, &agent).await {
+                let stats = ctx.orchestrator.stats(container_id).await;
+                let health = match crate::addressing::agent_base_url(ctx.orchestrator.as_ref(), &ctx.config, &agent).await {
                     Ok(Some(base)) => ctx.gateway.health(&base).await.is_ok(),
                     _ => false,
                 };

@@ -9,7 +9,7 @@
 //!
 //! Scope: only objects carrying this installation's id count as orphans.
 //! Legacy objects (created before installation ids, no
-//! [`crate::docker::INSTALLATION_LABEL`]) are adopted by the installation
+//! [`crate::orchestrator::INSTALLATION_LABEL`]) are adopted by the installation
 //! whose rows name them and otherwise reported as unclaimed, never removed;
 //! other installations' objects are counted and left alone.
 
@@ -18,7 +18,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 
 use crate::db::{lifecycle, Db};
-use crate::docker::{DockerRuntime, ObservedContainer, Ownership, AGENT_ID_LABEL};
+use crate::orchestrator::{ObservedContainer, Orchestrator, Ownership, AGENT_ID_LABEL};
 
 /// What this installation sees on the engine besides its agents' objects.
 #[derive(Debug, Default)]
@@ -46,7 +46,7 @@ pub struct Survey {
 /// Errors: the engine or the store failing.
 pub async fn survey(
     db: &Db,
-    docker: &DockerRuntime,
+    docker: &dyn Orchestrator,
     network: &str,
     grace: std::time::Duration,
     now: DateTime<Utc>,
@@ -117,7 +117,7 @@ pub struct Reported {
 /// objects. Returns how many containers were removed.
 pub async fn sweep(
     db: &Db,
-    docker: &DockerRuntime,
+    docker: &dyn Orchestrator,
     network: &str,
     grace: std::time::Duration,
     reported: &Reported,
@@ -126,7 +126,7 @@ pub async fn sweep(
     let mut removed = 0;
     for c in &survey.orphan_containers {
         tracing::info!(container = %c.name, agent_id = ?c.agent_id, "removing orphaned container (its agent has no row)");
-        docker.remove_container(&c.id).await?;
+        docker.remove(&c.id).await?;
         removed += 1;
     }
     let mut seen = reported.seen.lock().unwrap_or_else(|e| e.into_inner());

@@ -3,8 +3,8 @@
 use chrono::Utc;
 use std::collections::BTreeMap;
 
-use crate::docker::ObservedContainer;
 use crate::model::Agent;
+use crate::orchestrator::ObservedContainer;
 use crate::status::{DesiredState, Status};
 
 /// An agent row in `status`, desired running.

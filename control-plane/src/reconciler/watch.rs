@@ -22,7 +22,7 @@ const RECONNECT_MAX: Duration = Duration::from_secs(10);
 pub async fn run(handle: ReconcilerHandle, cancel: CancellationToken) {
     let mut backoff = RECONNECT_MIN;
     loop {
-        let docker = handle.inner.ctx.docker.clone();
+        let docker = handle.inner.ctx.orchestrator.clone();
         let mut events = Box::pin(docker.events());
         // Subscribe first, then resync: nothing that happens in between is missed.
         handle.resync_all().await;

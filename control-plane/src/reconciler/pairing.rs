@@ -1,4 +1,5 @@
-//! Finding the pairing code in an agent container's logs.
+//! Finding the pairing code in an agent's logs: gateway protocol, read
+//! through any [`Orchestrator`]'s neutral `logs_since` ([`wait_for_code`]).
 //!
 //! The gateway prints its one-time code at start as a block (DESIGN.md §1):
 //!
@@ -24,10 +25,67 @@
 //! `StartedAt - `[`START_SLACK`]. Within what remains, the last code printed
 //! wins.
 
-use super::LogLine;
+use crate::orchestrator::{LogLine, Orchestrator, OrchestratorError};
 use chrono::{DateTime, Utc};
+use futures::StreamExt as _;
 use regex::Regex;
 use std::sync::LazyLock;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// After a code printed only in the box form, how long the output must stay
+/// quiet before the code is taken (the `X-Pairing-Code:` line, printed last
+/// in the same block, ends the wait at once).
+pub const PAIRING_QUIET: Duration = Duration::from_millis(300);
+
+/// Waits until a pairing code appears in workload `id`'s logs at or after
+/// `since` (the incarnation's start), up to `timeout`. Returns the last code
+/// printed since then, or `None` on timeout.
+///
+/// Which lines count is decided by [`lower_bound`]: lines of the same start
+/// can be stamped a few ms before the start instant, so the bound is the
+/// previous run's finish (read here), never earlier than `since -
+/// `[`START_SLACK`]. The wait ends as soon as the banner's `X-Pairing-Code:`
+/// line arrives, or [`PAIRING_QUIET`] after a box-only code. If the workload
+/// is gone or stops while waiting (the follow stream ends), `Ok(None)` comes
+/// back at once: a code of a process that exited is worthless.
+pub async fn wait_for_code(
+    orchestrator: &dyn Orchestrator,
+    id: &str,
+    since: DateTime<Utc>,
+    timeout: Duration,
+) -> Result<Option<String>, OrchestratorError> {
+    let deadline = Instant::now() + timeout;
+    let Some(workload) = orchestrator.inspect(id).await? else {
+        return Ok(None);
+    };
+    let after = lower_bound(since, workload.finished_at);
+    let mut lines = orchestrator.logs_since(id, after);
+    let mut scan = PairingScan::new(after);
+    let mut code_seen_at: Option<Instant> = None;
+    loop {
+        let until = match code_seen_at {
+            Some(at) => deadline.min(at + PAIRING_QUIET),
+            None => deadline,
+        };
+        match tokio::time::timeout_at(until, lines.next()).await {
+            Ok(Some(Ok(line))) => {
+                if scan.feed(&line) {
+                    if scan.complete() {
+                        return Ok(scan.last_code().map(str::to_owned));
+                    }
+                    code_seen_at = Some(Instant::now());
+                }
+            }
+            Ok(Some(Err(e))) if e.is_not_found() => return Ok(None),
+            Ok(Some(Err(e))) => return Err(e),
+            // The workload stopped: its code died with it.
+            Ok(None) => return Ok(None),
+            // Quiet after a box-only code, or the deadline.
+            Err(_) => return Ok(scan.last_code().map(str::to_owned)),
+        }
+    }
+}
 
 /// `X-Pairing-Code: 123456` (the `Send:` line, printed last).
 pub static HEADER_RE: LazyLock<Regex> =

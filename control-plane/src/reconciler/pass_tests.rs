@@ -1,0 +1,364 @@
+//! The reconciler's pass against the in-memory orchestrator
+//! ([`crate::orchestrator::fake`]), a real SQLite store in a tempdir and an
+//! in-process gateway on 127.0.0.1:0 (host-port addressing: the agent's
+//! claimed port is the test gateway's port). No engine; every wait bounded.
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use crate::db::{self, agents, users};
+use crate::model::{Agent, Plan, Role};
+use crate::orchestrator::fake::{FakeOrchestrator, OnStart};
+use crate::orchestrator::{ContainerSpec, Orchestrator as _};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::sync::Mutex as StdMutex2;
+
+const IMAGE: &str = "zcaas/agent-runtime:latest";
+const BOUND: Duration = Duration::from_secs(15);
+
+/// The test gateway: one current code, the tokens it handed out.
+#[derive(Default)]
+struct Gateway {
+    code: Option<String>,
+    tokens: Vec<String>,
+}
+type SharedGateway = Arc<StdMutex2<Gateway>>;
+
+async fn pair(State(g): State<SharedGateway>, headers: HeaderMap) -> (StatusCode, Json<Value>) {
+    let mut g = g.lock().unwrap();
+    let sent = headers.get("x-pairing-code").and_then(|v| v.to_str().ok());
+    if sent.is_some() && sent == g.code.as_deref() {
+        g.code = None;
+        let token = format!("zc_token_{}", g.tokens.len() + 1);
+        g.tokens.push(token.clone());
+        return (
+            StatusCode::OK,
+            Json(json!({"paired": true, "persisted": false, "token": token})),
+        );
+    }
+    (
+        StatusCode::FORBIDDEN,
+        Json(json!({"error": "Invalid pairing code"})),
+    )
+}
+
+async fn status(State(g): State<SharedGateway>, headers: HeaderMap) -> StatusCode {
+    let sent = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    if sent.is_some_and(|t| g.lock().unwrap().tokens.contains(&t)) {
+        StatusCode::OK
+    } else {
+        StatusCode::UNAUTHORIZED
+    }
+}
+
+/// A listener on a free port of the store's port range (40000–50000: the
+/// agents table checks it), so an agent's claimed port can be its gateway's.
+async fn bind_in_port_range() -> tokio::net::TcpListener {
+    use rand::Rng as _;
+    let offset: u16 = rand::thread_rng().gen_range(0..10_000);
+    for i in 0..10_000u16 {
+        let port = 40_000 + (offset + i) % 10_000;
+        if let Ok(listener) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+            return listener;
+        }
+    }
+    panic!("no free port in 40000-50000");
+}
+
+struct Harness {
+    handle: ReconcilerHandle,
+    fake: FakeOrchestrator,
+    db: Db,
+    secrets: Arc<SecretBox>,
+    gateway: SharedGateway,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    async fn new() -> Harness {
+        let gateway: SharedGateway = Arc::default();
+        let router = Router::new()
+            .route("/pair", post(pair))
+            .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+            .route("/api/status", get(status))
+            .with_state(gateway.clone());
+        let listener = bind_in_port_range().await;
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::with_data_dir(dir.path().to_owned());
+        config.agent_host = "127.0.0.1".into();
+        config.pairing_timeout = Duration::from_secs(2);
+        config.health_timeout = Duration::from_secs(2);
+        config.retry_budget = 2;
+        config.retry_backoff_base = Duration::from_millis(10);
+        config.retry_backoff_max = Duration::from_millis(20);
+        config.runtime_image = IMAGE.into();
+        let url = format!("sqlite://{}", dir.path().join("zcaas.db").display());
+        let db = db::connect(&url).await.unwrap();
+        db::migrate(&db).await.unwrap();
+        let secrets = Arc::new(SecretBox::load_or_create(&dir.path().join("master.key")).unwrap());
+
+        // Every start prints a fresh code, which the gateway then accepts.
+        let fake = FakeOrchestrator::new("inst-test", &[IMAGE]);
+        let codes = gateway.clone();
+        fake.on_start(move |_, n| {
+            let code = format!("{:06}", 100_000 + n);
+            codes.lock().unwrap().code = Some(code.clone());
+            OnStart::PrintCode(code)
+        });
+        let ctx = Context {
+            db: db.clone(),
+            orchestrator: Arc::new(fake.clone()),
+            gateway: GatewayClient::new(),
+            secrets: secrets.clone(),
+            config: Arc::new(config),
+            events: EventBus::new(),
+            metrics: crate::metrics::Metrics::new(),
+        };
+        // No background tasks: the test drives every pass itself.
+        let handle = ReconcilerHandle {
+            inner: Arc::new(Inner {
+                ctx,
+                slots: StdMutex::new(HashMap::new()),
+                cancel: CancellationToken::new(),
+                tracker: TaskTracker::new(),
+                deploy_permits: Semaphore::new(4),
+                image_build: Mutex::new(()),
+                reported: sweep::Reported::default(),
+            }),
+        };
+        Harness {
+            handle,
+            fake,
+            db,
+            secrets,
+            gateway,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// A PENDING agent whose host port is the test gateway's.
+    async fn agent(&self, slug: &str) -> Agent {
+        let user = users::create(
+            &self.db,
+            &users::NewUser {
+                email: &format!("{slug}@example.test"),
+                password_hash: "x",
+                role: Role::User,
+                plan: Plan::Enterprise,
+            },
+        )
+        .await
+        .unwrap();
+        let new = agents::NewAgent {
+            id: format!("id-{slug}"),
+            user_id: user.id,
+            name: slug.into(),
+            slug: slug.into(),
+            agent_name: "Agent".into(),
+            user_name: None,
+            timezone: "UTC".into(),
+            communication_style: None,
+            provider: "openai".into(),
+            provider_url: None,
+            model: "gpt-4o-mini".into(),
+            temperature: 0.7,
+            memory_backend: "sqlite".into(),
+            auto_save: true,
+            encrypted_api_key: None,
+            encrypted_channels: None,
+            subdomain: format!("{slug}.agents.test"),
+            image: IMAGE.into(),
+            memory_limit_mb: 256,
+            nano_cpus: 500_000_000,
+        };
+        let (agent, _) = agents::insert_pending(&self.db, &new, None).await.unwrap();
+        assert!(lifecycle::try_claim_port(&self.db, &agent.id, self.port)
+            .await
+            .unwrap());
+        self.get(&agent.id).await.unwrap()
+    }
+
+    async fn get(&self, id: &str) -> Option<Agent> {
+        lifecycle::get(&self.db, id).await.unwrap()
+    }
+
+    /// Runs passes (as the reconciler's wakes would) until `done` holds for
+    /// the row (`None`: deleted); panics after [`BOUND`].
+    async fn drive(&self, id: &str, done: impl Fn(Option<&Agent>) -> bool) -> Option<Agent> {
+        tokio::time::timeout(BOUND, async {
+            loop {
+                let outcome = self.handle.pass(id, &CancellationToken::new()).await;
+                let agent = self.get(id).await;
+                if done(agent.as_ref()) {
+                    return agent;
+                }
+                let pause = match outcome {
+                    Outcome::RequeueAfter(d) => d.min(Duration::from_millis(50)),
+                    Outcome::Settled => Duration::from_millis(10),
+                };
+                tokio::time::sleep(pause).await;
+            }
+        })
+        .await
+        .expect("the agent did not reach the expected state in time")
+    }
+
+    async fn running(&self, id: &str) -> Agent {
+        self.drive(id, |a| a.is_some_and(|a| a.status == Status::Running))
+            .await
+            .unwrap()
+    }
+
+    fn token_of(&self, agent: &Agent) -> String {
+        let c = agent.encrypted_token.as_deref().expect("a stored token");
+        self.secrets
+            .decrypt(&agent.id, crate::secrets::SecretField::Token, c)
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_pending_agent_is_deployed_started_and_paired() {
+    let h = Harness::new().await;
+    let agent = h.agent("deploy").await;
+    let done = h.running(&agent.id).await;
+    let w = h
+        .fake
+        .workload(&agent.container_name())
+        .expect("a workload");
+    assert!(w.running);
+    assert_eq!(h.fake.starts(&w.id), 1);
+    assert_eq!(done.container_id.as_deref(), Some(w.id.as_str()));
+    assert_eq!(done.paired_started_at, w.started_at);
+    assert_eq!(h.token_of(&done), "zc_token_1");
+    assert!(h
+        .fake
+        .files(&w.id)
+        .iter()
+        .any(|f| f.path == ".zeroclaw/config.toml"));
+    assert!(h.fake.volume_exists(&agent.volume_name()));
+}
+
+/// A workload left by a previous process (created from this spec, never
+/// started) is adopted: no second workload, started once.
+#[tokio::test]
+async fn an_existing_workload_is_adopted() {
+    let h = Harness::new().await;
+    let agent = h.agent("adopt").await;
+    let files = crate::agent_files::render(&agent, None, &Default::default()).unwrap();
+    let hash = crate::agent_files::spec_hash(&agent, &files);
+    let spec: ContainerSpec = ops::container_spec(&h.handle.inner.ctx, &agent, h.port, &hash);
+    let id = h.fake.preexisting(&spec, &[]);
+    h.running(&agent.id).await;
+    let all = h.fake.list_managed().await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].id, id);
+    assert_eq!(h.fake.starts(&id), 1);
+    // Its files were written on adoption.
+    assert!(!h.fake.files(&id).is_empty());
+}
+
+/// A crash mid-deploy leaves a STARTING row and a created workload: the next
+/// pass resumes from there.
+#[tokio::test]
+async fn a_deploy_cut_short_after_the_create_is_resumed() {
+    let h = Harness::new().await;
+    let agent = h.agent("resume").await;
+    // Up to STARTING only, as a process killed after the row would leave it.
+    lifecycle::transition(
+        &h.db,
+        &agent.id,
+        Status::Pending,
+        Status::Starting,
+        "deploy started",
+        None,
+    )
+    .await
+    .unwrap()
+    .expect("PENDING → STARTING");
+    let agent = h.get(&agent.id).await.unwrap();
+    let files = crate::agent_files::render(&agent, None, &Default::default()).unwrap();
+    let hash = crate::agent_files::spec_hash(&agent, &files);
+    let spec = ops::container_spec(&h.handle.inner.ctx, &agent, h.port, &hash);
+    let id = h.fake.preexisting(&spec, &files);
+    let done = h.running(&agent.id).await;
+    assert_eq!(done.container_id.as_deref(), Some(id.as_str()));
+    assert_eq!(h.fake.starts(&id), 1);
+}
+
+/// A restart behind our back is a new incarnation: a new start instant, a
+/// new code, a new token.
+#[tokio::test]
+async fn a_restart_behind_our_back_is_re_paired() {
+    let h = Harness::new().await;
+    let agent = h.agent("repair").await;
+    let first = h.running(&agent.id).await;
+    let name = agent.container_name();
+    h.fake.restart_behind_our_back(&name);
+    let restarted = h.fake.workload(&name).unwrap();
+    assert!(restarted.started_at > first.paired_started_at);
+    let again = h
+        .drive(&agent.id, |a| {
+            a.is_some_and(|a| a.paired_started_at == restarted.started_at)
+        })
+        .await
+        .unwrap();
+    assert_eq!(again.status, Status::Running);
+    assert_eq!(h.token_of(&first), "zc_token_1");
+    assert_eq!(h.token_of(&again), "zc_token_2");
+    assert_eq!(h.fake.starts(&name), 2);
+}
+
+/// A workload that exits at every start uses up the retry budget: ERROR
+/// "giving up", the workload removed, the volume kept (the agent had run).
+#[tokio::test]
+async fn a_crash_loop_gives_up_after_the_retry_budget() {
+    let h = Harness::new().await;
+    let agent = h.agent("crashloop").await;
+    h.running(&agent.id).await;
+    // From now on every start crashes; a crash of the running one starts it.
+    h.fake.on_start(|_, _| OnStart::Crash(3));
+    h.fake.crash(&agent.container_name(), 3);
+    let done = h
+        .drive(&agent.id, |a| {
+            a.is_some_and(|a| {
+                a.status == Status::Error
+                    && a.next_attempt_at.is_none()
+                    && a.last_error
+                        .as_deref()
+                        .is_some_and(|e| e.contains("giving up"))
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(done.attempts, 2, "{:?}", done.last_error);
+    assert!(h.fake.workload(&agent.container_name()).is_none());
+    assert!(h.fake.volume_exists(&agent.volume_name()));
+    assert!(done.container_port.is_none());
+}
+
+#[tokio::test]
+async fn delete_removes_the_workload_and_the_volume() {
+    let h = Harness::new().await;
+    let agent = h.agent("delete").await;
+    h.running(&agent.id).await;
+    lifecycle::set_desired(&h.db, &agent.id, crate::status::DesiredState::Deleted)
+        .await
+        .unwrap();
+    h.drive(&agent.id, |a| a.is_none()).await;
+    assert!(h.fake.workload(&agent.container_name()).is_none());
+    assert!(!h.fake.volume_exists(&agent.volume_name()));
+    assert!(h.gateway.lock().unwrap().code.is_none());
+}
