@@ -24,22 +24,20 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use futures::future::join_all;
 use serde_json::json;
-use zcaas::docker::testing::TEST_LABEL;
-use zcaas::docker::CleanupOnDrop;
 use zcaas::model::{Plan, Role};
+use zcaas_test_support::process::ServerProcess;
+use zcaas_test_support::{built_binary, random_prefix, Cleanup, TEST_LABEL};
 
 /// Requests per flood.
 const FLOOD: usize = 200;
 /// The password of every benchmark user.
 const PASSWORD: &str = "bench-password-1";
-/// How long `zcaas serve` may take to answer `/healthz`.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -50,8 +48,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let prefix = format!("bl{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-    let _cleanup = CleanupOnDrop::new(TEST_LABEL, prefix.clone());
+    let prefix = random_prefix();
+    let _cleanup = Cleanup::new(prefix.clone());
     let dir = tempfile::tempdir()?;
     let data_dir = dir.path().join("data");
     zcaas::app::prepare_data_dir(&data_dir)?;
@@ -145,29 +143,21 @@ async fn flood(
     Ok(())
 }
 
-/// The release `zcaas` next to this example, or a hint to build it.
+/// The release `zcaas` next to this example (or `BENCH_ZCAAS_BINARY`), or
+/// a hint to build it.
 fn zcaas_binary() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("BENCH_ZCAAS_BINARY") {
         return Ok(PathBuf::from(path));
     }
-    let exe = std::env::current_exe()?;
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("example has no profile directory")?
-        .join("zcaas");
-    if !path.exists() {
-        bail!(
-            "{} is missing: cargo build --release -p control-plane --bin zcaas --example bench_logins",
-            path.display()
-        );
-    }
-    Ok(path)
+    built_binary(
+        "zcaas",
+        "cargo build --release -p control-plane --bin zcaas --example bench_logins",
+    )
 }
 
 /// `zcaas serve` as its own process, killed on drop.
 struct Server {
-    child: Child,
+    process: ServerProcess,
     base: String,
 }
 
@@ -184,14 +174,9 @@ impl Server {
         data_dir: &Path,
         prefix: &str,
     ) -> anyhow::Result<Server> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
         let log_path = dir.path().join("zcaas.log");
-        let child = Command::new(zcaas_binary()?)
-            .arg("serve")
-            .env("ZCAAS_LISTEN", format!("127.0.0.1:{port}"))
-            .env("ZCAAS_DATA_DIR", data_dir)
+        let mut cmd = Command::new(zcaas_binary()?);
+        cmd.env("ZCAAS_DATA_DIR", data_dir)
             .env("ZCAAS_NETWORK", format!("zcaas-bench-{prefix}"))
             .env(
                 "ZCAAS_RUNTIME_IMAGE",
@@ -201,47 +186,24 @@ impl Server {
             .env("ZCAAS_EXTRA_LABELS", format!("{TEST_LABEL}={prefix}"))
             .env("ZCAAS_DOMAIN", "bench.test")
             .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path)?)
-            .spawn()
-            .context("spawning zcaas serve")?;
-        let mut server = Server {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Ok(res) = reqwest::get(format!("{}/healthz", server.base)).await {
-                if res.status().is_success() {
-                    return Ok(server);
-                }
-            }
-            if let Some(status) = server.child.try_wait()? {
+            .stderr(std::fs::File::create(&log_path)?);
+        match ServerProcess::start_command(cmd, prefix, "openai").await {
+            Ok(process) => Ok(Server {
+                base: process.base.clone(),
+                process,
+            }),
+            Err(e) => {
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                bail!("zcaas exited during start-up: {status}\n{log}");
+                bail!("{e:#}\n{log}");
             }
-            if Instant::now() > deadline {
-                bail!("zcaas did not become healthy within {START_TIMEOUT:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     fn memory(&self) -> anyhow::Result<Memory> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let field = |name: &str| -> anyhow::Result<u64> {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-                .with_context(|| format!("{name} not in /proc/<pid>/status"))
-        };
         Ok(Memory {
-            rss: field("VmRSS:")?,
-            hwm: field("VmHWM:")?,
-            threads: field("Threads:")?,
+            rss: self.process.proc_status("VmRSS")?,
+            hwm: self.process.proc_status("VmHWM")?,
+            threads: self.process.proc_status("Threads")?,
         })
     }
 
@@ -259,12 +221,5 @@ impl Server {
             .trim()
             .parse()
             .context("zcaas_password_verifications_total")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

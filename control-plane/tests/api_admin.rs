@@ -1,18 +1,16 @@
 //! Admin API: the SSE feed of status transitions (admins only, exempt from
 //! the request timeout, ended by shutdown) and the all-agents list.
 
-mod api_support;
-
 use std::time::{Duration, Instant};
 
-use api_support::{agent_body, assert_error, TestApp};
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
+use zcaas_test_support::{assert_error, minimal_agent_body, TestApp};
 
 #[tokio::test]
 async fn admins_see_transitions_live() {
-    let app = TestApp::spawn().await;
-    let user = app.register("user@example.com").await;
+    let mut app = TestApp::spawn().await;
+    let user = app.register_email("user@example.com").await;
     let admin = app.admin("root@example.com").await;
 
     let (status, body) = app
@@ -21,12 +19,8 @@ async fn admins_see_transitions_live() {
     assert_error(status, &body, StatusCode::FORBIDDEN, None);
 
     let resp = app
-        .http
-        .get(format!("{}/api/admin/events", app.base))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+        .open_stream("/api/admin/events", Some(&admin), &[])
+        .await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(resp.headers()["content-type"]
         .to_str()
@@ -34,7 +28,9 @@ async fn admins_see_transitions_live() {
         .starts_with("text/event-stream"));
     let mut stream = resp.bytes_stream();
 
-    let agent = app.create_agent(&user, agent_body("Watched")).await;
+    let agent = app
+        .create_pending_agent(&user, minimal_agent_body("Watched"))
+        .await;
     let id = agent["id"].as_str().unwrap().to_owned();
 
     let mut seen = String::new();
@@ -52,19 +48,12 @@ async fn admins_see_transitions_live() {
     }
     assert!(seen.contains("\"reason\":\"created\""), "{seen}");
 
-    let (status, _) = app
-        .call(
-            Method::DELETE,
-            &format!("/api/agents/{id}"),
-            Some(&user),
-            None,
-        )
-        .await;
+    let (status, _) = app.delete_agent(&user, &id).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
 
     // Shutdown is not held up by the open stream, and the stream ends.
     let started = Instant::now();
-    app.stop().await;
+    app.shutdown().await;
     assert!(
         started.elapsed() < Duration::from_secs(8),
         "{:?}",

@@ -1,12 +1,10 @@
 //! Accounts over real HTTP: register, login, /api/me, JWT checks (audience,
 //! algorithm, expiry, deleted user), admin-only routes, the login limit.
 
-mod api_support;
-
-use api_support::{assert_error, TestApp};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use zcaas_test_support::{assert_error, TestApp};
 
 fn forge(app: &TestApp, claims: Value, alg: Algorithm) -> String {
     let path = app.state().config.jwt_secret_path();
@@ -21,11 +19,11 @@ fn forge(app: &TestApp, claims: Value, alg: Algorithm) -> String {
 
 #[tokio::test]
 async fn accounts_and_tokens() {
-    let app = TestApp::spawn().await;
+    let mut app = TestApp::spawn().await;
 
     // Register, then log in with the same credentials.
-    let token = app.register("Alice@Example.com").await;
-    let (status, me) = app.call(Method::GET, "/api/me", Some(&token), None).await;
+    let token = app.register_email("Alice@Example.com").await;
+    let (status, me) = app.me(&token).await;
     assert_eq!(status, StatusCode::OK, "{me}");
     assert_eq!(me["email"], "alice@example.com");
     assert_eq!(me["role"], "user");
@@ -172,16 +170,16 @@ async fn accounts_and_tokens() {
     assert!(zcaas::db::users::delete(&app.state().db, &user_id)
         .await
         .unwrap());
-    let (status, body) = app.call(Method::GET, "/api/me", Some(&token), None).await;
+    let (status, body) = app.me(&token).await;
     assert_error(status, &body, StatusCode::UNAUTHORIZED, None);
 
-    app.stop().await;
+    app.shutdown().await;
 }
 
 #[tokio::test]
 async fn login_failures_are_rate_limited() {
-    let app = TestApp::spawn().await;
-    app.register("carol@example.com").await;
+    let mut app = TestApp::spawn().await;
+    app.register_email("carol@example.com").await;
     let wrong = json!({"email": "carol@example.com", "password": "wrong-pass"});
     for _ in 0..10 {
         let (status, _) = app
@@ -195,12 +193,12 @@ async fn login_failures_are_rate_limited() {
         .call(Method::POST, "/api/auth/login", None, Some(right))
         .await;
     assert_error(status, &body, StatusCode::TOO_MANY_REQUESTS, None);
-    app.stop().await;
+    app.shutdown().await;
 }
 
 #[tokio::test]
 async fn health_and_unknown_routes() {
-    let app = TestApp::spawn().await;
+    let mut app = TestApp::spawn().await;
     let (status, body) = app.call(Method::GET, "/healthz", None, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
@@ -241,5 +239,5 @@ async fn health_and_unknown_routes() {
             & 0o777,
         0o700
     );
-    app.stop().await;
+    app.shutdown().await;
 }

@@ -5,13 +5,11 @@
 //! busy: every slot taken for the whole queue wait) is tolerated where a
 //! loaded machine could produce it; it must carry `Retry-After` too.
 
-mod api_support;
-
-use api_support::{assert_error, TestApp};
 use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use zcaas::api::auth::{MAX_FAILURES, MAX_REGISTRATIONS};
+use zcaas_test_support::{assert_error, TestApp};
 
 /// Parallel requests of each flood.
 const FLOOD: usize = 200;
@@ -20,7 +18,7 @@ const FLOOD: usize = 200;
 async fn post(app: &TestApp, path: &str, body: Value) -> (StatusCode, Option<u64>, Value) {
     let resp = app
         .http
-        .post(format!("{}{path}", app.base))
+        .post(app.url(path))
         .json(&body)
         .send()
         .await
@@ -60,15 +58,7 @@ fn tally(responses: &[(StatusCode, Option<u64>, Value)]) -> (usize, usize, usize
 
 /// The value of an unlabelled series in `/metrics`.
 async fn metric(app: &TestApp, name: &str) -> u64 {
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics body");
+    let text = app.metrics().await;
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .unwrap_or_else(|| panic!("{name} not in\n{text}"))
@@ -78,8 +68,8 @@ async fn metric(app: &TestApp, name: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_wrong_logins_check_at_most_the_limit() {
-    let app = TestApp::spawn().await;
-    app.register("target@example.com").await;
+    let mut app = TestApp::spawn().await;
+    app.register_email("target@example.com").await;
     let wrong = json!({"email": "target@example.com", "password": "wrong-pass"});
     let responses =
         join_all((0..FLOOD).map(|_| post(&app, "/api/auth/login", wrong.clone()))).await;
@@ -111,12 +101,12 @@ async fn parallel_wrong_logins_check_at_most_the_limit() {
     let other = json!({"email": "nobody@example.com", "password": "wrong-pass"});
     let (status, _, body) = post(&app, "/api/auth/login", other).await;
     assert_error(status, &body, StatusCode::UNAUTHORIZED, None);
-    app.stop().await;
+    app.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_registers_at_most_the_limit() {
-    let app = TestApp::spawn().await;
+    let mut app = TestApp::spawn().await;
     let body =
         |i: usize| json!({"email": format!("flood{i}@example.com"), "password": "password-123"});
     let responses = join_all((0..FLOOD).map(|i| post(&app, "/api/auth/register", body(i)))).await;
@@ -168,13 +158,13 @@ async fn one_address_registers_at_most_the_limit() {
         StatusCode::UNPROCESSABLE_ENTITY,
         Some("password"),
     );
-    app.stop().await;
+    app.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_a_trusted_proxy_the_forwarded_client_is_limited_not_the_proxy() {
     // The test client connects from 127.0.0.1: trusted as a proxy here.
-    let app =
+    let mut app =
         TestApp::spawn_with(|c| c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]).await;
     let register = |i: usize, client: &'static str| {
         let app = &app;
@@ -195,10 +185,10 @@ async fn behind_a_trusted_proxy_the_forwarded_client_is_limited_not_the_proxy() 
         register(limit + 1, "198.51.100.2").await,
         StatusCode::CREATED
     );
-    app.stop().await;
+    app.shutdown().await;
 
     // Without trusted proxies the header is ignored: one peer, one limit.
-    let app = TestApp::spawn().await;
+    let mut app = TestApp::spawn().await;
     for i in 0..=limit {
         let status = register_via(&app, &format!("direct{i}"), &format!("198.51.100.{i}")).await;
         let expected = if i < limit {
@@ -208,7 +198,7 @@ async fn behind_a_trusted_proxy_the_forwarded_client_is_limited_not_the_proxy() 
         };
         assert_eq!(status, expected, "registration {i}");
     }
-    app.stop().await;
+    app.shutdown().await;
 }
 
 /// One registration of `<local>@example.com` with `X-Forwarded-For:
@@ -218,7 +208,7 @@ async fn register_via(app: &TestApp, local: &str, forwarded: &str) -> StatusCode
     for _ in 0..100 {
         let status = app
             .http
-            .post(format!("{}/api/auth/register", app.base))
+            .post(app.url("/api/auth/register"))
             .header("x-forwarded-for", forwarded)
             .json(&json!({"email": format!("{local}@example.com"), "password": "password-123"}))
             .send()

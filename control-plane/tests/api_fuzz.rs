@@ -3,12 +3,10 @@
 //! arbitrary ids on every agent route, never produce a 5xx, always produce
 //! a JSON error for a 4xx, and never leave an agent behind when refused.
 
-mod api_support;
-
-use api_support::{agent_body, TestApp};
 use proptest::prelude::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
+use zcaas_test_support::{minimal_agent_body, TestApp};
 
 const FIELDS: &[&str] = &[
     "name",
@@ -109,10 +107,12 @@ fn run<S: Strategy>(
         .enable_all()
         .build()
         .unwrap();
-    let (app, token, agent_id) = rt.block_on(async {
+    let (mut app, token, agent_id) = rt.block_on(async {
         let app = TestApp::spawn().await;
-        let token = app.register("fuzz@example.com").await;
-        let agent = app.create_agent(&token, agent_body("Fuzz Target")).await;
+        let token = app.register_email("fuzz@example.com").await;
+        let agent = app
+            .create_pending_agent(&token, minimal_agent_body("Fuzz Target"))
+            .await;
         let id = agent["id"].as_str().unwrap().to_owned();
         (app, token, id)
     });
@@ -124,7 +124,7 @@ fn run<S: Strategy>(
     let mut runner = proptest::test_runner::TestRunner::new(config);
     let _guard = rt.enter();
     let result = runner.run(&strategy, |value| test(&app, &token, &agent_id, value));
-    rt.block_on(app.stop());
+    rt.block_on(app.shutdown());
     if let Err(e) = result {
         panic!("{e}");
     }
@@ -134,29 +134,16 @@ fn run<S: Strategy>(
 fn arbitrary_create_and_patch_bodies() {
     run(300, body(), |app, token, agent_id, b| {
         tokio::runtime::Handle::current().block_on(async {
-            let (status, resp) = app
-                .call(Method::POST, "/api/agents", Some(token), Some(b.clone()))
-                .await;
+            let (status, resp) = app.create_agent(token, b.clone()).await;
             check(status, &resp, &format!("POST {b}"))?;
             if status == StatusCode::ACCEPTED {
                 // A valid body by chance: clean it up.
                 let id = resp["id"].as_str().unwrap_or_default();
-                app.call(
-                    Method::DELETE,
-                    &format!("/api/agents/{id}"),
-                    Some(token),
-                    None,
-                )
-                .await;
+                app.delete_agent(token, id).await;
             }
-            let path = format!("/api/agents/{agent_id}");
-            let (status, resp) = app
-                .call(Method::PATCH, &path, Some(token), Some(b.clone()))
-                .await;
+            let (status, resp) = app.patch_agent(token, agent_id, b.clone()).await;
             check(status, &resp, &format!("PATCH {b}"))?;
-            let (_, list) = app
-                .call(Method::GET, "/api/agents", Some(token), None)
-                .await;
+            let (_, list) = app.list_agents(token).await;
             prop_assert_eq!(
                 list.as_array().map(Vec::len),
                 Some(1),

@@ -1,11 +1,9 @@
 //! Tenant isolation: user B gets 404 (never 403, never data) on every route
 //! of user A's agent, and cannot change it; an unknown id is the same 404.
 
-mod api_support;
-
-use api_support::{agent_body, assert_error, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use zcaas_test_support::{assert_error, minimal_agent_body, TestApp};
 
 /// Every per-agent route with a body that would be valid for its owner.
 fn routes(id: &str) -> Vec<(Method, String, Option<Value>)> {
@@ -31,12 +29,12 @@ fn routes(id: &str) -> Vec<(Method, String, Option<Value>)> {
 
 #[tokio::test]
 async fn other_users_agents_are_404_on_every_route() {
-    let app = TestApp::spawn().await;
-    let alice = app.register("alice@example.com").await;
-    let bob = app.register("bob@example.com").await;
-    let mut body = agent_body("Alice Agent");
+    let mut app = TestApp::spawn().await;
+    let alice = app.register_email("alice@example.com").await;
+    let bob = app.register_email("bob@example.com").await;
+    let mut body = minimal_agent_body("Alice Agent");
     body["apiKey"] = json!("sk-alice-0123456789abcdef");
-    let agent = app.create_agent(&alice, body).await;
+    let agent = app.create_pending_agent(&alice, body).await;
     let id = agent["id"].as_str().unwrap().to_owned();
 
     for (method, path, body) in routes(&id) {
@@ -58,29 +56,15 @@ async fn other_users_agents_are_404_on_every_route() {
     }
 
     // Bob's list is empty; Alice's agent is untouched and still hers.
-    let (_, list) = app.call(Method::GET, "/api/agents", Some(&bob), None).await;
+    let (_, list) = app.list_agents(&bob).await;
     assert_eq!(list, json!([]));
-    let (status, mine) = app
-        .call(
-            Method::GET,
-            &format!("/api/agents/{id}"),
-            Some(&alice),
-            None,
-        )
-        .await;
+    let (status, mine) = app.get_agent(&alice, &id).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(mine["name"], "Alice Agent");
     assert_eq!(mine["apiKey"], "sk-…cdef");
 
     // The owner's routes answer (state-dependent codes, never 404).
-    let (status, resp) = app
-        .call(
-            Method::GET,
-            &format!("/api/agents/{id}/logs"),
-            Some(&alice),
-            None,
-        )
-        .await;
+    let (status, resp) = app.logs(&alice, &id).await;
     assert_eq!(status, StatusCode::OK, "{resp}");
     assert!(resp["lines"].is_array());
 
@@ -99,23 +83,9 @@ async fn other_users_agents_are_404_on_every_route() {
     assert_eq!(row["ownerEmail"], "alice@example.com");
     assert!(!all.to_string().contains("sk-alice"));
 
-    let (status, _) = app
-        .call(
-            Method::DELETE,
-            &format!("/api/agents/{id}"),
-            Some(&alice),
-            None,
-        )
-        .await;
+    let (status, _) = app.delete_agent(&alice, &id).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, resp) = app
-        .call(
-            Method::GET,
-            &format!("/api/agents/{id}"),
-            Some(&alice),
-            None,
-        )
-        .await;
+    let (status, resp) = app.get_agent(&alice, &id).await;
     assert_error(status, &resp, StatusCode::NOT_FOUND, None);
-    app.stop().await;
+    app.shutdown().await;
 }

@@ -4,129 +4,13 @@
 //! their authentication (JWT or one-use ticket) and scoping rules, the
 //! per-user stream cap, `/metrics`, and the dashboard's headers.
 
-mod api_support;
-
 use std::time::Duration;
 
-use api_support::{agent_body, assert_error, TestApp};
-use futures::stream::BoxStream;
-use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use zcaas_test_support::{assert_error, minimal_agent_body, SseReader, TestApp};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// One server-sent event.
-#[derive(Debug, Clone, PartialEq)]
-struct Sse {
-    event: String,
-    id: Option<String>,
-    data: String,
-}
-
-/// Reads server-sent events off a response body.
-struct SseReader {
-    body: BoxStream<'static, reqwest::Result<axum::body::Bytes>>,
-    buf: String,
-}
-
-impl SseReader {
-    fn new(resp: reqwest::Response) -> Self {
-        SseReader {
-            body: resp.bytes_stream().boxed(),
-            buf: String::new(),
-        }
-    }
-
-    /// The next event (comments skipped); `None` when the stream ends.
-    /// Panics after `WAIT` without one.
-    async fn next(&mut self) -> Option<Sse> {
-        loop {
-            if let Some(end) = self.buf.find("\n\n") {
-                let block: String = self.buf.drain(..end + 2).collect();
-                let mut ev = Sse {
-                    event: "message".into(),
-                    id: None,
-                    data: String::new(),
-                };
-                let mut any = false;
-                for line in block.lines() {
-                    let (k, v) = line.split_once(':').unwrap_or((line, ""));
-                    let v = v.strip_prefix(' ').unwrap_or(v);
-                    match k {
-                        "event" => (ev.event, any) = (v.to_owned(), true),
-                        "id" => (ev.id, any) = (Some(v.to_owned()), true),
-                        "data" => (ev.data, any) = (v.to_owned(), true),
-                        _ => {}
-                    }
-                }
-                if any {
-                    return Some(ev);
-                }
-                continue;
-            }
-            match tokio::time::timeout(WAIT, self.body.next())
-                .await
-                .expect("an event in time")
-            {
-                Some(Ok(chunk)) => self.buf.push_str(&String::from_utf8_lossy(&chunk)),
-                Some(Err(_)) | None => return None,
-            }
-        }
-    }
-
-    /// The next `transition` event's JSON (other events skipped).
-    async fn transition(&mut self) -> Value {
-        loop {
-            let ev = self.next().await.expect("stream open");
-            if ev.event == "transition" {
-                let v: Value = serde_json::from_str(&ev.data).unwrap();
-                assert_eq!(
-                    ev.id.as_deref(),
-                    Some(v["id"].to_string().as_str()),
-                    "SSE id = row id"
-                );
-                return v;
-            }
-        }
-    }
-
-    /// Transitions until `n` were read.
-    async fn transitions(&mut self, n: usize) -> Vec<Value> {
-        let mut out = Vec::new();
-        while out.len() < n {
-            out.push(self.transition().await);
-        }
-        out
-    }
-}
-
-/// Opens `path` as an event stream with `token` and extra headers.
-async fn open(
-    app: &TestApp,
-    path: &str,
-    token: &str,
-    headers: &[(&str, &str)],
-) -> reqwest::Response {
-    let mut req = app
-        .http
-        .get(format!("{}{path}", app.base))
-        .bearer_auth(token);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    req.send().await.unwrap()
-}
-
-async fn sse(app: &TestApp, path: &str, token: &str, headers: &[(&str, &str)]) -> SseReader {
-    let resp = open(app, path, token, headers).await;
-    assert_eq!(resp.status(), StatusCode::OK, "{path}");
-    assert!(resp.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/event-stream"));
-    SseReader::new(resp)
-}
 
 /// Every `agent_events` id of `user_id`'s agents, ascending.
 async fn stored_ids(app: &TestApp, user_id: &str) -> Vec<i64> {
@@ -138,26 +22,13 @@ async fn stored_ids(app: &TestApp, user_id: &str) -> Vec<i64> {
 }
 
 async fn user_id(app: &TestApp, token: &str) -> String {
-    let (_, me) = app.call(Method::GET, "/api/me", Some(token), None).await;
+    let (_, me) = app.me(token).await;
     me["id"].as_str().unwrap().to_owned()
 }
 
 /// Waits until agent `id` is in ERROR (its deploy failed).
 async fn wait_error(app: &TestApp, token: &str, id: &str) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let (_, a) = app
-            .call(Method::GET, &format!("/api/agents/{id}"), Some(token), None)
-            .await;
-        if a["status"] == "ERROR" {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "agent {id} never reached ERROR: {a}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.wait_status(token, id, &["ERROR"], WAIT).await;
 }
 
 fn ids(events: &[Value]) -> Vec<i64> {
@@ -166,14 +37,18 @@ fn ids(events: &[Value]) -> Vec<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_and_live_join_without_gaps_or_duplicates() {
-    let app = TestApp::spawn().await;
-    let alice = app.register("alice@example.com").await;
+    let mut app = TestApp::spawn().await;
+    let alice = app.register_email("alice@example.com").await;
     let uid = user_id(&app, &alice).await;
-    let a = app.create_agent(&alice, agent_body("Alpha")).await["id"]
+    let a = app
+        .create_pending_agent(&alice, minimal_agent_body("Alpha"))
+        .await["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let b = app.create_agent(&alice, agent_body("Beta")).await["id"]
+    let b = app
+        .create_pending_agent(&alice, minimal_agent_body("Beta"))
+        .await["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -183,7 +58,7 @@ async fn history_and_live_join_without_gaps_or_duplicates() {
     assert!(before.len() >= 6, "{before:?}");
 
     // History first, in order, each with its fields.
-    let mut all = sse(&app, "/api/events?history=500", &alice, &[]).await;
+    let mut all = app.events("/api/events?history=500", &alice, &[]).await;
     let replayed = all.transitions(before.len()).await;
     assert_eq!(ids(&replayed), before);
     let first = &replayed[0];
@@ -197,18 +72,11 @@ async fn history_and_live_join_without_gaps_or_duplicates() {
     let mut racing = Vec::new();
     for round in 0..4 {
         for id in [&a, &b] {
-            let (s, body) = app
-                .call(
-                    Method::POST,
-                    &format!("/api/agents/{id}/retry"),
-                    Some(&alice),
-                    None,
-                )
-                .await;
+            let (s, body) = app.retry(&alice, id).await;
             assert_eq!(s, StatusCode::ACCEPTED, "{body}");
         }
         if round < 3 {
-            racing.push(sse(&app, "/api/events?history=500", &alice, &[]).await);
+            racing.push(app.events("/api/events?history=500", &alice, &[]).await);
         }
         wait_error(&app, &alice, &a).await;
         wait_error(&app, &alice, &b).await;
@@ -233,25 +101,23 @@ async fn history_and_live_join_without_gaps_or_duplicates() {
     // exactly what came after.
     let mid = after[after.len() / 2];
     let want: Vec<i64> = after.iter().copied().filter(|i| *i > mid).collect();
-    let mut resumed = sse(
-        &app,
-        "/api/events",
-        &alice,
-        &[("last-event-id", &mid.to_string())],
-    )
-    .await;
+    let mut resumed = app
+        .events(
+            "/api/events",
+            &alice,
+            &[("last-event-id", &mid.to_string())],
+        )
+        .await;
     assert_eq!(ids(&resumed.transitions(want.len()).await), want);
-    let mut resumed = sse(&app, &format!("/api/events?after={mid}"), &alice, &[]).await;
+    let mut resumed = app
+        .events(&format!("/api/events?after={mid}"), &alice, &[])
+        .await;
     assert_eq!(ids(&resumed.transitions(want.len()).await), want);
 
     // One agent's stream carries only that agent; history=N is the newest N.
-    let mut one = sse(
-        &app,
-        &format!("/api/agents/{a}/events?history=2"),
-        &alice,
-        &[],
-    )
-    .await;
+    let mut one = app
+        .events(&format!("/api/agents/{a}/events?history=2"), &alice, &[])
+        .await;
     let two = one.transitions(2).await;
     assert!(two.iter().all(|e| e["agentId"] == a.as_str()), "{two:?}");
     let a_ids: Vec<i64> =
@@ -261,16 +127,18 @@ async fn history_and_live_join_without_gaps_or_duplicates() {
             .await
             .unwrap();
     assert_eq!(ids(&two), a_ids[a_ids.len() - 2..]);
-    app.stop().await;
+    app.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_are_scoped_authenticated_and_capped() {
-    let app = TestApp::spawn().await;
-    let alice = app.register("alice@example.com").await;
-    let bob = app.register("bob@example.com").await;
+    let mut app = TestApp::spawn().await;
+    let alice = app.register_email("alice@example.com").await;
+    let bob = app.register_email("bob@example.com").await;
     let admin = app.admin("root@example.com").await;
-    let a = app.create_agent(&alice, agent_body("Alpha")).await["id"]
+    let a = app
+        .create_pending_agent(&alice, minimal_agent_body("Alpha"))
+        .await["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -293,20 +161,22 @@ async fn streams_are_scoped_authenticated_and_capped() {
     assert_error(s, &body, StatusCode::NOT_FOUND, None);
     let (s, body) = get("/api/events?history=501".into(), Some(alice.clone())).await;
     assert_error(s, &body, StatusCode::UNPROCESSABLE_ENTITY, Some("history"));
-    let resp = open(&app, "/api/events", &alice, &[("last-event-id", "abc")]).await;
+    let resp = app
+        .open_stream("/api/events", Some(&alice), &[("last-event-id", "abc")])
+        .await;
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 
     // The admin feed sees everyone's agents.
-    let mut feed = sse(&app, "/api/admin/events?history=10", &admin, &[]).await;
+    let mut feed = app
+        .events("/api/admin/events?history=10", &admin, &[])
+        .await;
     assert_eq!(feed.transition().await["agentId"], a.as_str());
 
     // Tickets: one use, SSE routes only, never the long-lived JWT in a URL.
     let ticket = |token: String| {
         let app = &app;
         async move {
-            let (s, body) = app
-                .call(Method::POST, "/api/auth/stream-ticket", Some(&token), None)
-                .await;
+            let (s, body) = app.stream_ticket(&token).await;
             assert_eq!(s, StatusCode::CREATED, "{body}");
             assert_eq!(body["expiresIn"], 60);
             body["ticket"].as_str().unwrap().to_owned()
@@ -318,12 +188,12 @@ async fn streams_are_scoped_authenticated_and_capped() {
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let t = ticket(alice.clone()).await;
     assert_eq!(t.len(), 43);
-    let url = format!("{}/api/agents/{a}/events?history=1&ticket={t}", app.base);
-    let first = app.http.get(&url).send().await.unwrap();
+    let by_url = format!("/api/agents/{a}/events?history=1&ticket={t}");
+    let first = app.open_stream(&by_url, None, &[]).await;
     assert_eq!(first.status(), StatusCode::OK);
     let mut by_ticket = SseReader::new(first);
     assert_eq!(by_ticket.transition().await["agentId"], a.as_str());
-    let again = app.http.get(&url).send().await.unwrap();
+    let again = app.open_stream(&by_url, None, &[]).await;
     assert_eq!(
         again.status(),
         StatusCode::UNAUTHORIZED,
@@ -331,11 +201,8 @@ async fn streams_are_scoped_authenticated_and_capped() {
     );
     let t = ticket(bob.clone()).await;
     let theirs = app
-        .http
-        .get(format!("{}/api/agents/{a}/events?ticket={t}", app.base))
-        .send()
-        .await
-        .unwrap();
+        .open_stream(&format!("/api/agents/{a}/events?ticket={t}"), None, &[])
+        .await;
     assert_eq!(
         theirs.status(),
         StatusCode::NOT_FOUND,
@@ -346,12 +213,7 @@ async fn streams_are_scoped_authenticated_and_capped() {
         format!("/api/agents?ticket={t}"),
         format!("/api/agents/{a}/logs?ticket={t}"),
     ] {
-        let r = app
-            .http
-            .get(format!("{}{path}", app.base))
-            .send()
-            .await
-            .unwrap();
+        let r = app.open_stream(&path, None, &[]).await;
         assert_eq!(
             r.status(),
             StatusCode::UNAUTHORIZED,
@@ -360,21 +222,14 @@ async fn streams_are_scoped_authenticated_and_capped() {
     }
     let t = ticket(alice.clone()).await;
     let r = app
-        .http
-        .get(format!("{}/api/admin/events?ticket={t}", app.base))
-        .send()
-        .await
-        .unwrap();
+        .open_stream(&format!("/api/admin/events?ticket={t}"), None, &[])
+        .await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
 
     // A log stream of an agent without a container ends at once, saying why.
-    let mut logs = sse(
-        &app,
-        &format!("/api/agents/{a}/logs?follow=true"),
-        &alice,
-        &[],
-    )
-    .await;
+    let mut logs = app
+        .events(&format!("/api/agents/{a}/logs?follow=true"), &alice, &[])
+        .await;
     let end = logs.next().await.unwrap();
     assert_eq!(
         (end.event.as_str(), end.data.as_str()),
@@ -386,17 +241,17 @@ async fn streams_are_scoped_authenticated_and_capped() {
     // a slot comes back when a stream is dropped.
     let mut held = Vec::new();
     for _ in 0..7 {
-        held.push(sse(&app, "/api/events", &alice, &[]).await);
+        held.push(app.events("/api/events", &alice, &[]).await);
     }
     let (s, body) = get("/api/events".into(), Some(alice.clone())).await;
     assert_error(s, &body, StatusCode::TOO_MANY_REQUESTS, None);
     assert_eq!(body["error"]["code"], "too_many_streams");
-    let resp = open(&app, "/api/events", &bob, &[]).await;
+    let resp = app.open_stream("/api/events", Some(&bob), &[]).await;
     assert_eq!(resp.status(), StatusCode::OK, "caps are per user");
     drop(held.pop());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let resp = open(&app, "/api/events", &alice, &[]).await;
+        let resp = app.open_stream("/api/events", Some(&alice), &[]).await;
         if resp.status() == StatusCode::OK {
             break;
         }
@@ -407,38 +262,28 @@ async fn streams_are_scoped_authenticated_and_capped() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop((held, by_ticket, feed));
-    app.stop().await;
+    app.shutdown().await;
 }
 
 #[tokio::test]
 async fn metrics_are_public_and_labelled_by_route_template() {
-    let app = TestApp::spawn().await;
-    let alice = app.register("alice@example.com").await;
-    let id = app.create_agent(&alice, agent_body("Counted")).await["id"]
+    let mut app = TestApp::spawn().await;
+    let alice = app.register_email("alice@example.com").await;
+    let id = app
+        .create_pending_agent(&alice, minimal_agent_body("Counted"))
+        .await["id"]
         .as_str()
         .unwrap()
         .to_owned();
     wait_error(&app, &alice, &id).await;
-    let (s, _) = app
-        .call(
-            Method::GET,
-            &format!("/api/agents/{id}"),
-            Some(&alice),
-            None,
-        )
-        .await;
+    let (s, _) = app.get_agent(&alice, &id).await;
     assert_eq!(s, StatusCode::OK);
     let (s, _) = app
         .call(Method::GET, "/no/such/path/1234", None, None)
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
-    let resp = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap();
+    let resp = app.http.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(resp.headers()["content-type"]
         .to_str()
@@ -465,24 +310,19 @@ async fn metrics_are_public_and_labelled_by_route_template() {
         !text.contains("/no/such/path"),
         "a raw path in a metric label"
     );
-    app.stop().await;
+    app.shutdown().await;
 }
 
 #[tokio::test]
 async fn the_dashboard_is_served_with_a_strict_policy() {
-    let app = TestApp::spawn().await;
+    let mut app = TestApp::spawn().await;
     for (path, ct) in [
         ("/", "text/html"),
         ("/static/app.css", "text/css"),
         ("/static/js/main.js", "text/javascript"),
         ("/static/favicon.svg", "image/svg+xml"),
     ] {
-        let res = app
-            .http
-            .get(format!("{}{path}", app.base))
-            .send()
-            .await
-            .unwrap();
+        let res = app.http.get(app.url(path)).send().await.unwrap();
         assert_eq!(res.status(), StatusCode::OK, "{path}");
         let h = res.headers().clone();
         assert!(
@@ -499,7 +339,7 @@ async fn the_dashboard_is_served_with_a_strict_policy() {
         assert_eq!(h["x-content-type-options"], "nosniff");
         let again = app
             .http
-            .get(format!("{}{path}", app.base))
+            .get(app.url(path))
             .header("if-none-match", h["etag"].clone())
             .send()
             .await
@@ -512,5 +352,5 @@ async fn the_dashboard_is_served_with_a_strict_policy() {
     }
     let (s, body) = app.call(Method::GET, "/static/nope.js", None, None).await;
     assert_error(s, &body, StatusCode::NOT_FOUND, None);
-    app.stop().await;
+    app.shutdown().await;
 }

@@ -9,17 +9,16 @@
 //! well before the reconciler's periodic resync would notice the missing
 //! container.
 
-mod api_support;
-
 use std::sync::{Arc, Mutex};
 
-use api_support::{assert_error, TestApp};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 use zcaas::db::agents::{self, NewAgent};
 use zcaas::secrets::SecretField;
+use zcaas_test_support::store::agent_row;
+use zcaas_test_support::{assert_error, TestApp};
 
 const TOKEN: &str = "zc_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
@@ -89,37 +88,24 @@ fn rand_u16() -> u16 {
 
 #[tokio::test]
 async fn message_and_health_are_proxied_with_the_hidden_token() {
-    let app = TestApp::spawn().await;
-    let owner = app.register("owner@example.com").await;
-    let other = app.register("other@example.com").await;
+    let mut app = TestApp::spawn().await;
+    let owner = app.register_email("owner@example.com").await;
+    let other = app.register_email("other@example.com").await;
     let seen = Arc::new(Mutex::new(Seen::default()));
     let port = stand_in(seen.clone()).await;
 
-    let (_, me) = app.call(Method::GET, "/api/me", Some(&owner), None).await;
+    let (_, me) = app.me(&owner).await;
     let state = app.state();
-    let id = uuid::Uuid::new_v4().to_string();
     let new = NewAgent {
-        id: id.clone(),
-        user_id: me["id"].as_str().unwrap().to_owned(),
         name: "Proxied".into(),
-        slug: format!("proxied-{}", &app.label[3..9]),
         agent_name: "Proxied".into(),
-        user_name: None,
-        timezone: "UTC".into(),
-        communication_style: None,
-        provider: "openai".into(),
-        provider_url: None,
-        model: "m".into(),
-        temperature: 0.7,
-        memory_backend: "sqlite".into(),
-        auto_save: true,
-        encrypted_api_key: None,
-        encrypted_channels: None,
         subdomain: "proxied.test.local".into(),
-        image: "img".into(),
-        memory_limit_mb: 256,
-        nano_cpus: 500_000_000,
+        ..agent_row(
+            me["id"].as_str().unwrap(),
+            &format!("proxied-{}", app.prefix),
+        )
     };
+    let id = new.id.clone();
     agents::insert_pending(&state.db, &new, None).await.unwrap();
     let token = state
         .secrets
@@ -139,7 +125,7 @@ async fn message_and_health_are_proxied_with_the_hidden_token() {
     // The owner's message reaches the agent with the decrypted token.
     let resp = app
         .http
-        .post(format!("{}{msg}", app.base))
+        .post(app.url(&msg))
         .bearer_auth(&owner)
         .header("x-idempotency-key", "req-1")
         .json(&json!({"message": "hello"}))
@@ -155,20 +141,13 @@ async fn message_and_health_are_proxied_with_the_hidden_token() {
         assert_eq!(s.keys, vec![Some("req-1".to_owned())]);
     }
     // The agent's own errors come back as they are.
-    let (status, body) = app
-        .call(
-            Method::POST,
-            &msg,
-            Some(&owner),
-            Some(json!({"message": "fail"})),
-        )
-        .await;
+    let (status, body) = app.message(&owner, &id, "fail").await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(body, json!({"error": "LLM request failed"}));
     // A bad idempotency key is refused before anything is sent.
     let resp = app
         .http
-        .post(format!("{}{msg}", app.base))
+        .post(app.url(&msg))
         .bearer_auth(&owner)
         .header("x-idempotency-key", "has space")
         .json(&json!({"message": "hello"}))
@@ -178,58 +157,23 @@ async fn message_and_health_are_proxied_with_the_hidden_token() {
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 
     // Health is proxied; the record never shows the token.
-    let (status, body) = app
-        .call(
-            Method::GET,
-            &format!("/api/agents/{id}/health"),
-            Some(&owner),
-            None,
-        )
-        .await;
+    let (status, body) = app.health(&owner, &id).await;
     assert_eq!(
         (status, body),
         (StatusCode::OK, json!({"status": "ok", "paired": true}))
     );
-    let (status, view) = app
-        .call(
-            Method::GET,
-            &format!("/api/agents/{id}"),
-            Some(&owner),
-            None,
-        )
-        .await;
+    let (status, view) = app.get_agent(&owner, &id).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(view["paired"], true);
     assert!(!view.to_string().contains(TOKEN) && !view.to_string().contains(&token));
     // No container: logs are empty, stats are a conflict.
-    let (status, logs) = app
-        .call(
-            Method::GET,
-            &format!("/api/agents/{id}/logs"),
-            Some(&owner),
-            None,
-        )
-        .await;
+    let (status, logs) = app.logs(&owner, &id).await;
     assert_eq!((status, logs), (StatusCode::OK, json!({"lines": []})));
-    let (status, body) = app
-        .call(
-            Method::GET,
-            &format!("/api/agents/{id}/stats"),
-            Some(&owner),
-            None,
-        )
-        .await;
+    let (status, body) = app.stats(&owner, &id).await;
     assert_error(status, &body, StatusCode::CONFLICT, None);
 
     // Another user reaches nothing, and the agent sees nothing from them.
-    let (status, body) = app
-        .call(
-            Method::POST,
-            &msg,
-            Some(&other),
-            Some(json!({"message": "hi"})),
-        )
-        .await;
+    let (status, body) = app.message(&other, &id, "hi").await;
     assert_error(status, &body, StatusCode::NOT_FOUND, None);
     assert_eq!(seen.lock().unwrap().auth.len(), 2);
 
@@ -245,26 +189,12 @@ async fn message_and_health_are_proxied_with_the_hidden_token() {
         .execute(&state.db)
         .await
         .unwrap();
-    let (status, body) = app
-        .call(
-            Method::POST,
-            &msg,
-            Some(&owner),
-            Some(json!({"message": "hello"})),
-        )
-        .await;
+    let (status, body) = app.message(&owner, &id, "hello").await;
     assert_error(status, &body, StatusCode::BAD_GATEWAY, None);
     assert_eq!(body["error"]["code"], "agent_unauthorized");
     assert!(!body.to_string().contains("zc_"));
 
-    let (status, _) = app
-        .call(
-            Method::DELETE,
-            &format!("/api/agents/{id}"),
-            Some(&owner),
-            None,
-        )
-        .await;
+    let (status, _) = app.delete_agent(&owner, &id).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    app.stop().await;
+    app.shutdown().await;
 }

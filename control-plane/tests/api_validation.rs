@@ -2,22 +2,20 @@
 //! wrong types, malformed and oversized bodies all answer a 4xx JSON error
 //! naming the field, and leave nothing created.
 
-mod api_support;
-
-use api_support::{agent_body, assert_error, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use zcaas_test_support::{assert_error, minimal_agent_body, TestApp};
 
 fn with(field: &str, value: Value) -> Value {
-    let mut b = agent_body("Valid Name");
+    let mut b = minimal_agent_body("Valid Name");
     b[field] = value;
     b
 }
 
 #[tokio::test]
 async fn create_refuses_every_bad_field() {
-    let app = TestApp::spawn().await;
-    let token = app.register("val@example.com").await;
+    let mut app = TestApp::spawn().await;
+    let token = app.register_email("val@example.com").await;
 
     let cases: Vec<(Value, &str)> = vec![
         (with("name", json!("")), "name"),
@@ -138,14 +136,7 @@ async fn create_refuses_every_bad_field() {
         (json!("string"), "body"),
     ];
     for (body, field) in cases {
-        let (status, resp) = app
-            .call(
-                Method::POST,
-                "/api/agents",
-                Some(&token),
-                Some(body.clone()),
-            )
-            .await;
+        let (status, resp) = app.create_agent(&token, body.clone()).await;
         assert!(status.is_client_error(), "{body} → {status} {resp}");
         assert_error(status, &resp, StatusCode::UNPROCESSABLE_ENTITY, Some(field));
     }
@@ -211,7 +202,7 @@ async fn create_refuses_every_bad_field() {
     );
     let resp = app
         .http
-        .post(format!("{}/api/agents", app.base))
+        .post(app.url("/api/agents"))
         .bearer_auth(&token)
         .header("content-type", "application/json")
         .body(reqwest::Body::wrap_stream(stream))
@@ -224,27 +215,30 @@ async fn create_refuses_every_bad_field() {
 
     // Unauthenticated creates are refused before the body is looked at.
     let (status, resp) = app
-        .call(Method::POST, "/api/agents", None, Some(agent_body("x")))
+        .call(
+            Method::POST,
+            "/api/agents",
+            None,
+            Some(minimal_agent_body("x")),
+        )
         .await;
     assert_error(status, &resp, StatusCode::UNAUTHORIZED, None);
 
     // Nothing was created by any of it.
-    let (status, list) = app
-        .call(Method::GET, "/api/agents", Some(&token), None)
-        .await;
+    let (status, list) = app.list_agents(&token).await;
     assert_eq!((status, list), (StatusCode::OK, json!([])));
     let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agents")
         .fetch_one(&app.state().db)
         .await
         .unwrap();
     assert_eq!(rows, 0);
-    app.stop().await;
+    app.shutdown().await;
 }
 
 #[tokio::test]
 async fn create_patch_quota_and_views() {
-    let app = TestApp::spawn().await;
-    let token = app.register("owner@example.com").await;
+    let mut app = TestApp::spawn().await;
+    let token = app.register_email("owner@example.com").await;
     let body = json!({
         "name": "My Helper",
         "provider": "openrouter",
@@ -254,7 +248,7 @@ async fn create_patch_quota_and_views() {
         "communicationStyle": "Warm.\nConcise. \"Quotes\" and [toml] = syntax",
         "timezone": "Europe/Paris"
     });
-    let agent = app.create_agent(&token, body).await;
+    let agent = app.create_pending_agent(&token, body).await;
     assert_eq!(agent["status"], "PENDING");
     assert_eq!(agent["slug"], "my-helper");
     assert_eq!(agent["agentName"], "My Helper");
@@ -287,17 +281,11 @@ async fn create_patch_quota_and_views() {
 
     // Same slug again: 409 naming the field.
     let (status, resp) = app
-        .call(
-            Method::POST,
-            "/api/agents",
-            Some(&token),
-            Some(agent_body("My Helper")),
-        )
+        .create_agent(&token, minimal_agent_body("My Helper"))
         .await;
     assert_error(status, &resp, StatusCode::CONFLICT, Some("slug"));
 
     // PATCH: bad values are refused naming the field; slug cannot change.
-    let path = format!("/api/agents/{id}");
     for (patch, field) in [
         (json!({"temperature": 3}), "temperature"),
         (json!({"slug": "other"}), "slug"),
@@ -309,21 +297,13 @@ async fn create_patch_quota_and_views() {
             "channels.slack.botToken",
         ),
     ] {
-        let (status, resp) = app
-            .call(Method::PATCH, &path, Some(&token), Some(patch.clone()))
-            .await;
+        let (status, resp) = app.patch_agent(&token, &id, patch.clone()).await;
         assert!(status.is_client_error(), "{patch} → {status} {resp}");
         assert_eq!(resp["error"]["field"], field, "{patch} → {resp}");
     }
     // A valid PATCH applies; null clears nullable fields.
-    let (status, resp) = app
-        .call(
-            Method::PATCH,
-            &path,
-            Some(&token),
-            Some(json!({"name": "Renamed", "userName": "Al", "apiKey": null, "autoSave": false})),
-        )
-        .await;
+    let patch = json!({"name": "Renamed", "userName": "Al", "apiKey": null, "autoSave": false});
+    let (status, resp) = app.patch_agent(&token, &id, patch).await;
     assert_eq!(status, StatusCode::OK, "{resp}");
     assert_eq!(
         (
@@ -337,82 +317,45 @@ async fn create_patch_quota_and_views() {
     assert_eq!(resp["slug"], "my-helper");
 
     // Quota: free plan allows 3.
-    app.create_agent(&token, agent_body("Second")).await;
-    app.create_agent(&token, agent_body("Third")).await;
-    let (status, resp) = app
-        .call(
-            Method::POST,
-            "/api/agents",
-            Some(&token),
-            Some(agent_body("Fourth")),
-        )
+    app.create_pending_agent(&token, minimal_agent_body("Second"))
         .await;
+    app.create_pending_agent(&token, minimal_agent_body("Third"))
+        .await;
+    let (status, resp) = app.create_agent(&token, minimal_agent_body("Fourth")).await;
     assert_error(status, &resp, StatusCode::FORBIDDEN, None);
     assert_eq!(resp["error"]["code"], "quota_exceeded");
 
     // Message validation happens on the owner's agent: empty and oversized.
+    let (status, resp) = app.message(&token, &id, "").await;
+    assert_error(
+        status,
+        &resp,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some("message"),
+    );
+    let (status, resp) = app.message(&token, &id, &"m".repeat(40_000)).await;
+    assert_error(
+        status,
+        &resp,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some("message"),
+    );
     let msg = format!("/api/agents/{id}/message");
-    let (status, resp) = app
-        .call(
-            Method::POST,
-            &msg,
-            Some(&token),
-            Some(json!({"message": ""})),
-        )
-        .await;
-    assert_error(
-        status,
-        &resp,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        Some("message"),
-    );
-    let (status, resp) = app
-        .call(
-            Method::POST,
-            &msg,
-            Some(&token),
-            Some(json!({"message": "m".repeat(40_000)})),
-        )
-        .await;
-    assert_error(
-        status,
-        &resp,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        Some("message"),
-    );
     let (status, resp) = app
         .call(Method::POST, &msg, Some(&token), Some(json!({"msg": "hi"})))
         .await;
     assert_error(status, &resp, StatusCode::UNPROCESSABLE_ENTITY, Some("msg"));
     // Not RUNNING (its deploy cannot succeed here): 409.
-    let (status, resp) = app
-        .call(
-            Method::POST,
-            &msg,
-            Some(&token),
-            Some(json!({"message": "hi"})),
-        )
-        .await;
+    let (status, resp) = app.message(&token, &id, "hi").await;
     assert_error(status, &resp, StatusCode::CONFLICT, None);
 
     // Everything deletes, and the quota frees up.
-    let (_, list) = app
-        .call(Method::GET, "/api/agents", Some(&token), None)
-        .await;
+    let (_, list) = app.list_agents(&token).await;
     for a in list.as_array().unwrap() {
-        let (status, resp) = app
-            .call(
-                Method::DELETE,
-                &format!("/api/agents/{}", a["id"].as_str().unwrap()),
-                Some(&token),
-                None,
-            )
-            .await;
+        let (status, resp) = app.delete_agent(&token, a["id"].as_str().unwrap()).await;
         assert_eq!(status, StatusCode::NO_CONTENT, "{resp}");
     }
-    let (_, list) = app
-        .call(Method::GET, "/api/agents", Some(&token), None)
-        .await;
+    let (_, list) = app.list_agents(&token).await;
     assert_eq!(list, json!([]));
-    app.stop().await;
+    app.shutdown().await;
 }

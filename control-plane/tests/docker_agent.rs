@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use zcaas::agent_files::{
     ChannelsConfig, ConfigFile, GatewayConfig, MemoryConfig, CONFIG_MODE, CONFIG_PATH, PERSONA_MODE,
 };
-use zcaas::docker::testing::{self, TestScope, STUB_IMAGE};
 use zcaas::docker::{FileEntry, DATA_DIR};
 use zcaas::gateway::{GatewayClient, GatewayError};
-
-const AGENT_IMAGE: &str = "zcaas/agent-runtime:docker-test";
+use zcaas_test_support::{
+    ensure_agent_image, ensure_stub_image, free_port, TestScope, AGENT_IMAGE, STUB_IMAGE,
+};
 
 fn files(provider: &str) -> Vec<FileEntry> {
     let config = ConfigFile {
@@ -74,31 +74,19 @@ async fn pair(client: &GatewayClient, base: &str, code: &str) -> String {
 
 #[tokio::test]
 async fn agent_runtime_pairs_answers_and_re_pairs_after_restart() {
-    let binary = testing::agent_runtime_binary().expect("agent-runtime binary");
-    let scope = TestScope::new().await.expect("docker");
+    let scope = TestScope::new().await;
     let docker = &scope.docker;
-    docker
-        .build_agent_image(AGENT_IMAGE, &binary)
-        .await
-        .expect("agent image builds");
-    testing::ensure_stub_image(docker)
-        .await
-        .expect("stub image");
-    let network = format!("{}-net", scope.prefix);
-    docker.ensure_network(&network).await.expect("network");
+    ensure_agent_image(docker).await;
+    ensure_stub_image(docker).await;
+    let network = scope.network().await;
 
     // The provider stand-in, reachable by name on the agents' network.
-    let stub = scope.spec(
-        "provider",
-        STUB_IMAGE,
-        &network,
-        testing::free_port().expect("port"),
-    );
+    let stub = scope.spec("provider", STUB_IMAGE, &network, free_port().expect("port"));
     let stub_id = docker.create_container(&stub).await.expect("create stub");
     docker.start(&stub_id).await.expect("start stub");
     let provider = format!("custom:http://{}:8080/v1", stub.name);
 
-    let port = testing::free_port().expect("port");
+    let port = free_port().expect("port");
     let spec = scope.spec("agent", AGENT_IMAGE, &network, port);
     let t0 = Instant::now();
     let id = docker.create_container(&spec).await.expect("create agent");

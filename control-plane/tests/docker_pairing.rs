@@ -7,20 +7,13 @@
 use chrono::{DateTime, Utc};
 use std::time::{Duration, Instant};
 use zcaas::docker::pairing::HEADER_RE;
-use zcaas::docker::testing::{self, TestScope, STUB_IMAGE};
 use zcaas::docker::{ContainerSpec, LogLine};
+use zcaas_test_support::{ensure_stub_image, free_port, TestScope, STUB_IMAGE};
 
 async fn started_stub(scope: &TestScope, suffix: &str, banner: bool) -> (ContainerSpec, String) {
-    testing::ensure_stub_image(&scope.docker)
-        .await
-        .expect("stub image");
-    let network = format!("{}-net", scope.prefix);
-    scope
-        .docker
-        .ensure_network(&network)
-        .await
-        .expect("network");
-    let port = testing::free_port().expect("port");
+    ensure_stub_image(&scope.docker).await;
+    let network = scope.network().await;
+    let port = free_port().expect("port");
     let mut spec = scope.spec(suffix, STUB_IMAGE, &network, port);
     spec.env = vec!["PORT=42617".into()];
     if banner {
@@ -54,7 +47,7 @@ async fn printed_codes(scope: &TestScope, id: &str) -> Vec<(DateTime<Utc>, Strin
 
 #[tokio::test]
 async fn each_start_yields_its_own_code_even_within_one_second() {
-    let scope = TestScope::new().await.expect("docker");
+    let scope = TestScope::new().await;
     let (_, id) = started_stub(&scope, "pair", true).await;
     let timeout = Duration::from_secs(10);
 
@@ -113,7 +106,7 @@ async fn each_start_yields_its_own_code_even_within_one_second() {
 
 #[tokio::test]
 async fn a_code_printed_before_since_is_not_returned() {
-    let scope = TestScope::new().await.expect("docker");
+    let scope = TestScope::new().await;
     let (_, id) = started_stub(&scope, "stale", true).await;
     let start = started_at(&scope, &id).await;
     let code = scope
@@ -134,7 +127,7 @@ async fn a_code_printed_before_since_is_not_returned() {
 
 #[tokio::test]
 async fn no_code_times_out_with_none() {
-    let scope = TestScope::new().await.expect("docker");
+    let scope = TestScope::new().await;
     let (_, id) = started_stub(&scope, "quiet", false).await;
     let start = started_at(&scope, &id).await;
     let began = Instant::now();
@@ -152,7 +145,7 @@ async fn no_code_times_out_with_none() {
 
 #[tokio::test]
 async fn a_container_that_stops_while_waiting_ends_the_wait_at_once() {
-    let scope = TestScope::new().await.expect("docker");
+    let scope = TestScope::new().await;
     let (_, id) = started_stub(&scope, "dies", false).await;
     let start = started_at(&scope, &id).await;
     let docker = scope.docker.clone();

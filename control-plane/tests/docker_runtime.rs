@@ -12,8 +12,8 @@ use futures::StreamExt;
 use std::io::Read;
 use std::process::Command;
 use std::time::Duration;
-use zcaas::docker::testing::{self, TestScope, STUB_IMAGE};
 use zcaas::docker::{spec, DockerError, FileEntry, DATA_DIR};
+use zcaas_test_support::{ensure_stub_image, free_port, TestScope, STUB_IMAGE};
 
 /// One entry of a downloaded archive.
 #[derive(Debug)]
@@ -86,12 +86,10 @@ async fn get(url: &str) -> Option<(u16, String)> {
 
 #[tokio::test]
 async fn container_lifecycle_with_injected_files() {
-    let scope = TestScope::new().await.expect("docker");
+    let scope = TestScope::new().await;
     let docker = &scope.docker;
     docker.ping().await.expect("ping");
-    testing::ensure_stub_image(docker)
-        .await
-        .expect("stub image");
+    ensure_stub_image(docker).await;
     assert!(docker.image_exists(STUB_IMAGE).await.expect("image"));
     assert!(!docker
         .image_exists("zcaas/no-such-image:never")
@@ -121,7 +119,7 @@ async fn container_lifecycle_with_injected_files() {
     assert_eq!(String::from_utf8_lossy(&listed.stdout).lines().count(), 1);
 
     // Create: not started, port and labels as specified.
-    let port = testing::free_port().expect("port");
+    let port = free_port().expect("port");
     let mut spec = scope.spec("life", STUB_IMAGE, &network, port);
     spec.env = vec!["PORT=42617".into()]; // the stub listens where an agent would
     let id = docker.create_container(&spec).await.expect("create");
@@ -182,12 +180,7 @@ async fn container_lifecycle_with_injected_files() {
         Err(DockerError::NameConflict(_))
     ));
     // The volume of another agent is refused too.
-    let mut thief = scope.spec(
-        "thief",
-        STUB_IMAGE,
-        &network,
-        testing::free_port().expect("port"),
-    );
+    let mut thief = scope.spec("thief", STUB_IMAGE, &network, free_port().expect("port"));
     thief.volume = spec.volume.clone();
     assert!(matches!(
         docker.create_container(&thief).await,
@@ -398,11 +391,9 @@ async fn container_lifecycle_with_injected_files() {
 
 #[tokio::test]
 async fn containers_that_are_not_ours_are_never_touched() {
-    let scope = TestScope::new().await.expect("docker");
+    let scope = TestScope::new().await;
     let docker = &scope.docker;
-    testing::ensure_stub_image(docker)
-        .await
-        .expect("stub image");
+    ensure_stub_image(docker).await;
     let name = format!("zeroclaw-{}-foreign", scope.prefix);
     let _guard = Foreign(name.clone());
     let out = Command::new("docker")
@@ -422,14 +413,8 @@ async fn containers_that_are_not_ours_are_never_touched() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let network = format!("{}-net", scope.prefix);
-    docker.ensure_network(&network).await.expect("network");
-    let mut spec = scope.spec(
-        "foreign",
-        STUB_IMAGE,
-        &network,
-        testing::free_port().expect("port"),
-    );
+    let network = scope.network().await;
+    let mut spec = scope.spec("foreign", STUB_IMAGE, &network, free_port().expect("port"));
     spec.name = name.clone();
     assert!(
         matches!(docker.create_container(&spec).await, Err(DockerError::NameConflict(n)) if n == name)
@@ -483,17 +468,12 @@ async fn containers_that_are_not_ours_are_never_touched() {
 }
 
 fn spec_with_name(scope: &TestScope, network: &str) -> zcaas::docker::ContainerSpec {
-    scope.spec(
-        "ours",
-        STUB_IMAGE,
-        network,
-        testing::free_port().expect("port"),
-    )
+    scope.spec("ours", STUB_IMAGE, network, free_port().expect("port"))
 }
 
 #[tokio::test]
 async fn a_failed_build_is_an_error_with_the_engine_message() {
-    let scope = TestScope::new().await.expect("docker");
+    let scope = TestScope::new().await;
     let tag = format!("zcaas/broken-{}:test", scope.prefix);
     let err = scope
         .docker
@@ -513,17 +493,10 @@ fn cleanup_runs_even_when_a_test_panics() {
     let joined = std::thread::spawn(move || {
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         runtime.block_on(async {
-            let scope = TestScope::new().await.expect("docker");
-            testing::ensure_stub_image(&scope.docker)
-                .await
-                .expect("stub image");
-            let network = format!("{}-net", scope.prefix);
-            scope
-                .docker
-                .ensure_network(&network)
-                .await
-                .expect("network");
-            let port = testing::free_port().expect("port");
+            let scope = TestScope::new().await;
+            ensure_stub_image(&scope.docker).await;
+            let network = scope.network().await;
+            let port = free_port().expect("port");
             let spec = scope.spec("doomed", STUB_IMAGE, &network, port);
             let id = scope.docker.create_container(&spec).await.expect("create");
             scope.docker.start(&id).await.expect("start");

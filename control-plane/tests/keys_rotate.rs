@@ -11,9 +11,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use zcaas::config::Config;
-use zcaas::db::{self, agents, users, Db};
-use zcaas::model::{Plan, Role};
+use zcaas::db::{agents, Db};
 use zcaas::secrets::{KeyringLock, SecretBox, SecretField};
+use zcaas_test_support::store::{agent_row, fresh_store, user_row, FreshStore};
 
 const ZCAAS: &str = env!("CARGO_BIN_EXE_zcaas");
 /// Bound on every wait of these tests.
@@ -37,23 +37,9 @@ struct Seeded {
 }
 
 async fn seed() -> Seeded {
-    let dir = tempfile::tempdir().unwrap();
-    let config = Config::with_data_dir(dir.path().join("data"));
-    zcaas::app::prepare_data_dir(&config.data_dir).unwrap();
-    let db = db::connect(&config.database_url).await.unwrap();
-    db::migrate(&db).await.unwrap();
+    let FreshStore { config, db, dir } = fresh_store().await;
     let keys = SecretBox::load_or_create(&config.master_key_path()).unwrap();
-    let user = users::create(
-        &db,
-        &users::NewUser {
-            email: "rotor@x.io",
-            password_hash: "x",
-            role: Role::User,
-            plan: Plan::Free,
-        },
-    )
-    .await
-    .unwrap();
+    let user_id = user_row(&db, "rotor@x.io").await;
     let mut plaintexts = Vec::new();
     for i in 0..AGENTS {
         let id = uuid::Uuid::new_v4().to_string();
@@ -64,26 +50,10 @@ async fn seed() -> Seeded {
         );
         let new = agents::NewAgent {
             id: id.clone(),
-            user_id: user.id.clone(),
-            name: format!("a{i}"),
-            slug: format!("a{i}"),
-            agent_name: "A".into(),
-            user_name: None,
-            timezone: "UTC".into(),
-            communication_style: None,
-            provider: "openai".into(),
-            provider_url: None,
-            model: "m".into(),
-            temperature: 0.7,
-            memory_backend: "sqlite".into(),
-            auto_save: true,
             encrypted_api_key: Some(keys.encrypt(&id, SecretField::ApiKey, &api_key).unwrap()),
             encrypted_channels: (i != 1)
                 .then(|| keys.encrypt(&id, SecretField::Channels, &channels).unwrap()),
-            subdomain: format!("a{i}.localhost"),
-            image: "img".into(),
-            memory_limit_mb: 256,
-            nano_cpus: 500_000_000,
+            ..agent_row(&user_id, &format!("a{i}"))
         };
         agents::insert_pending(&db, &new, None).await.unwrap();
         sqlx::query("UPDATE agents SET encrypted_token = ?1 WHERE id = ?2")

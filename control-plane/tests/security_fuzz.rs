@@ -14,17 +14,14 @@
 //! and Docker holds nothing for them (the harness's runtime image does not
 //! exist, so no deploy gets as far as a container).
 
-mod api_support;
-
-use std::process::Command;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use api_support::{agent_body, TestApp};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use zcaas_test_support::{labelled, minimal_agent_body, TestApp};
 
 /// Who sends a request.
 #[derive(Debug, Clone, Copy)]
@@ -258,7 +255,7 @@ async fn send(
 ) -> Result<(StatusCode, String), TestCaseError> {
     let mut req = fx
         .http
-        .request(method.clone(), format!("{}{path}", fx.app.base))
+        .request(method.clone(), fx.app.url(path))
         .timeout(Duration::from_secs(30));
     if let Some(t) = fx.token(caller) {
         req = req.bearer_auth(t);
@@ -326,31 +323,20 @@ fn count(fx: &Fixture, method: &Method, template: &str, status: StatusCode) {
     }
 }
 
-fn docker_objects(kind: &[&str], label: &str) -> Vec<String> {
-    let out = Command::new("docker")
-        .args(kind)
-        .args(["--filter", &format!("label=io.zcaas.test={label}")])
-        .output()
-        .expect("docker CLI");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
 async fn fixture() -> Fixture {
     let app = TestApp::spawn().await;
-    let owner = app.register("owner@example.com").await;
-    let other = app.register("tenant-b@example.com").await;
+    let owner = app.register_email("owner@example.com").await;
+    let other = app.register_email("tenant-b@example.com").await;
     let admin = app.admin("fuzz-admin@example.com").await;
-    let mut mine_body = agent_body("Owner Agent");
+    let mut mine_body = minimal_agent_body("Owner Agent");
     mine_body["apiKey"] = json!("sk-owner-0123456789abcdef");
-    let mine = app.create_agent(&owner, mine_body).await["id"]
+    let mine = app.create_pending_agent(&owner, mine_body).await["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let theirs = app.create_agent(&other, agent_body("Tenant B Agent")).await["id"]
+    let theirs = app
+        .create_pending_agent(&other, minimal_agent_body("Tenant B Agent"))
+        .await["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -410,11 +396,11 @@ async fn assert_nothing_half_made(fx: &Fixture) {
     // The bootstrap admin is not counted by the fixture.
     assert_eq!(users, fx.registered.load(Ordering::SeqCst) + 1, "accounts");
     assert!(
-        docker_objects(&["ps", "-aq"], &fx.app.label).is_empty(),
+        labelled(&["ps", "-aq"], &fx.app.prefix).is_empty(),
         "containers"
     );
     assert!(
-        docker_objects(&["volume", "ls", "-q"], &fx.app.label).is_empty(),
+        labelled(&["volume", "ls", "-q"], &fx.app.prefix).is_empty(),
         "volumes"
     );
 }
@@ -426,7 +412,7 @@ fn random_requests_on_every_route() {
         .enable_all()
         .build()
         .unwrap();
-    let fx = rt.block_on(fixture());
+    let mut fx = rt.block_on(fixture());
     let strategy = (
         method(),
         prop::sample::select(ROUTES.to_vec()),
@@ -451,7 +437,7 @@ fn random_requests_on_every_route() {
     });
     rt.block_on(assert_nothing_half_made(&fx));
     let sent = fx.sent.load(Ordering::SeqCst);
-    rt.block_on(fx.app.stop());
+    rt.block_on(fx.app.shutdown());
     if let Err(e) = result {
         panic!("{e}");
     }
@@ -465,7 +451,7 @@ fn malformed_paths_on_every_agent_route() {
         .enable_all()
         .build()
         .unwrap();
-    let fx = rt.block_on(fixture());
+    let mut fx = rt.block_on(fixture());
     let ids: Vec<String> = vec![
         "%00".into(),
         "%00%00%00".into(),
@@ -531,21 +517,13 @@ fn malformed_paths_on_every_agent_route() {
             }
         }
         // The owner's agent is untouched by all of it.
-        let (status, agent) = fx
-            .app
-            .call(
-                Method::GET,
-                &format!("/api/agents/{}", fx.mine),
-                Some(&fx.owner),
-                None,
-            )
-            .await;
+        let (status, agent) = fx.app.get_agent(&fx.owner, &fx.mine).await;
         prop_assert_eq!(status, StatusCode::OK);
         prop_assert_eq!(&agent["name"], "Owner Agent");
         Ok(())
     });
     rt.block_on(assert_nothing_half_made(&fx));
-    rt.block_on(fx.app.stop());
+    rt.block_on(fx.app.shutdown());
     if let Err(e) = result {
         panic!("{e}");
     }

@@ -5,13 +5,11 @@
 //! RS256 confusion), the role taken from the database and not from the
 //! token, and a deleted user's token refused on every agent route.
 
-mod api_support;
-
-use api_support::{agent_body, assert_error, TestApp};
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use zcaas_test_support::{assert_error, minimal_agent_body, TestApp};
 
 /// Just over the API's 64 KiB body limit.
 const OVERSIZED: usize = 64 * 1024 + 1;
@@ -58,7 +56,7 @@ async fn send(
 ) -> (StatusCode, Value) {
     let resp = app
         .http
-        .request(method, format!("{}{path}", app.base))
+        .request(method, app.url(path))
         .bearer_auth(token)
         .header("content-type", "application/json")
         .body(body)
@@ -80,9 +78,11 @@ fn chunked(bytes: Vec<u8>) -> reqwest::Body {
 
 #[tokio::test]
 async fn every_route_refuses_an_oversized_body_with_a_json_413() {
-    let app = TestApp::spawn().await;
+    let mut app = TestApp::spawn().await;
     let token = app.admin("limits@example.com").await;
-    let agent = app.create_agent(&token, agent_body("Limit Target")).await;
+    let agent = app
+        .create_pending_agent(&token, minimal_agent_body("Limit Target"))
+        .await;
     let id = agent["id"].as_str().unwrap().to_owned();
     // A JSON object of the oversized length: valid, so only its size is wrong.
     let big = {
@@ -137,14 +137,14 @@ async fn every_route_refuses_an_oversized_body_with_a_json_413() {
         .await
         .unwrap();
     assert_eq!((users, agents), (2, 1), "bootstrap admin + ours; one agent");
-    app.stop().await;
+    app.shutdown().await;
 }
 
 #[tokio::test]
 async fn login_limit_answers_429_with_retry_after_per_email() {
-    let app = TestApp::spawn().await;
-    app.register("victim@example.com").await;
-    app.register("other@example.com").await;
+    let mut app = TestApp::spawn().await;
+    app.register_email("victim@example.com").await;
+    app.register_email("other@example.com").await;
     let wrong = json!({"email": "victim@example.com", "password": "wrong-pass"});
     for _ in 0..zcaas::api::auth::MAX_FAILURES {
         let (status, _) = app
@@ -154,7 +154,7 @@ async fn login_limit_answers_429_with_retry_after_per_email() {
     }
     let resp = app
         .http
-        .post(format!("{}/api/auth/login", app.base))
+        .post(app.url("/api/auth/login"))
         .json(&json!({"email": "VICTIM@example.com ", "password": "password-123"}))
         .send()
         .await
@@ -178,7 +178,7 @@ async fn login_limit_answers_429_with_retry_after_per_email() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    app.stop().await;
+    app.shutdown().await;
 }
 
 fn sign(app: &TestApp, claims: &Value, alg: Algorithm) -> String {
@@ -213,11 +213,13 @@ fn sign_with_header(app: &TestApp, header: &Value, claims: &Value) -> String {
 
 #[tokio::test]
 async fn jwt_claims_algorithm_role_and_deleted_users() {
-    let app = TestApp::spawn().await;
-    let token = app.register("jwt@example.com").await;
-    let (_, me) = app.call(Method::GET, "/api/me", Some(&token), None).await;
+    let mut app = TestApp::spawn().await;
+    let token = app.register_email("jwt@example.com").await;
+    let (_, me) = app.me(&token).await;
     let user_id = me["id"].as_str().unwrap().to_owned();
-    let agent = app.create_agent(&token, agent_body("Jwt Agent")).await;
+    let agent = app
+        .create_pending_agent(&token, minimal_agent_body("Jwt Agent"))
+        .await;
     let id = agent["id"].as_str().unwrap().to_owned();
     let now = chrono::Utc::now().timestamp();
     let good = json!({"sub": user_id, "exp": now + 600, "iat": now, "iss": "zcaas", "aud": "zcaas-api", "role": "user"});
@@ -233,12 +235,10 @@ async fn jwt_claims_algorithm_role_and_deleted_users() {
     };
     // The harness signs correctly: this one is accepted.
     let ok = sign(&app, &good, Algorithm::HS256);
-    let (status, _) = app.call(Method::GET, "/api/me", Some(&ok), None).await;
+    let (status, _) = app.me(&ok).await;
     assert_eq!(status, StatusCode::OK);
     let same_header = sign_with_header(&app, &json!({"alg": "HS256", "typ": "JWT"}), &good);
-    let (status, _) = app
-        .call(Method::GET, "/api/me", Some(&same_header), None)
-        .await;
+    let (status, _) = app.me(&same_header).await;
     assert_eq!(status, StatusCode::OK, "hand-made tokens are well formed");
 
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -284,7 +284,7 @@ async fn jwt_claims_algorithm_role_and_deleted_users() {
     ] {
         let resp = app
             .http
-            .get(format!("{}/api/me", app.base))
+            .get(app.url("/api/me"))
             .header("authorization", header.clone())
             .send()
             .await
@@ -293,7 +293,7 @@ async fn jwt_claims_algorithm_role_and_deleted_users() {
     }
     let resp = app
         .http
-        .get(format!("{}/api/me?token={ok}&access_token={ok}", app.base))
+        .get(app.url(&format!("/api/me?token={ok}&access_token={ok}")))
         .send()
         .await
         .unwrap();
@@ -305,9 +305,7 @@ async fn jwt_claims_algorithm_role_and_deleted_users() {
         .call(Method::GET, "/api/admin/agents", Some(&forged_admin), None)
         .await;
     assert_error(status, &body, StatusCode::FORBIDDEN, None);
-    let (_, me) = app
-        .call(Method::GET, "/api/me", Some(&forged_admin), None)
-        .await;
+    let (_, me) = app.me(&forged_admin).await;
     assert_eq!(me["role"], "user");
 
     // Deleted: every route refuses the still-unexpired token with 401.
@@ -326,14 +324,7 @@ async fn jwt_claims_algorithm_role_and_deleted_users() {
         let (status, body) = app.call(method, &path, Some(&token), None).await;
         assert_error(status, &body, StatusCode::UNAUTHORIZED, None);
     }
-    let (status, body) = app
-        .call(
-            Method::POST,
-            "/api/agents",
-            Some(&token),
-            Some(agent_body("Ghost")),
-        )
-        .await;
+    let (status, body) = app.create_agent(&token, minimal_agent_body("Ghost")).await;
     assert_error(status, &body, StatusCode::UNAUTHORIZED, None);
-    app.stop().await;
+    app.shutdown().await;
 }

@@ -5,33 +5,12 @@
 //! `RUST_LOG`, in both output formats. The end-to-end proof that nothing secret
 //! is logged, with this filter at TRACE, is `tests/tests/security.rs`.
 
-use std::sync::{Arc, Mutex};
-
 use zcaas::cli::log_subscriber;
-
-#[derive(Clone, Default)]
-struct Buf(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Buf {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Buf {
-    type Writer = Buf;
-    fn make_writer(&'a self) -> Buf {
-        self.clone()
-    }
-}
+use zcaas_test_support::LogBuffer;
 
 /// What the service's subscriber for `spec` prints of a few events.
 fn printed(spec: Option<&str>) -> String {
-    let buf = Buf::default();
+    let buf = LogBuffer::default();
     let mut text = String::new();
     for json in [false, true] {
         text.push_str(&printed_as(spec, json, &buf));
@@ -39,8 +18,8 @@ fn printed(spec: Option<&str>) -> String {
     text
 }
 
-fn printed_as(spec: Option<&str>, json: bool, buf: &Buf) -> String {
-    buf.0.lock().unwrap().clear();
+fn printed_as(spec: Option<&str>, json: bool, buf: &LogBuffer) -> String {
+    buf.clear();
     let subscriber = log_subscriber(spec, json, buf.clone());
     tracing::subscriber::with_default(subscriber, || {
         tracing::trace!(target: "bollard::docker", "request body: api_key = sk-secret");
@@ -50,8 +29,7 @@ fn printed_as(spec: Option<&str>, json: bool, buf: &Buf) -> String {
         tracing::trace!(target: "zcaas::reconciler", "zcaas-trace-line");
         tracing::info!(target: "zcaas::app", "zcaas-info-line");
     });
-    let bytes = buf.0.lock().unwrap().clone();
-    String::from_utf8(bytes).unwrap()
+    buf.text()
 }
 
 #[test]

@@ -5,13 +5,9 @@
 //! accepted with a derived slug that is a safe DNS label. Nothing refused
 //! reaches the store or Docker.
 
-mod api_support;
-
-use std::process::Command;
-
-use api_support::{assert_error, TestApp};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
+use zcaas_test_support::{assert_error, labelled, TestApp};
 
 /// DESIGN.md §2's slug rule, restated here rather than imported, so the test
 /// checks the service against the specification and not against itself.
@@ -87,24 +83,10 @@ fn hostile() -> Vec<String> {
     v
 }
 
-fn docker_objects(kind: &[&str], label: &str) -> Vec<String> {
-    let out = Command::new("docker")
-        .args(kind)
-        .args(["--filter", &format!("label=io.zcaas.test={label}")])
-        .output()
-        .expect("docker CLI");
-    assert!(out.status.success(), "{:?}", out);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
 #[tokio::test]
 async fn hostile_slugs_are_refused_naming_the_slug() {
-    let app = TestApp::spawn().await;
-    let token = app.register("slugs@example.com").await;
+    let mut app = TestApp::spawn().await;
+    let token = app.register_email("slugs@example.com").await;
     let mut values = hostile();
     values.extend(
         zcaas::validation::RESERVED_SLUGS
@@ -113,12 +95,7 @@ async fn hostile_slugs_are_refused_naming_the_slug() {
     );
     for slug in &values {
         let (status, resp) = app
-            .call(
-                Method::POST,
-                "/api/agents",
-                Some(&token),
-                Some(body("Valid Name", Some(slug))),
-            )
+            .create_agent(&token, body("Valid Name", Some(slug)))
             .await;
         assert_error(
             status,
@@ -135,7 +112,7 @@ async fn hostile_slugs_are_refused_naming_the_slug() {
     }
     // A valid one goes through, so the refusals above are the rule's doing.
     let ok = app
-        .create_agent(&token, body("Valid Name", Some("valid-name-1")))
+        .create_pending_agent(&token, body("Valid Name", Some("valid-name-1")))
         .await;
     assert_eq!(ok["slug"], "valid-name-1");
 
@@ -144,8 +121,8 @@ async fn hostile_slugs_are_refused_naming_the_slug() {
         .await
         .unwrap();
     assert_eq!(rows, vec!["valid-name-1".to_owned()]);
-    assert!(docker_objects(&["ps", "-aq"], &app.label).is_empty());
-    app.stop().await;
+    assert!(labelled(&["ps", "-aq"], &app.prefix).is_empty());
+    app.shutdown().await;
 }
 
 /// What a hostile display name must lead to.
@@ -160,8 +137,8 @@ enum Expect {
 #[tokio::test]
 async fn hostile_names_are_refused_or_derive_a_safe_slug() {
     // No quota in the way of the accepted ones.
-    let app = TestApp::spawn_with(|c| c.free.max_agents = None).await;
-    let token = app.register("names@example.com").await;
+    let mut app = TestApp::spawn_with(|c| c.free.max_agents = None).await;
+    let token = app.register_email("names@example.com").await;
     let long64 = "b".repeat(64);
     let cases: Vec<(&str, Expect)> = vec![
         ("x`y", Expect::Slug("x-y".into())),
@@ -206,14 +183,7 @@ async fn hostile_names_are_refused_or_derive_a_safe_slug() {
 
     let mut accepted = Vec::new();
     for (name, expect) in &cases {
-        let (status, resp) = app
-            .call(
-                Method::POST,
-                "/api/agents",
-                Some(&token),
-                Some(body(name, None)),
-            )
-            .await;
+        let (status, resp) = app.create_agent(&token, body(name, None)).await;
         match expect {
             Expect::Refused(field) => {
                 assert_error(status, &resp, StatusCode::UNPROCESSABLE_ENTITY, Some(field));
@@ -241,9 +211,9 @@ async fn hostile_names_are_refused_or_derive_a_safe_slug() {
     assert!(rows.iter().all(|s| is_dns_label(s)));
     // Nothing refused reached Docker; and (the runtime image of this harness
     // does not exist) nothing accepted created a container or volume either.
-    assert!(docker_objects(&["ps", "-aq"], &app.label).is_empty());
-    assert!(docker_objects(&["volume", "ls", "-q"], &app.label).is_empty());
-    app.stop().await;
+    assert!(labelled(&["ps", "-aq"], &app.prefix).is_empty());
+    assert!(labelled(&["volume", "ls", "-q"], &app.prefix).is_empty());
+    app.shutdown().await;
 }
 
 #[test]

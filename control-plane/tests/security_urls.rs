@@ -6,14 +6,12 @@
 //! setting `allow_private_provider_urls` is on. Checked on the rule itself and
 //! through the API (`providerUrl` and `custom:<url>`, on create and PATCH).
 
-mod api_support;
-
 use std::net::ToSocketAddrs;
 
-use api_support::{assert_error, TestApp};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::json;
 use zcaas::validation::{base_url, is_internal};
+use zcaas_test_support::{assert_error, TestApp};
 
 /// Internal addresses in every spelling the WHATWG URL parser turns into one.
 const INTERNAL: &[&str] = &[
@@ -160,16 +158,16 @@ async fn names_that_resolve_to_internal_addresses_are_refused() {
 
 #[tokio::test]
 async fn the_api_refuses_internal_provider_urls_on_create_and_patch() {
-    let app = TestApp::spawn().await;
+    let mut app = TestApp::spawn().await;
     assert!(!app.state().config.allow_private_provider_urls);
-    let token = app.register("urls@example.com").await;
+    let token = app.register_email("urls@example.com").await;
     let agent = app
-        .create_agent(
+        .create_pending_agent(
             &token,
             json!({"name": "Url Target", "provider": "openai", "model": "m"}),
         )
         .await;
-    let path = format!("/api/agents/{}", agent["id"].as_str().unwrap());
+    let id = agent["id"].as_str().unwrap();
     let host = own_hostname();
     let hostname_url = format!("http://{host}:8080/v1");
     let mut urls: Vec<&str> = vec![
@@ -188,9 +186,7 @@ async fn the_api_refuses_internal_provider_urls_on_create_and_patch() {
     for url in urls {
         let mut create = json!({"name": "Url Agent", "provider": "openai", "model": "m"});
         create["providerUrl"] = json!(url);
-        let (status, resp) = app
-            .call(Method::POST, "/api/agents", Some(&token), Some(create))
-            .await;
+        let (status, resp) = app.create_agent(&token, create).await;
         assert_error(
             status,
             &resp,
@@ -199,9 +195,7 @@ async fn the_api_refuses_internal_provider_urls_on_create_and_patch() {
         );
         let custom =
             json!({"name": "Url Agent", "provider": format!("custom:{url}"), "model": "m"});
-        let (status, resp) = app
-            .call(Method::POST, "/api/agents", Some(&token), Some(custom))
-            .await;
+        let (status, resp) = app.create_agent(&token, custom).await;
         assert_error(
             status,
             &resp,
@@ -209,12 +203,7 @@ async fn the_api_refuses_internal_provider_urls_on_create_and_patch() {
             Some("provider"),
         );
         let (status, resp) = app
-            .call(
-                Method::PATCH,
-                &path,
-                Some(&token),
-                Some(json!({"providerUrl": url})),
-            )
+            .patch_agent(&token, id, json!({"providerUrl": url}))
             .await;
         assert_error(
             status,
@@ -223,12 +212,7 @@ async fn the_api_refuses_internal_provider_urls_on_create_and_patch() {
             Some("providerUrl"),
         );
         let (status, resp) = app
-            .call(
-                Method::PATCH,
-                &path,
-                Some(&token),
-                Some(json!({"provider": format!("custom:{url}")})),
-            )
+            .patch_agent(&token, id, json!({"provider": format!("custom:{url}")}))
             .await;
         assert_error(
             status,
@@ -238,43 +222,34 @@ async fn the_api_refuses_internal_provider_urls_on_create_and_patch() {
         );
     }
     // Nothing was created or changed by the refusals.
-    let (_, list) = app
-        .call(Method::GET, "/api/agents", Some(&token), None)
-        .await;
+    let (_, list) = app.list_agents(&token).await;
     assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
     assert_eq!(list[0]["provider"], "openai");
     assert_eq!(list[0]["providerUrl"], serde_json::Value::Null);
     // A public address is accepted (the refusals are about the host).
     let (status, resp) = app
-        .call(
-            Method::PATCH,
-            &path,
-            Some(&token),
-            Some(json!({"providerUrl": "https://1.1.1.1/v1"})),
-        )
+        .patch_agent(&token, id, json!({"providerUrl": "https://1.1.1.1/v1"}))
         .await;
     assert_eq!(status, StatusCode::OK, "{resp}");
     assert_eq!(resp["providerUrl"], "https://1.1.1.1/v1");
-    app.stop().await;
+    app.shutdown().await;
 }
 
 #[tokio::test]
 async fn the_operator_setting_allows_private_hosts_but_not_other_schemes() {
-    let app = TestApp::spawn_with(|c| c.allow_private_provider_urls = true).await;
-    let token = app.register("private@example.com").await;
+    let mut app = TestApp::spawn_with(|c| c.allow_private_provider_urls = true).await;
+    let token = app.register_email("private@example.com").await;
     let mut create = json!({"name": "Local Llm", "provider": "ollama", "model": "llama3"});
     create["providerUrl"] = json!("http://127.0.0.1:11434");
-    let agent = app.create_agent(&token, create).await;
+    let agent = app.create_pending_agent(&token, create).await;
     assert_eq!(agent["providerUrl"], "http://127.0.0.1:11434");
     let custom =
         json!({"name": "Stub", "provider": "custom:http://10.1.2.3:8080/v1", "model": "m"});
-    app.create_agent(&token, custom).await;
+    app.create_pending_agent(&token, custom).await;
     for url in ["file:///etc/passwd", "unix:///var/run/docker.sock"] {
         let mut bad = json!({"name": "Bad Scheme", "provider": "openai", "model": "m"});
         bad["providerUrl"] = json!(url);
-        let (status, resp) = app
-            .call(Method::POST, "/api/agents", Some(&token), Some(bad))
-            .await;
+        let (status, resp) = app.create_agent(&token, bad).await;
         assert_error(
             status,
             &resp,
@@ -282,5 +257,5 @@ async fn the_operator_setting_allows_private_hosts_but_not_other_schemes() {
             Some("providerUrl"),
         );
     }
-    app.stop().await;
+    app.shutdown().await;
 }

@@ -8,6 +8,7 @@ use zcaas::db::{self, agents, users, Db};
 use zcaas::model::{Plan, Role};
 use zcaas::secrets::SecretField;
 use zcaas::status::{DesiredState, Status};
+use zcaas_test_support::store::{agent_row, user_row};
 
 async fn fresh() -> (tempfile::TempDir, Db) {
     let dir = tempfile::tempdir().unwrap();
@@ -17,45 +18,10 @@ async fn fresh() -> (tempfile::TempDir, Db) {
     (dir, db)
 }
 
-async fn user(db: &Db, email: &str) -> String {
-    let new = users::NewUser {
-        email,
-        password_hash: "x",
-        role: Role::User,
-        plan: Plan::Free,
-    };
-    users::create(db, &new).await.unwrap().id
-}
-
-fn new_agent(user_id: &str, slug: &str) -> agents::NewAgent {
-    agents::NewAgent {
-        id: uuid::Uuid::new_v4().to_string(),
-        user_id: user_id.into(),
-        name: slug.into(),
-        slug: slug.into(),
-        agent_name: slug.into(),
-        user_name: None,
-        timezone: "UTC".into(),
-        communication_style: None,
-        provider: "openai".into(),
-        provider_url: None,
-        model: "gpt-4o-mini".into(),
-        temperature: 0.7,
-        memory_backend: "sqlite".into(),
-        auto_save: true,
-        encrypted_api_key: None,
-        encrypted_channels: None,
-        subdomain: format!("{slug}.localhost"),
-        image: "img".into(),
-        memory_limit_mb: 256,
-        nano_cpus: 500_000_000,
-    }
-}
-
 #[tokio::test]
 async fn users_are_unique_by_email() {
     let (_d, db) = fresh().await;
-    let id = user(&db, "a@x.io").await;
+    let id = user_row(&db, "a@x.io").await;
     let dup = users::NewUser {
         email: "a@x.io",
         password_hash: "y",
@@ -95,8 +61,8 @@ async fn users_are_unique_by_email() {
 #[tokio::test]
 async fn insert_writes_pending_row_and_creation_event() {
     let (_d, db) = fresh().await;
-    let u = user(&db, "a@x.io").await;
-    let (agent, event) = agents::insert_pending(&db, &new_agent(&u, "alpha"), Some(3))
+    let u = user_row(&db, "a@x.io").await;
+    let (agent, event) = agents::insert_pending(&db, &agent_row(&u, "alpha"), Some(3))
         .await
         .unwrap();
     assert_eq!(agent.status, Status::Pending);
@@ -119,12 +85,12 @@ async fn insert_writes_pending_row_and_creation_event() {
 #[tokio::test]
 async fn slug_is_unique_across_users() {
     let (_d, db) = fresh().await;
-    let a = user(&db, "a@x.io").await;
-    let b = user(&db, "b@x.io").await;
-    agents::insert_pending(&db, &new_agent(&a, "same"), None)
+    let a = user_row(&db, "a@x.io").await;
+    let b = user_row(&db, "b@x.io").await;
+    agents::insert_pending(&db, &agent_row(&a, "same"), None)
         .await
         .unwrap();
-    let err = agents::insert_pending(&db, &new_agent(&b, "same"), None)
+    let err = agents::insert_pending(&db, &agent_row(&b, "same"), None)
         .await
         .unwrap_err();
     assert!(matches!(err, agents::InsertError::SlugTaken), "{err:?}");
@@ -139,12 +105,12 @@ async fn slug_is_unique_across_users() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn quota_holds_under_concurrent_creates() {
     let (_d, db) = fresh().await;
-    let u = Arc::new(user(&db, "a@x.io").await);
+    let u = Arc::new(user_row(&db, "a@x.io").await);
     let tasks: Vec<_> = (0..24)
         .map(|i| {
             let (db, u) = (db.clone(), u.clone());
             tokio::spawn(async move {
-                agents::insert_pending(&db, &new_agent(&u, &format!("agent-{i}")), Some(3)).await
+                agents::insert_pending(&db, &agent_row(&u, &format!("agent-{i}")), Some(3)).await
             })
         })
         .collect();
@@ -164,9 +130,9 @@ async fn quota_holds_under_concurrent_creates() {
         .unwrap();
     assert_eq!(events, 3);
     // Unlimited plans are unlimited; another user's quota is their own.
-    let other = user(&db, "b@x.io").await;
+    let other = user_row(&db, "b@x.io").await;
     for i in 0..5 {
-        agents::insert_pending(&db, &new_agent(&other, &format!("b-{i}")), None)
+        agents::insert_pending(&db, &agent_row(&other, &format!("b-{i}")), None)
             .await
             .unwrap();
     }
@@ -175,11 +141,11 @@ async fn quota_holds_under_concurrent_creates() {
 #[tokio::test]
 async fn agents_being_deleted_leave_views_and_quota() {
     let (_d, db) = fresh().await;
-    let u = user(&db, "a@x.io").await;
-    let (a, _) = agents::insert_pending(&db, &new_agent(&u, "one"), Some(1))
+    let u = user_row(&db, "a@x.io").await;
+    let (a, _) = agents::insert_pending(&db, &agent_row(&u, "one"), Some(1))
         .await
         .unwrap();
-    assert!(agents::insert_pending(&db, &new_agent(&u, "two"), Some(1))
+    assert!(agents::insert_pending(&db, &agent_row(&u, "two"), Some(1))
         .await
         .is_err());
     db::lifecycle::set_desired(&db, &a.id, DesiredState::Deleted)
@@ -190,7 +156,7 @@ async fn agents_being_deleted_leave_views_and_quota() {
         .unwrap()
         .is_none());
     assert!(agents::list_for_user(&db, &u).await.unwrap().is_empty());
-    agents::insert_pending(&db, &new_agent(&u, "two"), Some(1))
+    agents::insert_pending(&db, &agent_row(&u, "two"), Some(1))
         .await
         .unwrap();
     assert_eq!(agents::list_all_with_owner(&db).await.unwrap().len(), 2);
@@ -199,9 +165,9 @@ async fn agents_being_deleted_leave_views_and_quota() {
 #[tokio::test]
 async fn reads_and_updates_are_owner_scoped() {
     let (_d, db) = fresh().await;
-    let a = user(&db, "a@x.io").await;
-    let b = user(&db, "b@x.io").await;
-    let (agent, _) = agents::insert_pending(&db, &new_agent(&a, "mine"), None)
+    let a = user_row(&db, "a@x.io").await;
+    let b = user_row(&db, "b@x.io").await;
+    let (agent, _) = agents::insert_pending(&db, &agent_row(&a, "mine"), None)
         .await
         .unwrap();
     assert!(agents::get_for_user(&db, &a, &agent.id)
@@ -264,8 +230,8 @@ async fn reads_and_updates_are_owner_scoped() {
 #[tokio::test]
 async fn secret_replacement_is_conditional() {
     let (_d, db) = fresh().await;
-    let u = user(&db, "a@x.io").await;
-    let mut n = new_agent(&u, "sec");
+    let u = user_row(&db, "a@x.io").await;
+    let mut n = agent_row(&u, "sec");
     n.encrypted_api_key = Some("v1:k1:old".into());
     let (agent, _) = agents::insert_pending(&db, &n, None).await.unwrap();
     assert!(!agents::replace_secret(

@@ -3,46 +3,26 @@
 //! old key stays in the keyring; a server holding the old keyring still
 //! reads the new ciphertexts.
 
-use zcaas::config::Config;
-use zcaas::db::{self, agents, users};
-use zcaas::model::{Plan, Role};
+use zcaas::db::agents;
 use zcaas::secrets::{SecretBox, SecretField};
+use zcaas_test_support::store::{agent_row, fresh_store, user_row, FreshStore};
 
 #[tokio::test]
 async fn rotation_reencrypts_every_secret() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = Config::with_data_dir(dir.path().join("data"));
-    zcaas::app::prepare_data_dir(&config.data_dir).unwrap();
-    let db = db::connect(&config.database_url).await.unwrap();
-    db::migrate(&db).await.unwrap();
+    let FreshStore {
+        config,
+        db,
+        dir: _dir,
+    } = fresh_store().await;
     let server_box = SecretBox::load_or_create(&config.master_key_path()).unwrap();
     let old_key = server_box.current_key_id();
 
-    let new_user = users::NewUser {
-        email: "a@x.io",
-        password_hash: "x",
-        role: Role::User,
-        plan: Plan::Free,
-    };
-    let user = users::create(&db, &new_user).await.unwrap();
+    let user_id = user_row(&db, "a@x.io").await;
     let mut ids = Vec::new();
     for i in 0..3 {
         let id = uuid::Uuid::new_v4().to_string();
         let new = agents::NewAgent {
             id: id.clone(),
-            user_id: user.id.clone(),
-            name: format!("a{i}"),
-            slug: format!("a{i}"),
-            agent_name: "A".into(),
-            user_name: None,
-            timezone: "UTC".into(),
-            communication_style: None,
-            provider: "openai".into(),
-            provider_url: None,
-            model: "m".into(),
-            temperature: 0.7,
-            memory_backend: "sqlite".into(),
-            auto_save: true,
             encrypted_api_key: Some(
                 server_box
                     .encrypt(&id, SecretField::ApiKey, &format!("sk-{i}"))
@@ -53,10 +33,7 @@ async fn rotation_reencrypts_every_secret() {
                     .encrypt(&id, SecretField::Channels, "{}")
                     .unwrap()
             }),
-            subdomain: format!("a{i}.localhost"),
-            image: "img".into(),
-            memory_limit_mb: 256,
-            nano_cpus: 500_000_000,
+            ..agent_row(&user_id, &format!("a{i}"))
         };
         agents::insert_pending(&db, &new, None).await.unwrap();
         let token = server_box

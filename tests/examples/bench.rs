@@ -11,30 +11,15 @@
 //! once), `repair` (docker restart → new token stored, 10 runs), `reconcile`
 //! (a full reconcile pass over 200 running agents).
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use reqwest::Method;
 use serde_json::Value;
 use zcaas::docker::{ContainerSpec, DockerRuntime};
 use zcaas::gateway::GatewayClient;
-use zcaas_tests::{docker_cli, docker_inspect, EnvOptions, TestEnv, AGENT_IMAGE};
+use zcaas_test_support::{docker_cli, docker_inspect, free_port, TestApp, AGENT_IMAGE};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
-
-fn stub_binary() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().and_then(|d| d.parent()).context("exe dir")?;
-    let stub = dir.join("provider-stub");
-    if !stub.exists() {
-        bail!(
-            "{} missing: cargo build --release -p zcaas-tests --bins",
-            stub.display()
-        );
-    }
-    Ok(stub)
-}
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -53,43 +38,37 @@ fn summary(name: &str, mut ms: Vec<f64>) -> (f64, f64) {
     (p50, p95)
 }
 
-async fn enterprise_user(env: &TestEnv, name: &str) -> anyhow::Result<String> {
-    let jwt = env.register(name).await?;
+async fn enterprise_user(env: &TestApp, name: &str) -> anyhow::Result<String> {
+    let jwt = env.register(name).await;
     sqlx::query("UPDATE users SET plan = 'enterprise'")
         .execute(&env.app().state().db)
         .await?;
     Ok(jwt)
 }
 
-async fn create(env: &TestEnv, jwt: &str, name: &str) -> anyhow::Result<String> {
-    let (code, body) = env
-        .call(Method::POST, "/api/agents", jwt, Some(env.agent_body(name)))
-        .await?;
+async fn create(env: &TestApp, jwt: &str, name: &str) -> anyhow::Result<String> {
+    let (code, body) = env.create_agent(jwt, env.agent_body(name)).await;
     if code != 202 {
         bail!("create {name}: {code} {body}");
     }
     Ok(body["id"].as_str().context("id")?.to_owned())
 }
 
-async fn delete_all(env: &TestEnv, jwt: &str, ids: &[String]) {
+async fn delete_all(env: &TestApp, jwt: &str, ids: &[String]) {
     for chunk in ids.chunks(10) {
-        futures::future::join_all(chunk.iter().map(|id| async move {
-            env.call(Method::DELETE, &format!("/api/agents/{id}"), jwt, None)
-                .await
-        }))
-        .await;
+        futures::future::join_all(chunk.iter().map(|id| env.delete_agent(jwt, id))).await;
     }
 }
 
 /// POST /api/agents → RUNNING, one agent at a time.
-async fn deploy(env: &TestEnv) -> anyhow::Result<()> {
+async fn deploy(env: &TestApp) -> anyhow::Result<()> {
     let jwt = enterprise_user(env, "bench-deploy").await?;
     let mut ms = Vec::new();
     let mut ids = Vec::new();
     for i in 0..20 {
         let t = Instant::now();
         let id = create(env, &jwt, &format!("deploy {i}")).await?;
-        env.wait_status(&jwt, &id, &["RUNNING"], TIMEOUT).await?;
+        env.wait_status(&jwt, &id, &["RUNNING"], TIMEOUT).await;
         ms.push(t.elapsed().as_secs_f64() * 1000.0);
         ids.push(id);
     }
@@ -99,15 +78,15 @@ async fn deploy(env: &TestEnv) -> anyhow::Result<()> {
 }
 
 /// One deploy straight on the runtime, our way or the seed's way; returns ms.
-async fn pipeline_once(env: &TestEnv, seed_way: bool, i: usize) -> anyhow::Result<f64> {
-    let docker: &DockerRuntime = &env.docker;
+async fn pipeline_once(env: &TestApp, seed_way: bool, i: usize) -> anyhow::Result<f64> {
+    let docker: &DockerRuntime = &env.world().docker;
     let gateway = GatewayClient::new();
     let name = format!(
         "{}-pipe-{}-{i}",
         env.prefix,
         if seed_way { "seed" } else { "ours" }
     );
-    let port = zcaas_tests::process::free_port()?;
+    let port = free_port()?;
     let mut labels = docker.ownership_labels();
     labels.insert("io.zcaas.agent-id".into(), name.clone());
     let spec = ContainerSpec {
@@ -185,7 +164,7 @@ async fn pipeline_once(env: &TestEnv, seed_way: bool, i: usize) -> anyhow::Resul
     Ok(ms)
 }
 
-async fn pipeline(env: &TestEnv) -> anyhow::Result<()> {
+async fn pipeline(env: &TestApp) -> anyhow::Result<()> {
     let (mut ours, mut seed) = (Vec::new(), Vec::new());
     for i in 0..20 {
         ours.push(pipeline_once(env, false, i).await?);
@@ -200,7 +179,7 @@ async fn pipeline(env: &TestEnv) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn concurrent(env: &TestEnv) -> anyhow::Result<()> {
+async fn concurrent(env: &TestApp) -> anyhow::Result<()> {
     let jwt = enterprise_user(env, "bench-bulk").await?;
     let t0 = Instant::now();
     let creates = (0..50).map(|i| {
@@ -209,7 +188,7 @@ async fn concurrent(env: &TestEnv) -> anyhow::Result<()> {
             let id = create(env, &jwt, &format!("bulk {i}")).await?;
             let agent = env
                 .wait_status(&jwt, &id, &["RUNNING", "ERROR"], TIMEOUT)
-                .await?;
+                .await;
             anyhow::Ok((id, agent, t0.elapsed().as_secs_f64() * 1000.0))
         }
     });
@@ -242,10 +221,10 @@ async fn concurrent(env: &TestEnv) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn repair(env: &TestEnv) -> anyhow::Result<()> {
+async fn repair(env: &TestApp) -> anyhow::Result<()> {
     let jwt = enterprise_user(env, "bench-repair").await?;
     let id = create(env, &jwt, "repair bench").await?;
-    env.wait_status(&jwt, &id, &["RUNNING"], TIMEOUT).await?;
+    env.wait_status(&jwt, &id, &["RUNNING"], TIMEOUT).await;
     let db = &env.app().state().db;
     let mut ms = Vec::new();
     for _ in 0..10 {
@@ -275,7 +254,7 @@ async fn repair(env: &TestEnv) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn reconcile(env: &TestEnv) -> anyhow::Result<()> {
+async fn reconcile(env: &TestApp) -> anyhow::Result<()> {
     let jwt = enterprise_user(env, "bench-reconcile").await?;
     let mut ids = Vec::new();
     let t = Instant::now();
@@ -289,7 +268,7 @@ async fn reconcile(env: &TestEnv) -> anyhow::Result<()> {
         }
     }
     for id in &ids {
-        env.wait_status(&jwt, id, &["RUNNING"], TIMEOUT).await?;
+        env.wait_status(&jwt, id, &["RUNNING"], TIMEOUT).await;
     }
     println!(
         "200 agents RUNNING after {:.1} s",
@@ -312,9 +291,7 @@ async fn reconcile(env: &TestEnv) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     let parts: Vec<String> = std::env::args().skip(1).collect();
     let want = |p: &str| parts.is_empty() || parts.iter().any(|x| x == p);
-    let stub = stub_binary()?;
-    let opts = EnvOptions::default();
-    let mut env = TestEnv::start(stub.to_str().context("path")?, opts).await?;
+    let mut env = TestApp::in_world().await;
     println!(
         "machine: {} cores; date {}; engine {}",
         std::thread::available_parallelism()

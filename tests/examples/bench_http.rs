@@ -21,19 +21,18 @@
 //! `list` user, plus 190 of an enterprise `fleet` user when `rss` is asked
 //! (20 when only `proxy` is). Everything carries `io.zcaas.test=<prefix>`;
 //! the agents are deleted through the API at the end, and the harness's
-//! [`zcaas_tests::Cleanup`] removes whatever is left by label, on error and on
-//! Ctrl-C too.
+//! [`zcaas_test_support::Cleanup`] removes whatever is left by label, on
+//! error and on Ctrl-C too.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use reqwest::Method;
 use serde_json::{json, Value};
 use zcaas::secrets::{SecretBox, SecretField};
-use zcaas_tests::process::free_port;
-use zcaas_tests::{agent_binary, docker_cli, Api, World, AGENT_IMAGE, TEST_LABEL};
+use zcaas_test_support::process::{zcaas_command_with, ServerProcess};
+use zcaas_test_support::{built_binary, docker_cli, Api, World, TEST_LABEL};
 
 /// Agents owned by the user whose list is benchmarked.
 const LIST_AGENTS: usize = 10;
@@ -68,123 +67,64 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-/// The directory of this example's binary's profile (`…/release`).
-fn profile_dir() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    Ok(exe
-        .parent()
-        .and_then(Path::parent)
-        .context("example has no profile directory")?
-        .to_path_buf())
-}
-
 /// A built binary of this profile, or a hint to build it.
 fn built(name: &str) -> anyhow::Result<PathBuf> {
-    let path = profile_dir()?.join(name);
-    if !path.exists() {
-        bail!(
-            "{} is missing: run scripts/bench-http.sh (it builds everything first)",
-            path.display()
-        );
-    }
-    Ok(path)
+    built_binary(
+        name,
+        "run scripts/bench-http.sh (it builds everything first)",
+    )
 }
 
-/// `zcaas serve` as its own process (release binary), killed on drop.
+/// `zcaas serve` as its own process (release binary), its log in its data
+/// directory; killed on drop.
 struct Server {
-    child: Child,
-    api: Api,
+    process: ServerProcess,
     data_dir: tempfile::TempDir,
 }
 
 impl Server {
     async fn start(world: &World) -> anyhow::Result<Server> {
         let data_dir = tempfile::tempdir()?;
-        let port = free_port()?;
         let log = std::fs::File::create(data_dir.path().join("zcaas.log"))?;
         // BENCH_ZCAAS_BINARY: another build of zcaas (e.g. one with symbols, to profile).
         let binary = match std::env::var_os("BENCH_ZCAAS_BINARY") {
             Some(path) => PathBuf::from(path),
             None => built("zcaas")?,
         };
-        let child = Command::new(binary)
-            .arg("serve")
-            .env("ZCAAS_LISTEN", format!("127.0.0.1:{port}"))
-            .env("ZCAAS_DATA_DIR", data_dir.path())
-            .env("ZCAAS_NETWORK", &world.network)
-            .env("ZCAAS_RUNTIME_IMAGE", AGENT_IMAGE)
-            .env("ZCAAS_AGENT_BINARY", agent_binary()?)
-            .env("ZCAAS_ALLOW_PRIVATE_PROVIDER_URLS", "true")
-            .env(
-                "ZCAAS_EXTRA_LABELS",
-                format!("{TEST_LABEL}={}", world.prefix),
-            )
-            .env("ZCAAS_DOMAIN", "agents.test")
-            .env("RUST_LOG", "info")
-            .env_remove("ZCAAS_CRASH_AT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("spawning zcaas")?;
-        let mut server = Server {
-            child,
-            api: world.api(format!("http://127.0.0.1:{port}"))?,
-            data_dir,
+        let mut cmd = zcaas_command_with(&binary, world, data_dir.path());
+        cmd.env("RUST_LOG", "info").stderr(log);
+        let process = match ServerProcess::start_command(cmd, &world.prefix, &world.provider).await
+        {
+            Ok(process) => process,
+            Err(e) => bail!("{e:#}\n{}", log_tail(&data_dir)),
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let url = format!("{}/healthz", server.api.base);
-            if let Ok(res) = server.api.http.get(url).send().await {
-                if res.status().is_success() {
-                    return Ok(server);
-                }
-            }
-            if let Some(status) = server.child.try_wait()? {
-                bail!(
-                    "zcaas exited during start-up: {status}\n{}",
-                    server.log_tail()
-                );
-            }
-            if Instant::now() > deadline {
-                bail!("zcaas did not become healthy within 60 s");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        Ok(Server { process, data_dir })
+    }
+
+    fn pid(&self) -> u32 {
+        self.process.pid()
     }
 
     /// `VmRSS`, `RssAnon`, `RssFile` (KiB) and `Threads` of the process.
     fn memory(&self) -> anyhow::Result<[u64; 4]> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let field = |name: &str| -> anyhow::Result<u64> {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-                .with_context(|| format!("{name} not in /proc/<pid>/status"))
-        };
         Ok([
-            field("VmRSS:")?,
-            field("RssAnon:")?,
-            field("RssFile:")?,
-            field("Threads:")?,
+            self.process.proc_status("VmRSS")?,
+            self.process.proc_status("RssAnon")?,
+            self.process.proc_status("RssFile")?,
+            self.process.proc_status("Threads")?,
         ])
     }
 
     fn log_tail(&self) -> String {
-        let text =
-            std::fs::read_to_string(self.data_dir.path().join("zcaas.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        log_tail(&self.data_dir)
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The last 20 lines of the server's log.
+fn log_tail(data_dir: &tempfile::TempDir) -> String {
+    let text = std::fs::read_to_string(data_dir.path().join("zcaas.log")).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 /// One deployed agent.
@@ -209,7 +149,7 @@ fn mib(kib: u64) -> f64 {
 }
 
 async fn run(rss: bool, list: bool, proxy: bool) -> anyhow::Result<()> {
-    let world = World::start(built("provider-stub")?.to_str().context("path")?).await?;
+    let world = World::start().await;
     println!(
         "prefix {} | cpus {} | loadavg at start {}",
         world.prefix,
@@ -227,14 +167,14 @@ async fn run(rss: bool, list: bool, proxy: bool) -> anyhow::Result<()> {
 }
 
 async fn benchmarks(server: &Server, rss: bool, list: bool, proxy: bool) -> anyhow::Result<()> {
-    let api = &server.api;
+    let api = &server.process.api;
     let db_url = format!(
         "sqlite://{}",
         server.data_dir.path().join("zcaas.db").display()
     );
     let db = zcaas::db::connect(&db_url).await?;
-    let lister = api.register("lister").await?;
-    let fleet_user = api.register("fleet").await?;
+    let lister = api.register("lister").await;
+    let fleet_user = api.register("fleet").await;
     sqlx::query("UPDATE users SET plan = 'enterprise'")
         .execute(&db)
         .await?;
@@ -299,9 +239,7 @@ async fn benchmarks(server: &Server, rss: bool, list: bool, proxy: bool) -> anyh
 }
 
 async fn create(api: &Api, jwt: &str, name: &str) -> anyhow::Result<String> {
-    let (code, body) = api
-        .call(Method::POST, "/api/agents", jwt, Some(api.agent_body(name)))
-        .await?;
+    let (code, body) = api.create_agent(jwt, api.agent_body(name)).await;
     if code != 202 {
         bail!("create {name}: {code} {body}");
     }
@@ -313,7 +251,7 @@ async fn wait_all_running(api: &Api, jwt: &str, n: usize) -> anyhow::Result<Vec<
     let deadline = Instant::now() + FLEET_TIMEOUT;
     let mut last_report = Instant::now();
     loop {
-        let (code, body) = api.call(Method::GET, "/api/agents", jwt, None).await?;
+        let (code, body) = api.list_agents(jwt).await;
         if code != 200 {
             bail!("list: {code} {body}");
         }
@@ -399,7 +337,7 @@ async fn measure_rss(server: &Server, what: &str, ports: &[u16]) -> anyhow::Resu
     tokio::time::sleep(Duration::from_secs(15)).await;
     let dockerd = pid_of("dockerd");
     let cpu_before = (
-        cpu_seconds(server.child.id())?,
+        cpu_seconds(server.pid())?,
         dockerd.map(cpu_seconds).transpose()?,
         machine_busy()?,
     );
@@ -409,7 +347,7 @@ async fn measure_rss(server: &Server, what: &str, ports: &[u16]) -> anyhow::Resu
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let window = 20.0;
-    let zcaas_cpu = (cpu_seconds(server.child.id())? - cpu_before.0) / window;
+    let zcaas_cpu = (cpu_seconds(server.pid())? - cpu_before.0) / window;
     let dockerd_cpu = match (dockerd, cpu_before.1) {
         (Some(pid), Some(before)) => Some((cpu_seconds(pid)? - before) / window),
         _ => None,
@@ -507,7 +445,7 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
 fn wrk(server: &Server, url: &str, jwt: &str, secs: u32) -> anyhow::Result<WrkRun> {
     let auth = format!("Authorization: Bearer {jwt}");
     let duration = format!("-d{secs}s");
-    let before = cpu_seconds(server.child.id())?;
+    let before = cpu_seconds(server.pid())?;
     let (busy0, total0) = machine_busy()?;
     let t = Instant::now();
     let out = Command::new("/usr/bin/time")
@@ -516,7 +454,7 @@ fn wrk(server: &Server, url: &str, jwt: &str, secs: u32) -> anyhow::Result<WrkRu
         .output()
         .context("running wrk (apt-get install -y wrk time)")?;
     let seconds = t.elapsed().as_secs_f64();
-    let server_cpu = cpu_seconds(server.child.id())? - before;
+    let server_cpu = cpu_seconds(server.pid())? - before;
     let (busy1, total1) = machine_busy()?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let machine_cpu = (busy1 - busy0) / (total1 - total0).max(1.0) * cpus * seconds;
@@ -560,14 +498,14 @@ fn wrk(server: &Server, url: &str, jwt: &str, secs: u32) -> anyhow::Result<WrkRu
 /// the same on `GET /api/me` (authentication and one user lookup, no agent
 /// rows): the difference is what listing 10 agents costs.
 async fn bench_list(server: &Server, jwt: &str) -> anyhow::Result<()> {
-    let api = &server.api;
-    let (code, body) = api.call(Method::GET, "/api/agents", jwt, None).await?;
+    let api = &server.process.api;
+    let (code, body) = api.list_agents(jwt).await;
     let n = body.as_array().map_or(0, Vec::len);
     if code != 200 || n != LIST_AGENTS {
         bail!("GET /api/agents: {code}, {n} agents (want {LIST_AGENTS})");
     }
     for (path, secs) in [("/api/agents", 20), ("/api/me", 20)] {
-        let url = format!("{}{path}", api.base);
+        let url = api.url(path);
         tokio::task::block_in_place(|| wrk(server, &url, jwt, 3))?;
         let load = loadavg();
         let run = tokio::task::block_in_place(|| wrk(server, &url, jwt, secs))?;
@@ -622,10 +560,10 @@ async fn bench_proxy(
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
-    let api = &server.api;
+    let api = &server.process.api;
     let via_proxy = |id: &str, text: String| {
         let req = http
-            .post(format!("{}/api/agents/{id}/message", api.base))
+            .post(api.url(&format!("/api/agents/{id}/message")))
             .bearer_auth(jwt)
             .json(&json!({ "message": text }));
         timed(req)
@@ -698,10 +636,11 @@ async fn timed(req: reqwest::RequestBuilder) -> anyhow::Result<f64> {
 /// are gone (the harness's label cleanup is the safety net).
 async fn delete_all(api: &Api, ids: &[(String, String)]) {
     for chunk in ids.chunks(20) {
-        futures::future::join_all(chunk.iter().map(|(jwt, id)| async move {
-            api.call(Method::DELETE, &format!("/api/agents/{id}"), jwt, None)
-                .await
-        }))
+        futures::future::join_all(
+            chunk
+                .iter()
+                .map(|(jwt, id)| async move { api.delete_agent(jwt, id).await }),
+        )
         .await;
     }
     let deadline = Instant::now() + Duration::from_secs(300);

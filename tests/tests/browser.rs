@@ -9,10 +9,9 @@
 use std::time::Duration;
 
 use serde_json::json;
+use zcaas_test_support::{agent_containers, docker_cli, TestApp};
 use zcaas_tests::browser::{Browser, DESKTOP, PHONE};
-use zcaas_tests::{agent_containers, docker_cli, EnvOptions, TestEnv};
 
-const STUB: &str = env!("CARGO_BIN_EXE_provider-stub");
 /// A step of the UI (a page loading, an answer arriving).
 const UI: Duration = Duration::from_secs(15);
 /// A deploy, a stop (the agent's graceful stop included).
@@ -20,7 +19,7 @@ const DEPLOY: Duration = Duration::from_secs(90);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_signup_create_watch_chat_stop_admin_delete() {
-    let mut env = TestEnv::start(STUB, EnvOptions::default()).await.unwrap();
+    let mut env = TestApp::in_world().await;
     let b = Browser::start().await.unwrap();
     let base = env.base.clone();
     let email = format!("browser-{}@example.test", env.prefix);
@@ -251,15 +250,10 @@ async fn dashboard_signup_create_watch_chat_stop_admin_delete() {
         .to_owned();
     let card = format!("li[data-agent-id=\"{id}\"] .badge");
     for (op, shown) in [("start", "RUNNING"), ("stop", "STOPPED")] {
-        let (code, body) = env
-            .call(
-                reqwest::Method::POST,
-                &format!("/api/agents/{id}/{op}"),
-                &jwt,
-                None,
-            )
-            .await
-            .unwrap();
+        let (code, body) = match op {
+            "start" => env.start(&jwt, &id).await,
+            _ => env.stop(&jwt, &id).await,
+        };
         assert_eq!(code, 202, "{op}: {body}");
         b.wait_text(&card, shown, DEPLOY).await.unwrap();
     }
@@ -315,15 +309,7 @@ async fn dashboard_signup_create_watch_chat_stop_admin_delete() {
     b.resize(DESKTOP).await.unwrap();
 
     // The admin page is live too.
-    let (code, body) = env
-        .call(
-            reqwest::Method::POST,
-            &format!("/api/agents/{id}/start"),
-            &jwt,
-            None,
-        )
-        .await
-        .unwrap();
+    let (code, body) = env.start(&jwt, &id).await;
     assert_eq!(code, 202, "{body}");
     b.wait_text(
         "#admin-agents tr[data-slug=\"browser-bot\"] td:nth-child(3)",

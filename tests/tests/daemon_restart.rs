@@ -10,10 +10,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use reqwest::Method;
-use zcaas_tests::{agent_containers, EnvOptions, TestEnv};
+use zcaas_test_support::{agent_containers, TestApp};
 
-const STUB: &str = env!("CARGO_BIN_EXE_provider-stub");
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 fn docker_up() -> bool {
@@ -113,50 +111,20 @@ fn restart_daemon() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "restarts the machine's Docker daemon; run alone (scripts/test.sh does)"]
 async fn daemon_restart_is_survived_and_agents_are_repaired() {
-    let mut env = TestEnv::start(STUB, EnvOptions::default()).await.unwrap();
-    let jwt = env.register("daemon").await.unwrap();
-    let (code, created) = env
-        .call(
-            Method::POST,
-            "/api/agents",
-            &jwt,
-            Some(env.agent_body("Daemon Proof")),
-        )
-        .await
-        .unwrap();
-    assert_eq!(code, 202, "{created}");
+    let mut env = TestApp::in_world().await;
+    let jwt = env.register("daemon").await;
+    let created = env
+        .create_pending_agent(&jwt, env.agent_body("Daemon Proof"))
+        .await;
     let id = created["id"].as_str().unwrap().to_owned();
-    env.wait_status(&jwt, &id, &["RUNNING"], TIMEOUT)
-        .await
-        .unwrap();
-    let before = env.stored_token(&id).await.unwrap();
+    env.wait_status(&jwt, &id, &["RUNNING"], TIMEOUT).await;
+    let before = env.stored_token(&id).await;
 
     tokio::task::spawn_blocking(restart_daemon).await.unwrap();
 
     // Back to RUNNING with a token for the new start, without any user action.
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let (code, agent) = env
-            .call(Method::GET, &format!("/api/agents/{id}"), &jwt, None)
-            .await
-            .unwrap();
-        assert_eq!(code, 200, "{agent}");
-        if agent["status"] == "RUNNING" && env.stored_token(&id).await.unwrap() != before {
-            break;
-        }
-        let gave_up = agent["lastError"]
-            .as_str()
-            .is_some_and(|e| e.contains("giving up"));
-        assert!(
-            !gave_up && Instant::now() < deadline,
-            "not re-paired after the daemon restart: {agent}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let (code, reply) = env
-        .message(&jwt, &id, "after the daemon restart")
-        .await
-        .unwrap();
+    env.wait_repaired(&jwt, &id, &before, TIMEOUT).await;
+    let (code, reply) = env.message(&jwt, &id, "after the daemon restart").await;
     assert_eq!(code, 200, "{reply}");
     assert_eq!(agent_containers(&id).len(), 1);
     env.shutdown().await;

@@ -6,37 +6,17 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use zcaas_tests::{docker_inspect, volume_exists, EnvOptions, TestEnv};
+use zcaas_test_support::{docker_cli, docker_inspect, volume_exists, TestApp};
 
-const STUB: &str = env!("CARGO_BIN_EXE_provider-stub");
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(90);
-
-async fn message(env: &TestEnv, jwt: &str, id: &str, text: &str) -> (u16, Value) {
-    env.call(
-        Method::POST,
-        &format!("/api/agents/{id}/message"),
-        jwt,
-        Some(json!({ "message": text })),
-    )
-    .await
-    .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_message_restart_stop_start_delete() {
-    let mut env = TestEnv::start(STUB, EnvOptions::default()).await.unwrap();
-    let jwt = env.register("alice").await.unwrap();
+    let mut env = TestApp::in_world().await;
+    let jwt = env.register("alice").await;
 
     // 202 with the PENDING record, at once.
-    let (code, created) = env
-        .call(
-            Method::POST,
-            "/api/agents",
-            &jwt,
-            Some(env.agent_body("Alice Helper")),
-        )
-        .await
-        .unwrap();
+    let (code, created) = env.create_agent(&jwt, env.agent_body("Alice Helper")).await;
     assert_eq!(code, 202, "{created}");
     assert_eq!(created["status"], "PENDING");
     assert_eq!(created["slug"], "alice-helper");
@@ -51,11 +31,7 @@ async fn create_message_restart_stop_start_delete() {
         "encrypted field returned: {text}"
     );
 
-    let agent = env
-        .wait_status(&jwt, &id, &["RUNNING", "ERROR"], DEPLOY_TIMEOUT)
-        .await
-        .unwrap();
-    assert_eq!(agent["status"], "RUNNING", "{agent}");
+    let agent = env.wait_running(&jwt, &id).await;
     let port = agent["containerPort"].as_u64().unwrap();
     assert!((40000..=50000).contains(&port), "{port}");
     assert!(agent["containerId"].is_string());
@@ -93,7 +69,7 @@ async fn create_message_restart_stop_start_delete() {
     assert!(volume_exists(volume));
 
     // A message goes through the agent to the provider stand-in and back.
-    let (code, reply) = message(&env, &jwt, &id, "hello there").await;
+    let (code, reply) = env.message(&jwt, &id, "hello there").await;
     assert_eq!(code, 200, "{reply}");
     assert!(
         reply["response"].as_str().unwrap().contains("hello there"),
@@ -101,84 +77,52 @@ async fn create_message_restart_stop_start_delete() {
     );
 
     // Restart: re-paired with a different token, and messages still work.
-    let first_token = env.stored_token(&id).await.unwrap();
-    let (code, body) = env
-        .call(
-            Method::POST,
-            &format!("/api/agents/{id}/restart"),
-            &jwt,
-            None,
-        )
-        .await
-        .unwrap();
+    let first_token = env.stored_token(&id).await;
+    let (code, body) = env.restart(&jwt, &id).await;
     assert_eq!(code, 202, "{body}");
     assert_eq!(body["status"], "STOPPING");
-    let agent = env
-        .wait_status(&jwt, &id, &["RUNNING", "ERROR"], DEPLOY_TIMEOUT)
-        .await
-        .unwrap();
-    assert_eq!(agent["status"], "RUNNING", "{agent}");
-    let second_token = env.stored_token(&id).await.unwrap();
+    env.wait_running(&jwt, &id).await;
+    let second_token = env.stored_token(&id).await;
     assert_ne!(
         first_token, second_token,
         "restart must re-pair with a new token"
     );
-    let (code, reply) = message(&env, &jwt, &id, "after restart").await;
+    let (code, reply) = env.message(&jwt, &id, "after restart").await;
     assert_eq!(code, 200, "{reply}");
 
     // Stop → STOPPED, container not running; a message now is a conflict.
-    let (code, _) = env
-        .call(Method::POST, &format!("/api/agents/{id}/stop"), &jwt, None)
-        .await
-        .unwrap();
+    let (code, _) = env.stop(&jwt, &id).await;
     assert_eq!(code, 202);
     env.wait_status(&jwt, &id, &["STOPPED"], DEPLOY_TIMEOUT)
-        .await
-        .unwrap();
+        .await;
     let c = docker_inspect("zeroclaw-alice-helper").unwrap();
     assert_eq!(c["State"]["Running"], false);
-    let (code, _) = message(&env, &jwt, &id, "while stopped").await;
+    let (code, _) = env.message(&jwt, &id, "while stopped").await;
     assert_eq!(code, 409);
     // Stopping a stopped agent is refused by the state machine.
-    let (code, body) = env
-        .call(Method::POST, &format!("/api/agents/{id}/stop"), &jwt, None)
-        .await
-        .unwrap();
+    let (code, body) = env.stop(&jwt, &id).await;
     assert_eq!(code, 409, "{body}");
 
     // Start → new code since that start, new token → RUNNING.
-    let (code, body) = env
-        .call(Method::POST, &format!("/api/agents/{id}/start"), &jwt, None)
-        .await
-        .unwrap();
+    let (code, body) = env.start(&jwt, &id).await;
     assert_eq!(code, 202, "{body}");
     assert_eq!(body["status"], "STARTING");
     env.wait_status(&jwt, &id, &["RUNNING"], DEPLOY_TIMEOUT)
-        .await
-        .unwrap();
-    let third_token = env.stored_token(&id).await.unwrap();
+        .await;
+    let third_token = env.stored_token(&id).await;
     assert_ne!(second_token, third_token);
-    let (code, reply) = message(&env, &jwt, &id, "after start").await;
+    let (code, reply) = env.message(&jwt, &id, "after start").await;
     assert_eq!(code, 200, "{reply}");
 
     // Logs, stats and health proxies.
-    let (code, logs) = env
-        .call(Method::GET, &format!("/api/agents/{id}/logs"), &jwt, None)
-        .await
-        .unwrap();
+    let (code, logs) = env.logs(&jwt, &id).await;
     assert_eq!(code, 200, "{logs}");
     let logs_text = logs.to_string();
     assert!(!logs_text.contains(&third_token), "token in logs");
-    let (code, stats) = env
-        .call(Method::GET, &format!("/api/agents/{id}/stats"), &jwt, None)
-        .await
-        .unwrap();
+    let (code, stats) = env.stats(&jwt, &id).await;
     assert_eq!(code, 200, "{stats}");
     assert!(stats["memoryMb"].as_f64().unwrap() > 0.0, "{stats}");
-    let (code, health) = env
-        .call(Method::GET, &format!("/api/agents/{id}/health"), &jwt, None)
-        .await
-        .unwrap();
+    let (code, health) = env.health(&jwt, &id).await;
     assert_eq!(code, 200, "{health}");
     assert_eq!(health["status"], "ok");
 
@@ -203,20 +147,14 @@ async fn create_message_restart_stop_start_delete() {
     assert!(events.iter().all(|e| !e.2.is_empty()));
 
     // Delete removes container, volume and the port claim.
-    let (code, _) = env
-        .call(Method::DELETE, &format!("/api/agents/{id}"), &jwt, None)
-        .await
-        .unwrap();
+    let (code, _) = env.delete_agent(&jwt, &id).await;
     assert_eq!(code, 204);
     assert!(
         docker_inspect("zeroclaw-alice-helper").is_none(),
         "container left behind"
     );
     assert!(!volume_exists(volume), "volume left behind");
-    let (code, _) = env
-        .call(Method::GET, &format!("/api/agents/{id}"), &jwt, None)
-        .await
-        .unwrap();
+    let (code, _) = env.get_agent(&jwt, &id).await;
     assert_eq!(code, 404);
     let ports: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM agents WHERE container_port IS NOT NULL")
@@ -229,42 +167,21 @@ async fn create_message_restart_stop_start_delete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_users_see_only_their_own_agents() {
-    let mut env = TestEnv::start(STUB, EnvOptions::default()).await.unwrap();
-    let alice = env.register("alice").await.unwrap();
-    let bob = env.register("bob").await.unwrap();
-    let (_, a) = env
-        .call(
-            Method::POST,
-            "/api/agents",
-            &alice,
-            Some(env.agent_body("Alice One")),
-        )
-        .await
-        .unwrap();
-    let (_, b) = env
-        .call(
-            Method::POST,
-            "/api/agents",
-            &bob,
-            Some(env.agent_body("Bob One")),
-        )
-        .await
-        .unwrap();
+    let mut env = TestApp::in_world().await;
+    let alice = env.register("alice").await;
+    let bob = env.register("bob").await;
+    let (_, a) = env.create_agent(&alice, env.agent_body("Alice One")).await;
+    let (_, b) = env.create_agent(&bob, env.agent_body("Bob One")).await;
     let (a_id, b_id) = (
         a["id"].as_str().unwrap().to_owned(),
         b["id"].as_str().unwrap().to_owned(),
     );
-    let (a_run, b_run) = tokio::join!(
-        env.wait_status(&alice, &a_id, &["RUNNING", "ERROR"], DEPLOY_TIMEOUT),
-        env.wait_status(&bob, &b_id, &["RUNNING", "ERROR"], DEPLOY_TIMEOUT)
+    tokio::join!(
+        env.wait_running(&alice, &a_id),
+        env.wait_running(&bob, &b_id)
     );
-    assert_eq!(a_run.unwrap()["status"], "RUNNING");
-    assert_eq!(b_run.unwrap()["status"], "RUNNING");
 
-    let (_, list) = env
-        .call(Method::GET, "/api/agents", &alice, None)
-        .await
-        .unwrap();
+    let (_, list) = env.list_agents(&alice).await;
     let ids: Vec<&str> = list
         .as_array()
         .unwrap()
@@ -278,16 +195,13 @@ async fn two_users_see_only_their_own_agents() {
         (Method::GET, format!("/api/agents/{a_id}/logs")),
         (Method::DELETE, format!("/api/agents/{a_id}")),
     ] {
-        let (code, body) = env.call(method.clone(), &path, &bob, None).await.unwrap();
+        let (code, body) = env.call(method.clone(), &path, Some(&bob), None).await;
         assert_eq!(code, 404, "{method} {path}: {body}");
     }
-    let (code, reply) = message(&env, &bob, &b_id, "bob's message").await;
+    let (code, reply) = env.message(&bob, &b_id, "bob's message").await;
     assert_eq!(code, 200, "{reply}");
     for (jwt, id) in [(&alice, &a_id), (&bob, &b_id)] {
-        let (code, _) = env
-            .call(Method::DELETE, &format!("/api/agents/{id}"), jwt, None)
-            .await
-            .unwrap();
+        let (code, _) = env.delete_agent(jwt, id).await;
         assert_eq!(code, 204);
     }
     env.shutdown().await;
@@ -295,8 +209,8 @@ async fn two_users_see_only_their_own_agents() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_concurrent_creates_have_no_collision() {
-    let mut env = TestEnv::start(STUB, EnvOptions::default()).await.unwrap();
-    let jwt = env.register("bulk").await.unwrap();
+    let mut env = TestApp::in_world().await;
+    let jwt = env.register("bulk").await;
     sqlx::query("UPDATE users SET plan = 'enterprise'")
         .execute(&env.app().state().db)
         .await
@@ -306,14 +220,8 @@ async fn twenty_concurrent_creates_have_no_collision() {
         let jwt = &jwt;
         async move {
             let (code, body) = env
-                .call(
-                    Method::POST,
-                    "/api/agents",
-                    jwt,
-                    Some(env.agent_body(&format!("bulk {i}"))),
-                )
-                .await
-                .unwrap();
+                .create_agent(jwt, env.agent_body(&format!("bulk {i}")))
+                .await;
             assert_eq!(code, 202, "{body}");
             body["id"].as_str().unwrap().to_owned()
         }
@@ -322,11 +230,7 @@ async fn twenty_concurrent_creates_have_no_collision() {
     let waits = ids
         .iter()
         .map(|id| env.wait_status(&jwt, id, &["RUNNING", "ERROR"], Duration::from_secs(240)));
-    let agents: Vec<Value> = futures::future::join_all(waits)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let agents: Vec<Value> = futures::future::join_all(waits).await;
     for a in &agents {
         assert_eq!(a["status"], "RUNNING", "{a}");
     }
@@ -338,10 +242,7 @@ async fn twenty_concurrent_creates_have_no_collision() {
     assert_eq!(ports.len(), 20, "port collision");
     assert_eq!(names.len(), 20, "name collision");
     for id in &ids {
-        let (code, _) = env
-            .call(Method::DELETE, &format!("/api/agents/{id}"), &jwt, None)
-            .await
-            .unwrap();
+        let (code, _) = env.delete_agent(&jwt, id).await;
         assert_eq!(code, 204);
     }
     env.shutdown().await;
@@ -362,32 +263,19 @@ async fn a_broken_image_ends_in_error_with_nothing_left_behind() {
         )
         .await
         .unwrap();
-    let mut env = TestEnv::start(
-        STUB,
-        EnvOptions {
-            runtime_image: Some(broken.into()),
-            retry_budget: Some(1),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let jwt = env.register("carol").await.unwrap();
-    let (code, created) = env
-        .call(
-            Method::POST,
-            "/api/agents",
-            &jwt,
-            Some(env.agent_body("Broken One")),
-        )
-        .await
-        .unwrap();
-    assert_eq!(code, 202, "{created}");
+    let mut env = TestApp::in_world_with(|c| {
+        c.runtime_image = broken.into();
+        c.retry_budget = 1;
+    })
+    .await;
+    let jwt = env.register("carol").await;
+    let created = env
+        .create_pending_agent(&jwt, env.agent_body("Broken One"))
+        .await;
     let id = created["id"].as_str().unwrap();
     let agent = env
         .wait_status(&jwt, id, &["ERROR", "RUNNING"], DEPLOY_TIMEOUT)
-        .await
-        .unwrap();
+        .await;
     assert_eq!(agent["status"], "ERROR", "{agent}");
     assert!(
         agent["lastError"].as_str().is_some_and(|e| !e.is_empty()),
@@ -406,75 +294,53 @@ async fn a_broken_image_ends_in_error_with_nothing_left_behind() {
         "volume left behind"
     );
     // ERROR → retry → PENDING is allowed and fails the same way again.
-    let (code, body) = env
-        .call(Method::POST, &format!("/api/agents/{id}/start"), &jwt, None)
-        .await
-        .unwrap();
+    let (code, body) = env.start(&jwt, id).await;
     assert_eq!(code, 202, "{body}");
     assert_eq!(body["status"], "PENDING");
-    env.wait_status(&jwt, id, &["ERROR"], DEPLOY_TIMEOUT)
-        .await
-        .unwrap();
+    env.wait_status(&jwt, id, &["ERROR"], DEPLOY_TIMEOUT).await;
     env.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn patch_of_a_running_agent_reinjects_and_repairs() {
-    let mut env = TestEnv::start(STUB, EnvOptions::default()).await.unwrap();
-    let jwt = env.register("dave").await.unwrap();
-    let (_, created) = env
-        .call(
-            Method::POST,
-            "/api/agents",
-            &jwt,
-            Some(env.agent_body("Patch Me")),
-        )
-        .await
-        .unwrap();
+    let mut env = TestApp::in_world().await;
+    let jwt = env.register("dave").await;
+    let (_, created) = env.create_agent(&jwt, env.agent_body("Patch Me")).await;
     let id = created["id"].as_str().unwrap().to_owned();
     env.wait_status(&jwt, &id, &["RUNNING"], DEPLOY_TIMEOUT)
-        .await
-        .unwrap();
-    let before = env.stored_token(&id).await.unwrap();
+        .await;
+    let before = env.stored_token(&id).await;
 
-    let (code, body) = env
-        .call(
-            Method::PATCH,
-            &format!("/api/agents/{id}"),
-            &jwt,
-            Some(json!({"agentName": "Renamed Agent", "communicationStyle": "like a pirate"})),
-        )
-        .await
-        .unwrap();
+    let patch = json!({"agentName": "Renamed Agent", "communicationStyle": "like a pirate"});
+    let (code, body) = env.patch_agent(&jwt, &id, patch).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["agentName"], "Renamed Agent");
     let agent = env
         .wait_for(&jwt, &id, DEPLOY_TIMEOUT, |a| {
             a["status"] == "RUNNING" && a["updatedAt"] != body["updatedAt"]
         })
-        .await
-        .unwrap();
+        .await;
     assert_eq!(agent["status"], "RUNNING");
-    let after = env.stored_token(&id).await.unwrap();
+    let after = env.stored_token(&id).await;
     assert_ne!(
         before, after,
         "a reconfigured agent is restarted and re-paired"
     );
-    let identity = zcaas_tests::docker_cli(&[
+    let identity = docker_cli(&[
         "cp",
         "zeroclaw-patch-me:/zeroclaw-data/workspace/IDENTITY.md",
         "-",
     ])
     .unwrap();
     assert!(identity.contains("Renamed Agent"), "{identity}");
-    let soul = zcaas_tests::docker_cli(&[
+    let soul = docker_cli(&[
         "cp",
         "zeroclaw-patch-me:/zeroclaw-data/workspace/SOUL.md",
         "-",
     ])
     .unwrap();
     assert!(soul.contains("like a pirate"), "{soul}");
-    let (code, reply) = message(&env, &jwt, &id, "after patch").await;
+    let (code, reply) = env.message(&jwt, &id, "after patch").await;
     assert_eq!(code, 200, "{reply}");
     let path: Vec<String> =
         sqlx::query_scalar("SELECT to_status FROM agent_events WHERE agent_id = ?1 ORDER BY id")

@@ -6,69 +6,15 @@
 
 use std::time::Duration;
 
-use reqwest::Method;
-use zcaas_tests::process::ServerProcess;
-use zcaas_tests::{
-    agent_containers, docker_cli, docker_inspect, volume_exists, EnvOptions, TestEnv, World,
+use zcaas_test_support::process::ServerProcess;
+use zcaas_test_support::{
+    agent_containers, docker_cli, docker_inspect, volume_exists, Api, RunningAgent, TestApp, World,
 };
 
-const STUB: &str = env!("CARGO_BIN_EXE_provider-stub");
 const TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Creates an agent and waits for RUNNING; returns (jwt, id, slug).
-async fn running_agent(env: &TestEnv, name: &str) -> (String, String, String) {
-    let jwt = env.register(&name.replace(' ', "-")).await.unwrap();
-    let (code, created) = env
-        .call(
-            Method::POST,
-            "/api/agents",
-            &jwt,
-            Some(env.agent_body(name)),
-        )
-        .await
-        .unwrap();
-    assert_eq!(code, 202, "{created}");
-    let id = created["id"].as_str().unwrap().to_owned();
-    let agent = env
-        .wait_status(&jwt, &id, &["RUNNING", "ERROR"], TIMEOUT)
-        .await
-        .unwrap();
-    assert_eq!(agent["status"], "RUNNING", "{agent}");
-    (jwt, id, agent["slug"].as_str().unwrap().to_owned())
-}
-
-/// Waits until the agent is RUNNING with a stored token other than `old`.
-/// A detour through ERROR with a retry scheduled is fine; giving up is not.
-async fn wait_repaired(env: &TestEnv, jwt: &str, id: &str, old: &str) -> String {
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    loop {
-        let agent = env
-            .wait_for(jwt, id, TIMEOUT, |a| {
-                a["status"] == "RUNNING" || a["status"] == "ERROR"
-            })
-            .await
-            .unwrap();
-        let gave_up = agent["status"] == "ERROR"
-            && agent["lastError"]
-                .as_str()
-                .is_some_and(|e| e.contains("giving up"));
-        assert!(!gave_up, "{agent}");
-        if agent["status"] == "RUNNING" {
-            let token = env.stored_token(id).await.unwrap();
-            if token != old {
-                return token;
-            }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "agent {id} was not re-paired: {agent}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn assert_answers(env: &zcaas_tests::Api, jwt: &str, id: &str) {
-    let (code, reply) = env.message(jwt, id, "are you there").await.unwrap();
+async fn assert_answers(env: &Api, jwt: &str, id: &str) {
+    let (code, reply) = env.message(jwt, id, "are you there").await;
     assert_eq!(code, 200, "{reply}");
     assert!(
         reply["response"]
@@ -81,11 +27,11 @@ async fn assert_answers(env: &zcaas_tests::Api, jwt: &str, id: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_restart_is_repaired() {
-    let mut env = TestEnv::start(STUB, EnvOptions::default()).await.unwrap();
-    let (jwt, id, slug) = running_agent(&env, "Restart Me").await;
-    let before = env.stored_token(&id).await.unwrap();
+    let mut env = TestApp::in_world().await;
+    let RunningAgent { jwt, id, slug, .. } = env.running_agent("Restart Me").await;
+    let before = env.stored_token(&id).await;
     docker_cli(&["restart", "-t", "1", &format!("zeroclaw-{slug}")]).unwrap();
-    let after = wait_repaired(&env, &jwt, &id, &before).await;
+    let after = env.wait_repaired(&jwt, &id, &before, TIMEOUT).await;
     assert_ne!(before, after);
     assert_answers(&env, &jwt, &id).await;
     assert_eq!(agent_containers(&id).len(), 1);
@@ -94,11 +40,11 @@ async fn docker_restart_is_repaired() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_kill_is_recovered_and_repaired() {
-    let mut env = TestEnv::start(STUB, EnvOptions::default()).await.unwrap();
-    let (jwt, id, slug) = running_agent(&env, "Kill Me").await;
-    let before = env.stored_token(&id).await.unwrap();
+    let mut env = TestApp::in_world().await;
+    let RunningAgent { jwt, id, slug, .. } = env.running_agent("Kill Me").await;
+    let before = env.stored_token(&id).await;
     docker_cli(&["kill", &format!("zeroclaw-{slug}")]).unwrap();
-    let after = wait_repaired(&env, &jwt, &id, &before).await;
+    let after = env.wait_repaired(&jwt, &id, &before, TIMEOUT).await;
     assert_ne!(before, after);
     assert_answers(&env, &jwt, &id).await;
     assert_eq!(agent_containers(&id).len(), 1);
@@ -116,8 +62,8 @@ async fn docker_kill_is_recovered_and_repaired() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removed_container_is_recreated_with_its_config() {
-    let mut env = TestEnv::start(STUB, EnvOptions::default()).await.unwrap();
-    let (jwt, id, slug) = running_agent(&env, "Remove Me").await;
+    let mut env = TestApp::in_world().await;
+    let RunningAgent { jwt, id, slug, .. } = env.running_agent("Remove Me").await;
     let name = format!("zeroclaw-{slug}");
     let old_id = docker_inspect(&name).unwrap()["Id"]
         .as_str()
@@ -128,8 +74,7 @@ async fn removed_container_is_recreated_with_its_config() {
         .wait_for(&jwt, &id, TIMEOUT, |a| {
             a["status"] == "RUNNING" && a["containerId"].as_str().is_some_and(|c| c != old_id)
         })
-        .await
-        .unwrap();
+        .await;
     assert_answers(&env, &jwt, &id).await;
     assert_eq!(
         agent_containers(&id),
@@ -148,13 +93,12 @@ async fn removed_container_is_recreated_with_its_config() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_loop_goes_to_error_after_the_retry_budget() {
-    let opts = EnvOptions {
-        retry_budget: Some(3),
-        retry_backoff_base: Some(Duration::from_millis(200)),
-        ..Default::default()
-    };
-    let mut env = TestEnv::start(STUB, opts).await.unwrap();
-    let (jwt, id, slug) = running_agent(&env, "Crash Loop").await;
+    let mut env = TestApp::in_world_with(|c| {
+        c.retry_budget = 3;
+        c.retry_backoff_base = Duration::from_millis(200);
+    })
+    .await;
+    let RunningAgent { jwt, id, slug, .. } = env.running_agent("Crash Loop").await;
     let name = format!("zeroclaw-{slug}");
     // Kill the agent every time it comes back, as a crashing process would.
     let final_state = loop {
@@ -166,8 +110,7 @@ async fn crash_loop_goes_to_error_after_the_retry_budget() {
                             .as_str()
                             .is_some_and(|e| e.contains("giving up")))
             })
-            .await
-            .unwrap();
+            .await;
         if agent["status"] == "ERROR" {
             break agent;
         }
@@ -193,34 +136,22 @@ async fn crash_loop_goes_to_error_after_the_retry_budget() {
 /// SIGKILL (an abort at a crash point) at one deploy step, then a restart of
 /// the control plane on the same data directory.
 async fn crash_at(point: &str) {
-    let world = World::start(STUB).await.unwrap();
+    let world = World::start().await;
     let data = tempfile::tempdir().unwrap();
-    let mut server = ServerProcess::start(&world, data.path(), &[("ZCAAS_CRASH_AT", point)])
-        .await
-        .unwrap();
-    let jwt = server.register("crash").await.unwrap();
-    let (code, created) = server
-        .call(
-            Method::POST,
-            "/api/agents",
-            &jwt,
-            Some(server.agent_body(&format!("crash {point}"))),
-        )
-        .await
-        .unwrap();
-    assert_eq!(code, 202, "{created}");
+    let mut server = ServerProcess::start(&world, data.path(), &[("ZCAAS_CRASH_AT", point)]).await;
+    let jwt = server.register("crash").await;
+    let created = server
+        .create_pending_agent(&jwt, server.agent_body(&format!("crash {point}")))
+        .await;
     let id = created["id"].as_str().unwrap().to_owned();
-    let status = server.wait_exit(TIMEOUT).await.unwrap();
+    let status = server.wait_exit(TIMEOUT).await;
     assert!(!status.success(), "zcaas should have died at {point}");
     drop(server);
 
-    let server = ServerProcess::start(&world, data.path(), &[])
-        .await
-        .unwrap();
+    let server = ServerProcess::start(&world, data.path(), &[]).await;
     let agent = server
         .wait_status(&jwt, &id, &["RUNNING", "ERROR"], TIMEOUT)
-        .await
-        .unwrap();
+        .await;
     assert_eq!(
         agent["status"], "RUNNING",
         "after a crash at {point}: {agent}"
@@ -238,10 +169,7 @@ async fn crash_at(point: &str) {
         agent["containerPort"].as_u64().unwrap().to_string()
     );
     assert_answers(&server, &jwt, &id).await;
-    let (code, _) = server
-        .call(Method::DELETE, &format!("/api/agents/{id}"), &jwt, None)
-        .await
-        .unwrap();
+    let (code, _) = server.delete_agent(&jwt, &id).await;
     assert_eq!(code, 204);
     assert!(agent_containers(&id).is_empty());
     assert!(!volume_exists(&format!("zeroclaw-crash-{point}-data")));
@@ -267,20 +195,16 @@ crash_tests! {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_agents_stats_and_health_are_refreshed() {
-    let mut env = TestEnv::start(STUB, EnvOptions::default()).await.unwrap();
-    let (jwt, id, _) = running_agent(&env, "Stats Me").await;
-    let first = env
-        .wait_status(&jwt, &id, &["RUNNING"], TIMEOUT)
-        .await
-        .unwrap();
+    let mut env = TestApp::in_world().await;
+    let RunningAgent { jwt, id, .. } = env.running_agent("Stats Me").await;
+    let first = env.wait_status(&jwt, &id, &["RUNNING"], TIMEOUT).await;
     let polled = env
         .wait_for(&jwt, &id, Duration::from_secs(60), |a| {
             a["memoryMb"].as_f64().is_some_and(|m| m > 0.0)
                 && a["cpuPercent"].is_number()
                 && a["lastHealthAt"] != first["lastHealthAt"]
         })
-        .await
-        .unwrap();
+        .await;
     assert!(polled["memoryMb"].as_f64().unwrap() < 256.0, "{polled}");
     env.shutdown().await;
 }

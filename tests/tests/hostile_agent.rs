@@ -19,13 +19,11 @@ use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::Method;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use zcaas_tests::process::ServerProcess;
-use zcaas_tests::{build_binary_image, docker_inspect, Cleanup, World, TEST_LABEL};
+use zcaas_test_support::process::ServerProcess;
+use zcaas_test_support::{build_binary_image, docker_inspect, Cleanup, World, TEST_LABEL};
 
-const STUB: &str = env!("CARGO_BIN_EXE_provider-stub");
 const HOSTILE: &str = env!("CARGO_BIN_EXE_hostile-agent");
 const TIMEOUT: Duration = Duration::from_secs(90);
 /// Most the control plane's peak RSS may grow while it deals with the
@@ -124,9 +122,8 @@ impl Drop for ImageCleanup {
 /// `zcaas serve` process running that image as its runtime image. Fields
 /// drop in order: the control plane first, then everything it created.
 struct Hostile {
+    /// The `zcaas serve` process (its memory is measured).
     server: ServerProcess,
-    /// The `zcaas serve` process, for its memory.
-    pid: u32,
     canary: Canary,
     jwt: String,
     /// `HOSTILE_MODE`, also the agent's name: container names are global
@@ -142,12 +139,10 @@ impl Hostile {
     /// (redirecting to the canary) and starts a control plane deploying it,
     /// with a retry budget of 1 so a failure is final.
     async fn start(mode: &str) -> Hostile {
-        let world = World::start(STUB).await.expect("world");
+        let world = World::start().await;
         let tag = format!("zcaas/hostile-agent:{}", world.prefix);
         let image = ImageCleanup {
-            cleanup: Cleanup {
-                prefix: world.prefix.clone(),
-            },
+            cleanup: Cleanup::new(world.prefix.clone()),
             tag: tag.clone(),
         };
         let canary = Canary::start(&world.network).await;
@@ -168,13 +163,10 @@ impl Hostile {
                 ("ZCAAS_HEALTH_TIMEOUT_SECS", "5"),
             ],
         )
-        .await
-        .expect("zcaas serve");
-        let pid = server.pid();
-        let jwt = server.register("hostile").await.expect("register");
+        .await;
+        let jwt = server.register("hostile").await;
         Hostile {
             server,
-            pid,
             canary,
             jwt,
             mode: mode.to_owned(),
@@ -186,17 +178,8 @@ impl Hostile {
 
     /// Creates an agent; returns its id.
     async fn create_agent(&self) -> String {
-        let (code, created) = self
-            .server
-            .call(
-                Method::POST,
-                "/api/agents",
-                &self.jwt,
-                Some(self.server.agent_body(&format!("hostile {}", self.mode))),
-            )
-            .await
-            .expect("create");
-        assert_eq!(code, 202, "{created}");
+        let body = self.server.agent_body(&format!("hostile {}", self.mode));
+        let created = self.server.create_pending_agent(&self.jwt, body).await;
         created["id"].as_str().expect("id").to_owned()
     }
 
@@ -205,23 +188,14 @@ impl Hostile {
         self.server
             .wait_status(&self.jwt, id, &["RUNNING", "ERROR"], TIMEOUT)
             .await
-            .expect("agent settles")
     }
 
-    /// The control plane's peak resident memory so far, in KiB.
+    /// The control plane's peak resident memory so far (`VmHWM`), in KiB.
     fn peak_kib(&self) -> u64 {
-        peak_rss_kib(self.pid)
+        self.server
+            .proc_status("VmHWM")
+            .unwrap_or_else(|e| panic!("{e:#}"))
     }
-}
-
-/// `VmHWM` (peak resident set) of `pid`, in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no VmHWM in {status}"))
 }
 
 fn assert_bounded(h: &Hostile, before_kib: u64) {
@@ -292,7 +266,7 @@ async fn webhook_refused(mode: &str) {
         let res = h
             .server
             .http
-            .post(format!("{}/api/agents/{id}/message", h.server.base))
+            .post(h.server.url(&format!("/api/agents/{id}/message")))
             .bearer_auth(&h.jwt)
             .json(&serde_json::json!({"message": "hello"}))
             .send()

@@ -5,38 +5,13 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::Method;
 use serde_json::Value;
-use zcaas_tests::process::{zcaas_run, ServerProcess};
-use zcaas_tests::{
-    agent_containers, docker_cli, docker_inspect, volume_exists, EnvOptions, TestEnv, World,
+use zcaas_test_support::process::{zcaas_run, ServerProcess};
+use zcaas_test_support::{
+    agent_containers, docker_cli, docker_inspect, volume_exists, TestApp, World, STUB_IMAGE,
 };
 
-const STUB: &str = env!("CARGO_BIN_EXE_provider-stub");
 const TIMEOUT: Duration = Duration::from_secs(90);
-
-/// Creates an agent named `name` for a new user and waits for RUNNING;
-/// returns (jwt, id, container name).
-async fn running_agent(api: &zcaas_tests::Api, name: &str) -> (String, String, String) {
-    let jwt = api.register(&name.replace(' ', "-")).await.unwrap();
-    let (code, created) = create(api, &jwt, name).await;
-    assert_eq!(code, 202, "{created}");
-    let id = created["id"].as_str().unwrap().to_owned();
-    let agent = api
-        .wait_status(&jwt, &id, &["RUNNING", "ERROR"], TIMEOUT)
-        .await
-        .unwrap();
-    assert_eq!(agent["status"], "RUNNING", "{agent}");
-    let container = format!("zeroclaw-{}", agent["slug"].as_str().unwrap());
-    (jwt, id, container)
-}
-
-/// `POST /api/agents` for an agent named `name`: (status, body).
-async fn create(api: &zcaas_tests::Api, jwt: &str, name: &str) -> (u16, Value) {
-    api.call(Method::POST, "/api/agents", jwt, Some(api.agent_body(name)))
-        .await
-        .unwrap()
-}
 
 /// `(Id, State.StartedAt)` of a container: unchanged means untouched.
 fn identity(container: &str) -> (Value, Value) {
@@ -56,21 +31,22 @@ fn installation_of(world: &World, data: &std::path::Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_installations_on_one_engine_never_touch_each_other() {
-    let world = World::start(STUB).await.unwrap();
+    let world = World::start().await;
     // The worst case: same network, same labels, only the data directory
     // differs (zcaas started from two working directories). Orphans are
     // swept without a grace period, so any mistake shows at once.
     let env = [("ZCAAS_ORPHAN_GRACE_SECS", "0")];
     let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let server_a = ServerProcess::start(&world, data_a.path(), &env)
+    let server_a = ServerProcess::start(&world, data_a.path(), &env).await;
+    let container_a = server_a
+        .running_agent(&format!("{} alpha", world.prefix))
         .await
-        .unwrap();
-    let (_, _, container_a) = running_agent(&server_a, &format!("{} alpha", world.prefix)).await;
-    let server_b = ServerProcess::start(&world, data_b.path(), &env)
-        .await
-        .unwrap();
-    let (jwt_b, id_b, container_b) =
-        running_agent(&server_b, &format!("{} beta", world.prefix)).await;
+        .container();
+    let server_b = ServerProcess::start(&world, data_b.path(), &env).await;
+    let beta = server_b
+        .running_agent(&format!("{} beta", world.prefix))
+        .await;
+    let (jwt_b, id_b, container_b) = (&beta.jwt, &beta.id, beta.container());
     let (inst_a, inst_b) = (
         installation_of(&world, data_a.path()),
         installation_of(&world, data_b.path()),
@@ -88,25 +64,14 @@ async fn two_installations_on_one_engine_never_touch_each_other() {
     // Restart A (its start-up sweep runs against an engine holding B's
     // agent), let both resync and sweep, restart B's agent through B.
     drop(server_a);
-    let server_a = ServerProcess::start(&world, data_a.path(), &env)
-        .await
-        .unwrap();
-    let (code, _) = server_b
-        .call(
-            Method::POST,
-            &format!("/api/agents/{id_b}/restart"),
-            &jwt_b,
-            None,
-        )
-        .await
-        .unwrap();
+    let server_a = ServerProcess::start(&world, data_a.path(), &env).await;
+    let (code, _) = server_b.restart(jwt_b, id_b).await;
     assert_eq!(code, 202);
     server_b
-        .wait_for(&jwt_b, &id_b, TIMEOUT, |a| {
+        .wait_for(jwt_b, id_b, TIMEOUT, |a| {
             a["status"] == "RUNNING" && a["containerId"].is_string()
         })
-        .await
-        .unwrap();
+        .await;
     // Two resync intervals: both installations have swept at least once.
     tokio::time::sleep(Duration::from_secs(21)).await;
     assert_eq!(identity(&container_a), a_before, "A's agent was touched");
@@ -114,9 +79,7 @@ async fn two_installations_on_one_engine_never_touch_each_other() {
 
     // Restart B: A's agent is still untouched.
     drop(server_b);
-    let _server_b = ServerProcess::start(&world, data_b.path(), &env)
-        .await
-        .unwrap();
+    let _server_b = ServerProcess::start(&world, data_b.path(), &env).await;
     tokio::time::sleep(Duration::from_secs(11)).await;
     assert_eq!(identity(&container_a), a_before, "A's agent was touched");
     assert_eq!(
@@ -150,20 +113,12 @@ fn ghost(world: &World, name: &str, extra: &[String]) {
     let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
     let volume = format!("{name}-data");
     docker_cli(&[&["volume", "create"], &labels[..], &[&volume]].concat()).unwrap();
-    docker_cli(
-        &[
-            &["create", "--name", name],
-            &labels[..],
-            &[zcaas_tests::STUB_IMAGE],
-        ]
-        .concat(),
-    )
-    .unwrap();
+    docker_cli(&[&["create", "--name", name], &labels[..], &[STUB_IMAGE]].concat()).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orphans_are_swept_volumes_kept_and_gc_removes_only_ours() {
-    let world = World::start(STUB).await.unwrap();
+    let world = World::start().await;
     let data = tempfile::tempdir().unwrap();
     let installation = installation_of(&world, data.path());
     let ours = format!("{}-ours", world.prefix);
@@ -183,9 +138,8 @@ async fn orphans_are_swept_volumes_kept_and_gc_removes_only_ours() {
     // Ours by label, but no agent's: never an orphan.
     let bystander = format!("{}-provider", world.prefix);
 
-    let _server = ServerProcess::start(&world, data.path(), &[("ZCAAS_ORPHAN_GRACE_SECS", "0")])
-        .await
-        .unwrap();
+    let _server =
+        ServerProcess::start(&world, data.path(), &[("ZCAAS_ORPHAN_GRACE_SECS", "0")]).await;
     // The start-up sweep, or the periodic one, removes our orphan container.
     let deadline = Instant::now() + Duration::from_secs(30);
     while docker_inspect(&ours).is_some() {
@@ -252,8 +206,8 @@ async fn orphans_are_swept_volumes_kept_and_gc_removes_only_ours() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_during_a_deploy_leaves_nothing_and_never_blocks_the_slug() {
-    let mut env = TestEnv::start(STUB, EnvOptions::default()).await.unwrap();
-    let jwt = env.register("churn").await.unwrap();
+    let mut env = TestApp::in_world().await;
+    let jwt = env.register("churn").await;
     let name = format!("{} churn", env.prefix);
     // Delays spread over every deploy step (row, create, upload, start,
     // code, pair, health: about half a second in all), densest over the
@@ -269,15 +223,12 @@ async fn delete_during_a_deploy_leaves_nothing_and_never_blocks_the_slug() {
     eprintln!("delete delays (ms): {delays:?}");
     let mut slug = String::new();
     for delay in delays {
-        let (code, created) = create(&env, &jwt, &name).await;
+        let (code, created) = env.create_agent(&jwt, env.agent_body(&name)).await;
         assert_eq!(code, 202, "the slug is blocked after a delete: {created}");
         let id = created["id"].as_str().unwrap().to_owned();
         slug = created["slug"].as_str().unwrap().to_owned();
         tokio::time::sleep(Duration::from_millis(delay)).await;
-        let (code, body) = env
-            .call(Method::DELETE, &format!("/api/agents/{id}"), &jwt, None)
-            .await
-            .unwrap();
+        let (code, body) = env.delete_agent(&jwt, &id).await;
         assert_eq!(code, 204, "{body}");
         // A create still in flight in the daemon would show up a moment later.
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -295,21 +246,17 @@ async fn delete_during_a_deploy_leaves_nothing_and_never_blocks_the_slug() {
         );
     }
     // The slug is free: one more create of the same name runs.
-    let (code, created) = create(&env, &jwt, &name).await;
+    let (code, created) = env.create_agent(&jwt, env.agent_body(&name)).await;
     assert_eq!(code, 202, "{created}");
     assert_eq!(created["slug"], slug);
     let id = created["id"].as_str().unwrap();
-    let agent = env
-        .wait_status(&jwt, id, &["RUNNING", "ERROR"], TIMEOUT)
-        .await
-        .unwrap();
-    assert_eq!(agent["status"], "RUNNING", "{agent}");
+    env.wait_running(&jwt, id).await;
     env.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_patch_during_the_deploy_is_applied() {
-    let world = World::start(STUB).await.unwrap();
+    let world = World::start().await;
     let data = tempfile::tempdir().unwrap();
     // The deploy pauses 5 s after injecting its files: the PATCH lands then.
     let server = ServerProcess::start(
@@ -317,19 +264,14 @@ async fn a_patch_during_the_deploy_is_applied() {
         data.path(),
         &[("ZCAAS_PAUSE_AT", "after-upload:5000")],
     )
-    .await
-    .unwrap();
-    let jwt = server.register("patcher").await.unwrap();
-    let (code, created) = server
-        .call(
-            Method::POST,
-            "/api/agents",
+    .await;
+    let jwt = server.register("patcher").await;
+    let created = server
+        .create_pending_agent(
             &jwt,
-            Some(server.agent_body(&format!("{} patched", world.prefix))),
+            server.agent_body(&format!("{} patched", world.prefix)),
         )
-        .await
-        .unwrap();
-    assert_eq!(code, 202, "{created}");
+        .await;
     let id = created["id"].as_str().unwrap().to_owned();
     let container = format!("zeroclaw-{}", created["slug"].as_str().unwrap());
     // Wait until the first files are in the container: the deploy is paused.
@@ -348,22 +290,16 @@ async fn a_patch_during_the_deploy_is_applied() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (code, patched) = server
-        .call(
-            Method::PATCH,
-            &format!("/api/agents/{id}"),
+        .patch_agent(
             &jwt,
-            Some(serde_json::json!({"agentName": "Renamed Midway"})),
+            &id,
+            serde_json::json!({"agentName": "Renamed Midway"}),
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(code, 200, "{patched}");
     assert_eq!(patched["status"], "STARTING", "{patched}");
     assert_eq!(patched["restartPending"], true, "{patched}");
-    let agent = server
-        .wait_status(&jwt, &id, &["RUNNING", "ERROR"], TIMEOUT)
-        .await
-        .unwrap();
-    assert_eq!(agent["status"], "RUNNING", "{agent}");
+    server.wait_running(&jwt, &id).await;
     let identity = docker_cli(&[
         "cp",
         &format!("{container}:/zeroclaw-data/workspace/IDENTITY.md"),
@@ -374,18 +310,12 @@ async fn a_patch_during_the_deploy_is_applied() {
         identity.contains("Renamed Midway"),
         "the agent reached RUNNING with the config it began with: {identity}"
     );
-    let (code, reply) = server.message(&jwt, &id, "still there").await.unwrap();
+    let (code, reply) = server.message(&jwt, &id, "still there").await;
     assert_eq!(code, 200, "{reply}");
     // A PATCH of the display name only restarts nothing.
     let (code, patched) = server
-        .call(
-            Method::PATCH,
-            &format!("/api/agents/{id}"),
-            &jwt,
-            Some(serde_json::json!({"name": "Just A Label"})),
-        )
-        .await
-        .unwrap();
+        .patch_agent(&jwt, &id, serde_json::json!({"name": "Just A Label"}))
+        .await;
     assert_eq!(code, 200, "{patched}");
     assert_eq!(patched["restartPending"], false, "{patched}");
     assert_eq!(patched["status"], "RUNNING", "{patched}");
@@ -396,30 +326,21 @@ async fn network_addressing_reaches_agents_at_the_address_the_engine_reports() {
     // The test process is not inside the agents' network, so Docker's
     // embedded DNS cannot resolve `zeroclaw-<slug>` here: only the address
     // read from the engine reaches the agent.
-    let opts = EnvOptions {
-        agent_address: Some(zcaas::config::AgentAddress::Network),
-        ..Default::default()
-    };
-    let mut env = TestEnv::start(STUB, opts).await.unwrap();
-    let (jwt, id, container) = running_agent(&env, &format!("{} by address", env.prefix)).await;
-    let (code, reply) = env.message(&jwt, &id, "over the bridge").await.unwrap();
+    let mut env = TestApp::in_world_with(|c| {
+        c.agent_address = zcaas::config::AgentAddress::Network;
+    })
+    .await;
+    let agent = env
+        .running_agent(&format!("{} by address", env.prefix))
+        .await;
+    let (jwt, id, container) = (&agent.jwt, &agent.id, agent.container());
+    let (code, reply) = env.message(jwt, id, "over the bridge").await;
     assert_eq!(code, 200, "{reply}");
     // Restarted, the agent is re-paired at its address of now.
-    let before = env.stored_token(&id).await.unwrap();
+    let before = env.stored_token(id).await;
     docker_cli(&["restart", "-t", "1", &container]).unwrap();
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let agent = env
-            .wait_status(&jwt, &id, &["RUNNING"], TIMEOUT)
-            .await
-            .unwrap();
-        if agent["status"] == "RUNNING" && env.stored_token(&id).await.unwrap() != before {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not re-paired after a restart");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (code, reply) = env.message(&jwt, &id, "after the restart").await.unwrap();
+    env.wait_repaired(jwt, id, &before, TIMEOUT).await;
+    let (code, reply) = env.message(jwt, id, "after the restart").await;
     assert_eq!(code, 200, "{reply}");
     env.shutdown().await;
 }

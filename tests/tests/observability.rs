@@ -6,111 +6,21 @@
 
 use std::time::Duration;
 
-use futures::stream::BoxStream;
-use futures::StreamExt;
-use reqwest::Method;
 use serde_json::Value;
-use zcaas_tests::{docker_cli, EnvOptions, TestEnv};
+use zcaas_test_support::{docker_cli, Sse, SseReader, TestApp};
 
-const STUB: &str = env!("CARGO_BIN_EXE_provider-stub");
 const DEPLOY: Duration = Duration::from_secs(90);
-/// Longest wait for one event.
-const EVENT: Duration = Duration::from_secs(60);
-
-/// One server-sent event: (event name, id, data).
-type Sse = (String, Option<String>, String);
-
-/// Reads server-sent events off a response body.
-struct SseReader {
-    body: BoxStream<'static, reqwest::Result<axum::body::Bytes>>,
-    buf: String,
-}
-
-impl SseReader {
-    fn new(resp: reqwest::Response) -> Self {
-        assert_eq!(resp.status(), 200, "{}", resp.url());
-        assert!(resp.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/event-stream"));
-        SseReader {
-            body: resp.bytes_stream().boxed(),
-            buf: String::new(),
-        }
-    }
-
-    /// The next event (comments skipped); `None` when the stream ends.
-    async fn next(&mut self) -> Option<Sse> {
-        loop {
-            if let Some(end) = self.buf.find("\n\n") {
-                let block: String = self.buf.drain(..end + 2).collect();
-                let (mut event, mut id, mut data) = (String::from("message"), None, None);
-                for line in block.lines() {
-                    let (k, v) = line.split_once(':').unwrap_or((line, ""));
-                    let v = v.strip_prefix(' ').unwrap_or(v).to_owned();
-                    match k {
-                        "event" => event = v,
-                        "id" => id = Some(v),
-                        "data" => data = Some(v),
-                        _ => {}
-                    }
-                }
-                if let Some(data) = data {
-                    return Some((event, id, data));
-                }
-                continue;
-            }
-            match tokio::time::timeout(EVENT, self.body.next())
-                .await
-                .expect("an event in time")
-            {
-                Some(Ok(chunk)) => self.buf.push_str(&String::from_utf8_lossy(&chunk)),
-                Some(Err(_)) | None => return None,
-            }
-        }
-    }
-
-    /// The next `transition` (JSON), other events skipped.
-    async fn transition(&mut self) -> Value {
-        loop {
-            let (event, _, data) = self.next().await.expect("stream open");
-            if event == "transition" {
-                return serde_json::from_str(&data).unwrap();
-            }
-        }
-    }
-}
-
-async fn stream(
-    env: &TestEnv,
-    jwt: &str,
-    path: &str,
-    headers: &[(&str, String)],
-) -> reqwest::Response {
-    let mut req = env.http.get(format!("{}{path}", env.base)).bearer_auth(jwt);
-    for (k, v) in headers {
-        req = req.header(*k, v);
-    }
-    req.send().await.unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_and_metrics_follow_a_real_deploy_and_stop() {
-    let mut env = TestEnv::start(STUB, EnvOptions::default()).await.unwrap();
-    let jwt = env.register("olive").await.unwrap();
+    let mut env = TestApp::in_world().await;
+    let jwt = env.register("olive").await;
     // Live only (no history), opened before the agent exists.
-    let mut live = SseReader::new(stream(&env, &jwt, "/api/events", &[]).await);
+    let mut live = env.events("/api/events", &jwt, &[]).await;
 
-    let (code, created) = env
-        .call(
-            Method::POST,
-            "/api/agents",
-            &jwt,
-            Some(env.agent_body("Watched")),
-        )
-        .await
-        .unwrap();
-    assert_eq!(code, 202, "{created}");
+    let created = env
+        .create_pending_agent(&jwt, env.agent_body("Watched"))
+        .await;
     let id = created["id"].as_str().unwrap().to_owned();
     let mut seen = Vec::new();
     while seen.last().map(|e: &Value| e["to"].clone()) != Some("RUNNING".into()) {
@@ -125,15 +35,7 @@ async fn events_and_metrics_follow_a_real_deploy_and_stop() {
     let running_id = seen[2]["id"].as_i64().unwrap();
 
     // Metrics after a deploy: every family, with real values.
-    let text = env
-        .http
-        .get(format!("{}/metrics", env.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = env.metrics().await;
     for needle in [
         "zcaas_agents{status=\"RUNNING\"} 1",
         "zcaas_agents{status=\"PENDING\"} 0",
@@ -157,10 +59,7 @@ async fn events_and_metrics_follow_a_real_deploy_and_stop() {
 
     // Stop; then a reconnect after RUNNING (Last-Event-ID) replays exactly
     // what followed it.
-    let (code, _) = env
-        .call(Method::POST, &format!("/api/agents/{id}/stop"), &jwt, None)
-        .await
-        .unwrap();
+    let (code, _) = env.stop(&jwt, &id).await;
     assert_eq!(code, 202);
     let stopping = live.transition().await;
     let stopped = live.transition().await;
@@ -168,15 +67,13 @@ async fn events_and_metrics_follow_a_real_deploy_and_stop() {
         (stopping["to"].as_str(), stopped["to"].as_str()),
         (Some("STOPPING"), Some("STOPPED"))
     );
-    let mut resumed = SseReader::new(
-        stream(
-            &env,
-            &jwt,
+    let mut resumed = env
+        .events(
             &format!("/api/agents/{id}/events"),
-            &[("last-event-id", running_id.to_string())],
+            &jwt,
+            &[("last-event-id", &running_id.to_string())],
         )
-        .await,
-    );
+        .await;
     assert_eq!(resumed.transition().await, stopping);
     assert_eq!(resumed.transition().await, stopped);
     let stored: Vec<i64> =
@@ -203,28 +100,18 @@ async fn events_and_metrics_follow_a_real_deploy_and_stop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_stream_is_redacted_capped_and_ends_when_the_container_stops() {
-    let mut env = TestEnv::start(STUB, EnvOptions::default()).await.unwrap();
-    let jwt = env.register("logan").await.unwrap();
-    let (_, created) = env
-        .call(
-            Method::POST,
-            "/api/agents",
-            &jwt,
-            Some(env.agent_body("Logged")),
-        )
-        .await
-        .unwrap();
+    let mut env = TestApp::in_world().await;
+    let jwt = env.register("logan").await;
+    let (_, created) = env.create_agent(&jwt, env.agent_body("Logged")).await;
     let id = created["id"].as_str().unwrap().to_owned();
-    env.wait_status(&jwt, &id, &["RUNNING"], DEPLOY)
-        .await
-        .unwrap();
+    env.wait_status(&jwt, &id, &["RUNNING"], DEPLOY).await;
     let logs_path = format!("/api/agents/{id}/logs?follow=true&tail=500");
 
     // The banner arrives redacted; the real code is in Docker's logs only.
-    let mut follow = SseReader::new(stream(&env, &jwt, &logs_path, &[]).await);
+    let mut follow = env.events(&logs_path, &jwt, &[]).await;
     let mut streamed = String::new();
     while !streamed.contains("X-Pairing-Code") {
-        let (event, _, data) = follow.next().await.expect("log lines");
+        let Sse { event, data, .. } = follow.next().await.expect("log lines");
         assert_eq!(event, "line", "{data}");
         let line: Value = serde_json::from_str(&data).unwrap();
         assert!(
@@ -252,10 +139,7 @@ async fn log_stream_is_redacted_capped_and_ends_when_the_container_stops() {
     );
 
     // The one-shot form is unchanged (and redacted the same way).
-    let (code_json, body) = env
-        .call(Method::GET, &format!("/api/agents/{id}/logs"), &jwt, None)
-        .await
-        .unwrap();
+    let (code_json, body) = env.logs(&jwt, &id).await;
     assert_eq!(code_json, 200);
     assert!(
         body["lines"].as_array().is_some_and(|l| !l.is_empty()),
@@ -266,22 +150,19 @@ async fn log_stream_is_redacted_capped_and_ends_when_the_container_stops() {
     // Four log streams per user; the fifth is refused with 429.
     let mut extra = Vec::new();
     for _ in 0..3 {
-        extra.push(SseReader::new(stream(&env, &jwt, &logs_path, &[]).await));
+        extra.push(env.events(&logs_path, &jwt, &[]).await);
     }
-    let refused = stream(&env, &jwt, &logs_path, &[]).await;
+    let refused = env.open_stream(&logs_path, Some(&jwt), &[]).await;
     assert_eq!(refused.status(), 429);
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["code"], "too_many_streams", "{body}");
     drop(extra);
 
     // Stopping the container ends the stream with a final `end` event.
-    let (code_stop, _) = env
-        .call(Method::POST, &format!("/api/agents/{id}/stop"), &jwt, None)
-        .await
-        .unwrap();
+    let (code_stop, _) = env.stop(&jwt, &id).await;
     assert_eq!(code_stop, 202);
     let end = loop {
-        let (event, _, data) = follow
+        let Sse { event, data, .. } = follow
             .next()
             .await
             .expect("an end event before the stream closes");
@@ -295,15 +176,13 @@ async fn log_stream_is_redacted_capped_and_ends_when_the_container_stops() {
         follow.next().await.is_none(),
         "the stream closes after `end`"
     );
-    env.wait_status(&jwt, &id, &["STOPPED"], DEPLOY)
-        .await
-        .unwrap();
+    env.wait_status(&jwt, &id, &["STOPPED"], DEPLOY).await;
 
     // Every slot is free again: a follow of the stopped container replays
     // its tail and ends at once.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut again = loop {
-        let resp = stream(&env, &jwt, &logs_path, &[]).await;
+        let resp = env.open_stream(&logs_path, Some(&jwt), &[]).await;
         if resp.status() == 200 {
             break SseReader::new(resp);
         }
@@ -314,7 +193,7 @@ async fn log_stream_is_redacted_capped_and_ends_when_the_container_stops() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let mut last = None;
-    while let Some((event, _, data)) = again.next().await {
+    while let Some(Sse { event, data, .. }) = again.next().await {
         last = Some((event, data));
     }
     assert_eq!(

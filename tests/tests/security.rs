@@ -36,9 +36,8 @@ mod support;
 
 use std::time::Duration;
 
-use reqwest::Method;
 use serde_json::json;
-use zcaas_tests::{docker_cli, docker_inspect, EnvOptions, TestEnv};
+use zcaas_test_support::{docker_cli, docker_inspect, TestApp, DEPLOY_TIMEOUT, PASSWORD};
 
 use capture::*;
 use support::*;
@@ -48,8 +47,8 @@ use support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_stay_secret() {
     let logs = capture();
-    let mut env = TestEnv::start(STUB, EnvOptions::default()).await.unwrap();
-    let jwt = env.register("keeper").await.unwrap();
+    let mut env = TestApp::in_world().await;
+    let jwt = env.register("keeper").await;
     let admin = admin_jwt(&env).await;
 
     let mut s = Secrets::default();
@@ -74,10 +73,10 @@ async fn secrets_stay_secret() {
         "discord": {"botToken": discord, "guildId": "1234567890"},
         "slack": {"botToken": slack_bot, "appToken": slack_app, "channelId": "C0123"}
     });
-    let agent = deploy(&env, &jwt, body).await;
+    let agent = env.create_running_agent(&jwt, body).await;
     let id = agent["id"].as_str().unwrap().to_owned();
     let container = agent["containerId"].as_str().unwrap().to_owned();
-    s.add("bearer token (first start)", stored_token(&env, &id).await);
+    s.add("bearer token (first start)", env.stored_token(&id).await);
     // The owner sees that secrets are set, masked; the token not at all.
     let tail = |v: &str| v[v.len() - 4..].to_owned();
     assert_eq!(agent["apiKey"], format!("sk-…{}", tail(&api_key)));
@@ -90,43 +89,29 @@ async fn secrets_stay_secret() {
         vec![("POST /api/agents → RUNNING".into(), agent.to_string())];
 
     // A message, a restart (re-pair), stop and start (re-pair again).
-    let (code, reply) = env.message(&jwt, &id, "hello, keeper").await.unwrap();
+    let (code, reply) = env.message(&jwt, &id, "hello, keeper").await;
     assert_eq!(code, 200, "{reply}");
     responses.push(("POST …/message".into(), reply.to_string()));
     let (restarted, token) = restart(&env, &jwt, &id).await;
     s.add("bearer token (after restart)", token);
     responses.push(("POST …/restart".into(), restarted.to_string()));
-    let (code, stopped) = env
-        .call(Method::POST, &format!("/api/agents/{id}/stop"), &jwt, None)
-        .await
-        .unwrap();
+    let (code, stopped) = env.stop(&jwt, &id).await;
     assert_eq!(code, 202, "{stopped}");
     responses.push(("POST …/stop".into(), stopped.to_string()));
     env.wait_status(&jwt, &id, &["STOPPED"], DEPLOY_TIMEOUT)
-        .await
-        .unwrap();
-    let (code, started) = env
-        .call(Method::POST, &format!("/api/agents/{id}/start"), &jwt, None)
-        .await
-        .unwrap();
+        .await;
+    let (code, started) = env.start(&jwt, &id).await;
     assert_eq!(code, 202, "{started}");
     responses.push(("POST …/start".into(), started.to_string()));
     env.wait_status(&jwt, &id, &["RUNNING"], DEPLOY_TIMEOUT)
-        .await
-        .unwrap();
-    s.add("bearer token (after start)", stored_token(&env, &id).await);
+        .await;
+    s.add("bearer token (after start)", env.stored_token(&id).await);
     let (code, patched) = env
-        .call(
-            Method::PATCH,
-            &format!("/api/agents/{id}"),
-            &jwt,
-            Some(json!({"name": "Secret Keeper Renamed"})),
-        )
-        .await
-        .unwrap();
+        .patch_agent(&jwt, &id, json!({"name": "Secret Keeper Renamed"}))
+        .await;
     assert_eq!(code, 200, "{patched}");
     responses.push(("PATCH /api/agents/{id}".into(), patched.to_string()));
-    let (code, reply) = env.message(&jwt, &id, "still there?").await.unwrap();
+    let (code, reply) = env.message(&jwt, &id, "still there?").await;
     assert_eq!(code, 200, "{reply}");
     s.codes = pairing_codes(&container);
     assert_eq!(s.codes.len(), 3, "three starts, three codes: {:?}", s.codes);
@@ -264,10 +249,10 @@ async fn secrets_stay_secret() {
     );
     s.add("user JWT", jwt.clone());
     s.add("admin JWT", admin.clone());
-    s.add("user password", "correct horse battery");
+    s.add("user password", PASSWORD);
     s.assert_absent("the control plane's logs", &text);
 
-    let (code, _) = env.call(Method::DELETE, &a, &jwt, None).await.unwrap();
+    let (code, _) = env.delete_agent(&jwt, &id).await;
     assert_eq!(code, 204);
     env.shutdown().await;
     // Shutdown logs too.

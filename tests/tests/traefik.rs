@@ -6,16 +6,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use reqwest::Method;
 use serde_yaml::Value as Yaml;
 use zcaas::config::Config;
 use zcaas::docker::AGENT_PORT;
-use zcaas_tests::{docker_inspect, EnvOptions, TestEnv};
-
-const STUB: &str = env!("CARGO_BIN_EXE_provider-stub");
-const DEPLOY_TIMEOUT: Duration = Duration::from_secs(90);
+use zcaas_test_support::{docker_inspect, TestApp};
 
 /// The repository root.
 fn repo() -> PathBuf {
@@ -329,25 +324,13 @@ fn compose_stack_matches_traefik_configuration() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn labels_on_a_real_agent_container_match_traefik_configuration() {
     let t = Traefik::load();
-    let env = TestEnv::start(STUB, EnvOptions::default()).await.unwrap();
-    let jwt = env.register("routes").await.unwrap();
-    let (code, created) = env
-        .call(
-            Method::POST,
-            "/api/agents",
-            &jwt,
-            Some(env.agent_body("Route Check")),
-        )
-        .await
-        .unwrap();
-    assert_eq!(code, 202, "{created}");
-    let id = created["id"].as_str().unwrap().to_owned();
-    let slug = created["slug"].as_str().unwrap().to_owned();
+    let env = TestApp::in_world().await;
+    let jwt = env.register("routes").await;
     let agent = env
-        .wait_status(&jwt, &id, &["RUNNING", "ERROR"], DEPLOY_TIMEOUT)
-        .await
-        .unwrap();
-    assert_eq!(agent["status"], "RUNNING", "{agent}");
+        .create_running_agent(&jwt, env.agent_body("Route Check"))
+        .await;
+    let id = agent["id"].as_str().unwrap().to_owned();
+    let slug = agent["slug"].as_str().unwrap().to_owned();
 
     let c = docker_inspect(&format!("zeroclaw-{slug}")).expect("the agent's container");
     let labels: BTreeMap<String, String> =
@@ -425,9 +408,6 @@ async fn labels_on_a_real_agent_container_match_traefik_configuration() {
         "labels this test does not check: {unchecked:?}"
     );
 
-    let (code, _) = env
-        .call(Method::DELETE, &format!("/api/agents/{id}"), &jwt, None)
-        .await
-        .unwrap();
+    let (code, _) = env.delete_agent(&jwt, &id).await;
     assert_eq!(code, 204, "delete");
 }

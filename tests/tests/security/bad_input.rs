@@ -2,10 +2,9 @@
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use zcaas_tests::{EnvOptions, TestEnv};
+use zcaas_test_support::{labelled, TestApp};
 
 use super::capture::*;
-use super::support::*;
 
 /// Bad input on every route of a RUNNING agent, from its owner and from
 /// another tenant: only 4xx JSON errors, and afterwards exactly one agent,
@@ -14,15 +13,17 @@ use super::support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_leaves_a_running_agent_and_nothing_else() {
     capture();
-    let mut env = TestEnv::start(STUB, EnvOptions::default()).await.unwrap();
-    let owner = env.register("owner").await.unwrap();
-    let other = env.register("other").await.unwrap();
+    let mut env = TestApp::in_world().await;
+    let owner = env.register("owner").await;
+    let other = env.register("other").await;
     let name = format!("Steady Agent {}", env.prefix);
-    let agent = deploy(&env, &owner, env.agent_body(&name)).await;
+    let agent = env
+        .create_running_agent(&owner, env.agent_body(&name))
+        .await;
     let id = agent["id"].as_str().unwrap().to_owned();
     let container = agent["containerId"].as_str().unwrap().to_owned();
-    let token = stored_token(&env, &id).await;
-    let containers_before = labelled(&env, &["ps", "-aq"]);
+    let token = env.stored_token(&id).await;
+    let containers_before = labelled(&["ps", "-aq"], &env.prefix);
     assert_eq!(
         containers_before.len(),
         2,
@@ -101,7 +102,7 @@ async fn bad_input_leaves_a_running_agent_and_nothing_else() {
         for (method, path) in routes {
             for (ct, body) in &bodies {
                 let res = http
-                    .request(method.clone(), format!("{}{path}", env.base))
+                    .request(method.clone(), env.url(path))
                     .bearer_auth(jwt)
                     .header("content-type", *ct)
                     .body(body.clone())
@@ -141,21 +142,21 @@ async fn bad_input_leaves_a_running_agent_and_nothing_else() {
         (agents, ports),
         (1, vec![agent["containerPort"].as_i64().unwrap()])
     );
-    let mut after = labelled(&env, &["ps", "-aq"]);
+    let mut after = labelled(&["ps", "-aq"], &env.prefix);
     let mut before = containers_before.clone();
     after.sort();
     before.sort();
     assert_eq!(after, before, "no container added or replaced");
     let volume = format!("zeroclaw-{}-data", agent["slug"].as_str().unwrap());
-    assert_eq!(labelled(&env, &["volume", "ls", "-q"]), vec![volume]);
-    let now = env.call(Method::GET, &a, &owner, None).await.unwrap().1;
+    assert_eq!(labelled(&["volume", "ls", "-q"], &env.prefix), vec![volume]);
+    let now = env.get_agent(&owner, &id).await.1;
     assert_eq!(
         (now["status"].as_str(), now["containerId"].as_str()),
         (Some("RUNNING"), Some(container.as_str()))
     );
     assert_eq!(now["name"], name.as_str());
-    assert_eq!(stored_token(&env, &id).await, token, "not re-paired");
-    let (code, reply) = env.message(&owner, &id, "still steady").await.unwrap();
+    assert_eq!(env.stored_token(&id).await, token, "not re-paired");
+    let (code, reply) = env.message(&owner, &id, "still steady").await;
     assert_eq!(code, 200, "{reply}");
     env.shutdown().await;
 }

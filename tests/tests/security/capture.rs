@@ -5,45 +5,17 @@
 //! bollard included), writing to memory, before any harness code runs, so
 //! the log assertions see everything the control plane would print.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 
-/// Everything every tracing subscriber of this process printed.
-#[derive(Clone, Default)]
-pub(crate) struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-impl Captured {
-    pub(crate) fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
-    }
-}
+use zcaas_test_support::LogBuffer;
 
 /// Installs the capturing subscriber (once per process; every test calls
 /// this first, so the harness's own `try_init` never wins).
-pub(crate) fn capture() -> &'static Captured {
-    static CAPTURED: OnceLock<Captured> = OnceLock::new();
+pub(crate) fn capture() -> &'static LogBuffer {
+    static CAPTURED: OnceLock<LogBuffer> = OnceLock::new();
     CAPTURED.get_or_init(|| {
         use tracing_subscriber::util::SubscriberInitExt as _;
-        let captured = Captured::default();
+        let captured = LogBuffer::default();
         // The service's own subscriber (`zcaas::cli::init_tracing`), asked
         // for everything: TRACE, which includes DEBUG.
         zcaas::cli::log_subscriber(Some("trace"), false, captured.clone())

@@ -4,9 +4,8 @@
 
 use std::time::Duration;
 
-use reqwest::Method;
 use serde_json::json;
-use zcaas_tests::{agent_containers, docker_inspect, EnvOptions, TestEnv};
+use zcaas_test_support::{agent_containers, docker_inspect, TestApp, DEPLOY_TIMEOUT};
 
 use super::capture::*;
 use super::support::*;
@@ -16,11 +15,11 @@ use super::support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployed_agent_is_hardened() {
     capture();
-    let mut env = TestEnv::start(STUB, EnvOptions::default()).await.unwrap();
-    let jwt = env.register("hardened").await.unwrap();
+    let mut env = TestApp::in_world().await;
+    let jwt = env.register("hardened").await;
     // The test's prefix keeps the slug unique on a shared engine.
     let name = format!("Ünï `Bot` && Co. v2 @home * {}", env.prefix);
-    let agent = deploy(&env, &jwt, env.agent_body(&name)).await;
+    let agent = env.create_running_agent(&jwt, env.agent_body(&name)).await;
     let slug = format!("n-bot-co-v2-home-{}", env.prefix);
     let slug = slug.as_str();
     assert_eq!(agent["slug"], slug);
@@ -157,7 +156,7 @@ async fn a_deployed_agent_is_hardened() {
     );
 
     // And it works, hardened: a message goes through.
-    let (code, reply) = env.message(&jwt, id, "hello, hardened").await.unwrap();
+    let (code, reply) = env.message(&jwt, id, "hello, hardened").await;
     assert_eq!(code, 200, "{reply}");
     env.shutdown().await;
 }
@@ -168,8 +167,8 @@ async fn a_deployed_agent_is_hardened() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_persona_and_channel_text_cannot_change_the_config() {
     capture();
-    let mut env = TestEnv::start(STUB, EnvOptions::default()).await.unwrap();
-    let jwt = env.register("toml").await.unwrap();
+    let mut env = TestApp::in_world().await;
+    let jwt = env.register("toml").await;
     let style = "\"\n[gateway]\nrequire_pairing = false\nallow_public_bind = true\n]] ''' \"\"\" \\u0041 \\\" # = [x]\n[[channels_config.telegram]]\n\tapi_key = \"stolen\"";
     let user_name = "\"] ]] ''' \"\"\" = [gateway] require_pairing = false #";
     let agent_name = "Ada''' \"]]\\";
@@ -187,7 +186,7 @@ async fn hostile_persona_and_channel_text_cannot_change_the_config() {
     body["userName"] = json!(user_name);
     body["agentName"] = json!(agent_name);
     body["channels"] = json!({"telegram": {"botToken": bot_token, "allowedUsers": allowed}});
-    let agent = deploy(&env, &jwt, body).await;
+    let agent = env.create_running_agent(&jwt, body).await;
     assert_eq!(agent["slug"], format!("eve-gateway-x-{}", env.prefix));
     assert_eq!(agent["communicationStyle"], style, "stored verbatim");
     let id = agent["id"].as_str().unwrap().to_owned();
@@ -257,10 +256,7 @@ async fn hostile_persona_and_channel_text_cannot_change_the_config() {
 
     // The running agent itself still requires pairing: its /health says so,
     // and its webhook refuses a caller without the token.
-    let (code, health) = env
-        .call(Method::GET, &format!("/api/agents/{id}/health"), &jwt, None)
-        .await
-        .unwrap();
+    let (code, health) = env.health(&jwt, &id).await;
     assert_eq!(code, 200, "{health}");
     assert_eq!(
         (health["require_pairing"].clone(), health["paired"].clone()),
@@ -275,36 +271,26 @@ async fn hostile_persona_and_channel_text_cannot_change_the_config() {
         .await
         .unwrap();
     assert_eq!(direct.status(), 401);
-    let (code, reply) = env.message(&jwt, &id, "hello, toml").await.unwrap();
+    let (code, reply) = env.message(&jwt, &id, "hello, toml").await;
     assert_eq!(code, 200, "{reply}");
 
     // A PATCH re-renders and re-injects; the agent re-pairs.
-    let token = stored_token(&env, &id).await;
+    let token = env.stored_token(&id).await;
     let style2 = "]]\n[gateway]\nrequire_pairing=false\n'''";
     let (code, patched) = env
-        .call(
-            Method::PATCH,
-            &format!("/api/agents/{id}"),
-            &jwt,
-            Some(json!({"communicationStyle": style2})),
-        )
-        .await
-        .unwrap();
+        .patch_agent(&jwt, &id, json!({"communicationStyle": style2}))
+        .await;
     assert_eq!(code, 200, "{patched}");
     // Re-paired (a new token for the new start), then RUNNING again.
     let deadline = std::time::Instant::now() + DEPLOY_TIMEOUT;
-    while stored_token(&env, &id).await == token {
+    while env.stored_token(&id).await == token {
         assert!(
             std::time::Instant::now() < deadline,
             "not re-paired after PATCH"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let agent = env
-        .wait_status(&jwt, &id, &["RUNNING", "ERROR"], DEPLOY_TIMEOUT)
-        .await
-        .unwrap();
-    assert_eq!(agent["status"], "RUNNING", "{agent}");
+    let agent = env.wait_running(&jwt, &id).await;
     assert_eq!(agent["communicationStyle"], style2);
     let container = docker_inspect(&format!("zeroclaw-{}", agent["slug"].as_str().unwrap()))
         .unwrap()["Id"]
@@ -312,7 +298,7 @@ async fn hostile_persona_and_channel_text_cannot_change_the_config() {
         .unwrap()
         .to_owned();
     check(&container, style2);
-    let (code, reply) = env.message(&jwt, &id, "after the patch").await.unwrap();
+    let (code, reply) = env.message(&jwt, &id, "after the patch").await;
     assert_eq!(code, 200, "{reply}");
     env.shutdown().await;
 }

@@ -1,10 +1,9 @@
 //! `zcaas keys rotate` under running agents, and ciphertexts moved between
 //! rows by a database writer.
 
-use reqwest::Method;
 use serde_json::json;
 use zcaas::secrets::SecretField;
-use zcaas_tests::{agent_containers, EnvOptions, TestEnv};
+use zcaas_test_support::{agent_containers, TestApp, DEPLOY_TIMEOUT};
 
 use super::capture::*;
 use super::support::*;
@@ -17,12 +16,8 @@ use super::support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_rotation_and_swapped_ciphertexts() {
     capture();
-    let opts = EnvOptions {
-        retry_budget: Some(1),
-        ..EnvOptions::default()
-    };
-    let mut env = TestEnv::start(STUB, opts).await.unwrap();
-    let jwt = env.register("rotor").await.unwrap();
+    let mut env = TestApp::in_world_with(|c| c.retry_budget = 1).await;
+    let jwt = env.register("rotor").await;
     let key_a = unique("sk-agent-a-");
     let key_b = unique("sk-agent-b-");
     let mut body_a = env.agent_body(&format!("Rotor A {}", env.prefix));
@@ -30,7 +25,10 @@ async fn key_rotation_and_swapped_ciphertexts() {
     body_a["channels"] = json!({"telegram": {"botToken": unique("tg-a-")}});
     let mut body_b = env.agent_body(&format!("Rotor B {}", env.prefix));
     body_b["apiKey"] = json!(key_b);
-    let (a, b) = tokio::join!(deploy(&env, &jwt, body_a), deploy(&env, &jwt, body_b));
+    let (a, b) = tokio::join!(
+        env.create_running_agent(&jwt, body_a),
+        env.create_running_agent(&jwt, body_b)
+    );
     let (a, b) = (
         a["id"].as_str().unwrap().to_owned(),
         b["id"].as_str().unwrap().to_owned(),
@@ -75,7 +73,7 @@ async fn key_rotation_and_swapped_ciphertexts() {
     }
     // The running server reads the new ciphertexts (it learns the new key).
     for id in [&a, &b] {
-        let (code, reply) = env.message(&jwt, id, "after rotation").await.unwrap();
+        let (code, reply) = env.message(&jwt, id, "after rotation").await;
         assert_eq!(code, 200, "{reply}");
     }
     assert_eq!(
@@ -87,7 +85,7 @@ async fn key_rotation_and_swapped_ciphertexts() {
     restart(&env, &jwt, &a).await;
     let (token_a, _, _) = stored(&env, &a).await;
     assert!(token_a.unwrap().starts_with(&format!("v1:{new_kid}:")));
-    let (code, reply) = env.message(&jwt, &a, "after restart").await.unwrap();
+    let (code, reply) = env.message(&jwt, &a, "after restart").await;
     assert_eq!(code, 200, "{reply}");
 
     // A database writer swaps the two agents' API key ciphertexts.
@@ -95,26 +93,12 @@ async fn key_rotation_and_swapped_ciphertexts() {
     let (_, kb, _) = stored(&env, &b).await;
     set_api_keys(&env, [(&a, &kb), (&b, &ka)]).await;
     // Neither key shows, not even masked: the view cannot decrypt it.
-    let (_, view) = env
-        .call(Method::GET, &format!("/api/agents/{a}"), &jwt, None)
-        .await
-        .unwrap();
+    let (_, view) = env.get_agent(&jwt, &a).await;
     assert_eq!(view["apiKey"], "***", "{view}");
     // A's next start must decrypt its key: refused, ERROR with the reason.
-    let (code, body) = env
-        .call(
-            Method::POST,
-            &format!("/api/agents/{a}/restart"),
-            &jwt,
-            None,
-        )
-        .await
-        .unwrap();
+    let (code, body) = env.restart(&jwt, &a).await;
     assert_eq!(code, 202, "{body}");
-    let failed = env
-        .wait_status(&jwt, &a, &["ERROR"], DEPLOY_TIMEOUT)
-        .await
-        .unwrap();
+    let failed = env.wait_status(&jwt, &a, &["ERROR"], DEPLOY_TIMEOUT).await;
     let reason = failed["lastError"].as_str().unwrap();
     assert!(
         reason.contains("decrypting the API key") && reason.contains("decryption failed"),
@@ -129,30 +113,23 @@ async fn key_rotation_and_swapped_ciphertexts() {
         "no container was started with a wrong key"
     );
     // B runs on: its container has its own key in its volume.
-    let (code, reply) = env.message(&jwt, &b, "b is fine").await.unwrap();
+    let (code, reply) = env.message(&jwt, &b, "b is fine").await;
     assert_eq!(code, 200, "{reply}");
 
     // Put them back: A deploys again with its own key.
     set_api_keys(&env, [(&a, &ka), (&b, &kb)]).await;
     let (_, k_after, _) = stored(&env, &a).await;
     assert_eq!(k_after, ka);
-    let (code, body) = env
-        .call(Method::POST, &format!("/api/agents/{a}/retry"), &jwt, None)
-        .await
-        .unwrap();
+    let (code, body) = env.retry(&jwt, &a).await;
     assert_eq!(code, 202, "{body}");
-    let agent = env
-        .wait_status(&jwt, &a, &["RUNNING", "ERROR"], DEPLOY_TIMEOUT)
-        .await
-        .unwrap();
-    assert_eq!(agent["status"], "RUNNING", "{agent}");
+    let agent = env.wait_running(&jwt, &a).await;
     let container = agent["containerId"].as_str().unwrap();
     let (_, config) = container_file(container, "/zeroclaw-data/.zeroclaw/config.toml");
     assert!(
         String::from_utf8(config).unwrap().contains(&key_a),
         "A's own key"
     );
-    let (code, reply) = env.message(&jwt, &a, "a is back").await.unwrap();
+    let (code, reply) = env.message(&jwt, &a, "a is back").await;
     assert_eq!(code, 200, "{reply}");
     env.shutdown().await;
 }

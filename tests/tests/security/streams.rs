@@ -10,7 +10,7 @@ use futures::StreamExt as _;
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use zcaas_tests::{docker_inspect, EnvOptions, TestEnv};
+use zcaas_test_support::{docker_inspect, TestApp, DEPLOY_TIMEOUT};
 
 use super::capture::*;
 use super::support::*;
@@ -21,15 +21,15 @@ use super::support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_are_isolated_and_capped() {
     let logs = capture();
-    let mut env = TestEnv::start(STUB, EnvOptions::default()).await.unwrap();
-    let alice = env.register("alice").await.unwrap();
-    let bob = env.register("bob").await.unwrap();
-    let a = deploy(
-        &env,
-        &alice,
-        env.agent_body(&format!("Alice Streams {}", env.prefix)),
-    )
-    .await;
+    let mut env = TestApp::in_world().await;
+    let alice = env.register("alice").await;
+    let bob = env.register("bob").await;
+    let a = env
+        .create_running_agent(
+            &alice,
+            env.agent_body(&format!("Alice Streams {}", env.prefix)),
+        )
+        .await;
     let a = a["id"].as_str().unwrap().to_owned();
     let mut tickets = Vec::new();
 
@@ -40,7 +40,7 @@ async fn streams_are_isolated_and_capped() {
         format!("/api/agents/{a}/logs?follow=true"),
         format!("/api/agents/{a}/logs?follow=true&tail=10"),
     ] {
-        let (code, body) = env.call(Method::GET, &path, &bob, None).await.unwrap();
+        let (code, body) = env.call(Method::GET, &path, Some(&bob), None).await;
         assert_eq!(code, 404, "bearer: {path}: {body}");
         assert_eq!(body["error"]["code"], "not_found");
         let t = ticket(&env, &bob).await;
@@ -50,9 +50,8 @@ async fn streams_are_isolated_and_capped() {
         tickets.push(t);
     }
     let (code, _) = env
-        .call(Method::GET, "/api/admin/events", &bob, None)
-        .await
-        .unwrap();
+        .call(Method::GET, "/api/admin/events", Some(&bob), None)
+        .await;
     assert_eq!(code, 403);
 
     // Tickets: once, and only on streams.
@@ -78,7 +77,7 @@ async fn streams_are_isolated_and_capped() {
     let done = Arc::new(tokio::sync::Notify::new());
     let watch = |jwt: String, until_running: bool| {
         let http = env.http.clone();
-        let url = format!("{}/api/events", env.base);
+        let url = env.url("/api/events");
         let done = done.clone();
         tokio::spawn(async move {
             let res = http.get(url).bearer_auth(jwt).send().await.unwrap();
@@ -121,7 +120,7 @@ async fn streams_are_isolated_and_capped() {
 
     // Log streams: a few per user, then 429; another user is not affected.
     let max = zcaas::api::streams::MAX_LOG_STREAMS;
-    let follow = format!("{}/api/agents/{a}/logs?follow=true&tail=1", env.base);
+    let follow = env.url(&format!("/api/agents/{a}/logs?follow=true&tail=1"));
     let mut open = Vec::new();
     for _ in 0..max {
         let res = env
@@ -144,12 +143,9 @@ async fn streams_are_isolated_and_capped() {
     assert_eq!(res.status(), 429);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "too_many_streams", "{body}");
-    let b = deploy(
-        &env,
-        &bob,
-        env.agent_body(&format!("Bob Streams {}", env.prefix)),
-    )
-    .await;
+    let b = env
+        .create_running_agent(&bob, env.agent_body(&format!("Bob Streams {}", env.prefix)))
+        .await;
     let (code, _) = read_stream(
         &env,
         &format!(
@@ -178,8 +174,8 @@ async fn streams_are_isolated_and_capped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_do_not_follow_provider_redirects() {
     capture();
-    let mut env = TestEnv::start(STUB, EnvOptions::default()).await.unwrap();
-    let jwt = env.register("redirect").await.unwrap();
+    let mut env = TestApp::in_world().await;
+    let jwt = env.register("redirect").await;
     let gateway = docker_inspect(&env.config.network).expect("network")["IPAM"]["Config"][0]
         ["Gateway"]
         .as_str()
@@ -225,9 +221,9 @@ async fn agents_do_not_follow_provider_redirects() {
 
     let mut body = env.agent_body(&format!("Redirected {}", env.prefix));
     body["provider"] = json!(format!("custom:http://{served}/v1"));
-    let agent = deploy(&env, &jwt, body).await;
+    let agent = env.create_running_agent(&jwt, body).await;
     let id = agent["id"].as_str().unwrap();
-    let (code, reply) = env.message(&jwt, id, "follow me").await.unwrap();
+    let (code, reply) = env.message(&jwt, id, "follow me").await;
     assert_eq!(
         outer.load(Ordering::SeqCst),
         1,

@@ -1,92 +1,41 @@
-//! Helpers of the end-to-end security tests: deploys, restarts, files read
-//! out of containers, `/proc` of their processes, and raw HTTP calls.
+//! Helpers of the end-to-end security tests only (the shared ones are in
+//! `zcaas-test-support`): restarts that must re-pair, files read out of
+//! containers, `/proc` of their processes, stored ciphertexts, and raw
+//! HTTP reads.
 
 use std::io::Read as _;
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use reqwest::Method;
-use serde_json::{json, Value};
-use zcaas::secrets::SecretField;
-use zcaas_tests::{docker_cli, TestEnv};
-
-/// The provider stand-in binary of this package.
-pub(crate) const STUB: &str = env!("CARGO_BIN_EXE_provider-stub");
-/// Longest wait for a deploy, restart or start.
-pub(crate) const DEPLOY_TIMEOUT: Duration = Duration::from_secs(90);
+use serde_json::Value;
+use zcaas_test_support::TestApp;
 
 /// A random string that names its test, for secrets we can search for.
 pub(crate) fn unique(prefix: &str) -> String {
     format!("{prefix}{}", uuid::Uuid::new_v4().simple())
 }
 
-/// The plaintext bearer token the control plane holds for `id`.
-pub(crate) async fn stored_token(env: &TestEnv, id: &str) -> String {
-    let state = env.app().state();
-    let agent = zcaas::db::lifecycle::get(&state.db, id)
-        .await
-        .unwrap()
-        .expect("agent row");
-    let enc = agent.encrypted_token.expect("a token is stored");
-    state.secrets.decrypt(id, SecretField::Token, &enc).unwrap()
-}
-
 /// An admin account (created in the store) and its JWT.
-pub(crate) async fn admin_jwt(env: &TestEnv) -> String {
-    let email = format!("admin-{}@example.test", env.prefix);
-    let hash = zcaas::auth::hash_password("admin password 1".into())
+pub(crate) async fn admin_jwt(env: &TestApp) -> String {
+    env.admin(&format!("admin-{}@example.test", env.prefix))
         .await
-        .unwrap();
-    zcaas::db::users::create(
-        &env.app().state().db,
-        &zcaas::db::users::NewUser {
-            email: &email,
-            password_hash: &hash,
-            role: zcaas::model::Role::Admin,
-            plan: zcaas::model::Plan::Enterprise,
-        },
-    )
-    .await
-    .unwrap();
-    let res = env
-        .http
-        .post(format!("{}/api/auth/login", env.base))
-        .json(&json!({"email": email, "password": "admin password 1"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let body: Value = res.json().await.unwrap();
-    body["token"].as_str().unwrap().to_owned()
 }
 
 /// `GET path` → (status, body text).
-pub(crate) async fn get_text(env: &TestEnv, path: &str, jwt: &str) -> (u16, String) {
-    let res = env
-        .http
-        .get(format!("{}{path}", env.base))
-        .bearer_auth(jwt)
-        .send()
-        .await
-        .unwrap();
+pub(crate) async fn get_text(env: &TestApp, path: &str, jwt: &str) -> (u16, String) {
+    let res = env.open_stream(path, Some(jwt), &[]).await;
     let status = res.status().as_u16();
     (status, res.text().await.unwrap())
 }
 
 /// Opens a stream and reads what arrives within `window` → (status, text).
 pub(crate) async fn read_stream(
-    env: &TestEnv,
+    env: &TestApp,
     path: &str,
     jwt: &str,
     window: Duration,
 ) -> (u16, String) {
-    let res = env
-        .http
-        .get(format!("{}{path}", env.base))
-        .bearer_auth(jwt)
-        .send()
-        .await
-        .unwrap();
+    let res = env.open_stream(path, Some(jwt), &[]).await;
     let status = res.status().as_u16();
     let mut text = Vec::new();
     let mut body = res.bytes_stream();
@@ -99,44 +48,15 @@ pub(crate) async fn read_stream(
     (status, String::from_utf8_lossy(&text).into_owned())
 }
 
-/// Creates an agent and waits for RUNNING → its record.
-pub(crate) async fn deploy(env: &TestEnv, jwt: &str, body: Value) -> Value {
-    let (code, created) = env
-        .call(Method::POST, "/api/agents", jwt, Some(body))
-        .await
-        .unwrap();
-    assert_eq!(code, 202, "{created}");
-    let id = created["id"].as_str().unwrap().to_owned();
-    let agent = env
-        .wait_status(jwt, &id, &["RUNNING", "ERROR"], DEPLOY_TIMEOUT)
-        .await
-        .unwrap();
-    assert_eq!(agent["status"], "RUNNING", "{agent}");
-    agent
-}
-
-/// POST …/restart and wait until RUNNING with a new token → the new token.
-pub(crate) async fn restart(env: &TestEnv, jwt: &str, id: &str) -> (Value, String) {
-    let before = stored_token(env, id).await;
-    let (code, body) = env
-        .call(
-            Method::POST,
-            &format!("/api/agents/{id}/restart"),
-            jwt,
-            None,
-        )
-        .await
-        .unwrap();
+/// POST …/restart and wait until RUNNING with a new token → (the answer to
+/// the restart, the new token).
+pub(crate) async fn restart(env: &TestApp, jwt: &str, id: &str) -> (Value, String) {
+    let before = env.stored_token(id).await;
+    let (code, body) = env.restart(jwt, id).await;
     assert_eq!(code, 202, "{body}");
-    let agent = env
-        .wait_for(jwt, id, DEPLOY_TIMEOUT, |a| {
-            a["status"] == "RUNNING" || a["status"] == "ERROR"
-        })
-        .await
-        .unwrap();
-    assert_eq!(agent["status"], "RUNNING", "{agent}");
+    env.wait_running(jwt, id).await;
     // RUNNING is written after the token: it is the new one by now.
-    let after = stored_token(env, id).await;
+    let after = env.stored_token(id).await;
     assert_ne!(before, after, "a restart re-pairs");
     (body, after)
 }
@@ -197,7 +117,7 @@ pub(crate) fn mounts(mountinfo: &str) -> Vec<(String, Vec<String>, String, Strin
 
 /// The stored secrets of `id`: (token, api key, channels).
 pub(crate) async fn stored(
-    env: &TestEnv,
+    env: &TestApp,
     id: &str,
 ) -> (Option<String>, Option<String>, Option<String>) {
     sqlx::query_as(
@@ -210,7 +130,7 @@ pub(crate) async fn stored(
 }
 
 /// Writes API key ciphertexts straight into the store, as a database writer could.
-pub(crate) async fn set_api_keys(env: &TestEnv, rows: [(&String, &Option<String>); 2]) {
+pub(crate) async fn set_api_keys(env: &TestApp, rows: [(&String, &Option<String>); 2]) {
     for (id, ct) in rows {
         sqlx::query("UPDATE agents SET encrypted_api_key = ?1 WHERE id = ?2")
             .bind(ct)
@@ -222,23 +142,15 @@ pub(crate) async fn set_api_keys(env: &TestEnv, rows: [(&String, &Option<String>
 }
 
 /// A stream ticket for the holder of `jwt`.
-pub(crate) async fn ticket(env: &TestEnv, jwt: &str) -> String {
-    let (code, body) = env
-        .call(Method::POST, "/api/auth/stream-ticket", jwt, None)
-        .await
-        .unwrap();
+pub(crate) async fn ticket(env: &TestApp, jwt: &str) -> String {
+    let (code, body) = env.stream_ticket(jwt).await;
     assert_eq!(code, 201, "{body}");
     body["ticket"].as_str().unwrap().to_owned()
 }
 
 /// `GET path` without a bearer token → (status, JSON error or Null).
-pub(crate) async fn get_anonymous(env: &TestEnv, path: &str) -> (u16, Value) {
-    let res = env
-        .http
-        .get(format!("{}{path}", env.base))
-        .send()
-        .await
-        .unwrap();
+pub(crate) async fn get_anonymous(env: &TestApp, path: &str) -> (u16, Value) {
+    let res = env.open_stream(path, None, &[]).await;
     let status = res.status().as_u16();
     let is_json = res
         .headers()
@@ -252,17 +164,4 @@ pub(crate) async fn get_anonymous(env: &TestEnv, path: &str) -> (u16, Value) {
             Value::Null
         },
     )
-}
-
-/// Docker objects of kind (`ps -aq`, `volume ls -q`) labelled with this test.
-pub(crate) fn labelled(env: &TestEnv, kind: &[&str]) -> Vec<String> {
-    let mut args = kind.to_vec();
-    let filter = format!("label=io.zcaas.test={}", env.prefix);
-    args.extend(["--filter", filter.as_str()]);
-    docker_cli(&args)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect()
 }

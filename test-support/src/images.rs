@@ -1,0 +1,82 @@
+//! The images tests run, built from the current binaries once per test
+//! process (so a stale image is never tested, and parallel tests build each
+//! one once): the real agent-runtime image, and FROM-scratch images of the
+//! test binaries (the provider stand-in, the hostile agent).
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use tokio::sync::OnceCell;
+use zcaas::docker::DockerRuntime;
+
+use crate::binaries::{agent_binary, provider_stub_binary};
+
+/// Tag of the agent-runtime image the tests deploy.
+pub const AGENT_IMAGE: &str = "zcaas/agent-runtime:e2e";
+/// Tag of the provider stand-in image.
+pub const STUB_IMAGE: &str = "zcaas/provider-stub:test";
+/// Port the provider stand-in listens on inside its container (its `PORT`
+/// environment variable changes it: as an agent stand-in it listens on the
+/// gateway's port).
+pub const STUB_PORT: u16 = 8080;
+
+static AGENT_IMAGE_BUILT: OnceCell<()> = OnceCell::const_new();
+static STUB_IMAGE_BUILT: OnceCell<()> = OnceCell::const_new();
+
+/// Builds [`AGENT_IMAGE`] from the current release binary, once per process.
+pub async fn ensure_agent_image(docker: &DockerRuntime) {
+    AGENT_IMAGE_BUILT
+        .get_or_try_init(|| async {
+            let binary = agent_binary()?;
+            docker
+                .build_agent_image(AGENT_IMAGE, &binary)
+                .await
+                .context("building the agent-runtime image")
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+/// Builds [`STUB_IMAGE`] from the `provider-stub` binary of this profile,
+/// once per process.
+pub async fn ensure_stub_image(docker: &DockerRuntime) {
+    STUB_IMAGE_BUILT
+        .get_or_try_init(|| async {
+            let binary = provider_stub_binary()?;
+            let extra = format!("EXPOSE {STUB_PORT}\n");
+            build_binary_image(docker, STUB_IMAGE, &binary, &extra).await
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+/// Builds `tag`: a FROM-scratch image whose entrypoint is the static
+/// `binary` (a test binary of the workspace), run as 65534:65534, with a
+/// `/zeroclaw-data` directory that user owns (so the image can stand in for
+/// an agent image: the agent's volume is mounted there), and `extra`
+/// Dockerfile lines (`EXPOSE`, `ENV`, `LABEL`…) before the entrypoint. No
+/// shell, no CA bundle.
+pub async fn build_binary_image(
+    docker: &DockerRuntime,
+    tag: &str,
+    binary: &Path,
+    extra: &str,
+) -> anyhow::Result<()> {
+    let name = binary
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("{} has no file name", binary.display()))?;
+    let contents =
+        std::fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
+    let dockerfile = format!(
+        "FROM scratch\nCOPY {name} /{name}\nCOPY --chown=65534:65534 zeroclaw-data /zeroclaw-data\nUSER 65534:65534\n{extra}ENTRYPOINT [\"/{name}\"]\n"
+    );
+    let files = [
+        (name.to_owned(), contents, 0o755),
+        ("zeroclaw-data/".to_owned(), Vec::new(), 0o755),
+    ];
+    docker
+        .build_image_from_context(tag, &dockerfile, &files)
+        .await
+        .with_context(|| format!("building the {name} image {tag}"))
+}
