@@ -9,4 +9,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "bench-http: wrk not found (apt-get install -y wrk)" >&2; exit 1; }
 cargo build --release -p control-plane -p agent-runtime -p zcaas-tests --bins --examples
-exec target/x86_64-unknown-linux-gnu/release/examples/bench_http "$@"
+exec "${CARGO_TARGET_DIR:-target}"/x86_64-unknown-linux-gnu/release/examples/bench_http "$@"

@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p agent-runtime -p zcaas-tests --bins --examples
-exec target/x86_64-unknown-linux-gnu/release/examples/bench "$@"
+exec "${CARGO_TARGET_DIR:-target}"/x86_64-unknown-linux-gnu/release/examples/bench "$@"

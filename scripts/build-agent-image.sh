@@ -21,7 +21,7 @@ done
 
 cd "$ROOT"
 cargo build --release -p agent-runtime
-BIN="$ROOT/target/x86_64-unknown-linux-gnu/release/agent-runtime"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/x86_64-unknown-linux-gnu/release/agent-runtime"
 [ -x "$BIN" ] || { echo "build-agent-image: $BIN not found" >&2; exit 1; }
 [ -r "$CA_BUNDLE" ] || { echo "build-agent-image: CA bundle $CA_BUNDLE not readable" >&2; exit 1; }
 

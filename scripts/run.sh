@@ -7,4 +7,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p control-plane -p agent-runtime
-exec target/x86_64-unknown-linux-gnu/release/zcaas serve "$@"
+exec "${CARGO_TARGET_DIR:-target}"/x86_64-unknown-linux-gnu/release/zcaas serve "$@"
