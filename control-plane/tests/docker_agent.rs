@@ -14,6 +14,7 @@ use zcaas::agent_files::{
 };
 use zcaas::docker::{FileEntry, DATA_DIR};
 use zcaas::gateway::{GatewayClient, GatewayError};
+use zcaas::reconciler::pairing::wait_for_code;
 use zcaas_test_support::{
     ensure_agent_image, ensure_stub_image, free_port, TestScope, AGENT_IMAGE, STUB_IMAGE,
 };
@@ -135,10 +136,7 @@ async fn agent_runtime_pairs_answers_and_re_pairs_after_restart() {
         .expect("exists")
         .started_at
         .expect("started");
-    let code = match docker
-        .wait_for_pairing_code(&id, start, Duration::from_secs(20))
-        .await
-    {
+    let code = match wait_for_code(docker, &id, start, Duration::from_secs(20)).await {
         Ok(Some(code)) => code,
         other => panic!("no code ({other:?}); logs: {:?}", logs(&scope, &id).await),
     };
@@ -202,8 +200,7 @@ async fn agent_runtime_pairs_answers_and_re_pairs_after_restart() {
         .started_at
         .expect("started");
     assert!(restart > start);
-    let code2 = docker
-        .wait_for_pairing_code(&id, restart, Duration::from_secs(20))
+    let code2 = wait_for_code(docker, &id, restart, Duration::from_secs(20))
         .await
         .expect("wait")
         .expect("a code after the restart");

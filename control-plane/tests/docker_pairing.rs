@@ -6,8 +6,9 @@
 
 use chrono::{DateTime, Utc};
 use std::time::{Duration, Instant};
-use zcaas::docker::pairing::HEADER_RE;
 use zcaas::docker::{ContainerSpec, LogLine};
+use zcaas::reconciler::pairing::wait_for_code;
+use zcaas::reconciler::pairing::HEADER_RE;
 use zcaas_test_support::{ensure_stub_image, free_port, TestScope, STUB_IMAGE};
 
 async fn started_stub(scope: &TestScope, suffix: &str, banner: bool) -> (ContainerSpec, String) {
@@ -52,9 +53,7 @@ async fn each_start_yields_its_own_code_even_within_one_second() {
     let timeout = Duration::from_secs(10);
 
     let mut previous_start = started_at(&scope, &id).await;
-    let first = scope
-        .docker
-        .wait_for_pairing_code(&id, previous_start, timeout)
+    let first = wait_for_code(&scope.docker, &id, previous_start, timeout)
         .await
         .expect("wait");
     let printed = printed_codes(&scope, &id).await;
@@ -74,9 +73,7 @@ async fn each_start_yields_its_own_code_even_within_one_second() {
         if start.timestamp() == previous_start.timestamp() {
             same_second += 1;
         }
-        let code = scope
-            .docker
-            .wait_for_pairing_code(&id, start, timeout)
+        let code = wait_for_code(&scope.docker, &id, start, timeout)
             .await
             .expect("wait");
         let printed = printed_codes(&scope, &id).await;
@@ -109,18 +106,12 @@ async fn a_code_printed_before_since_is_not_returned() {
     let scope = TestScope::new().await;
     let (_, id) = started_stub(&scope, "stale", true).await;
     let start = started_at(&scope, &id).await;
-    let code = scope
-        .docker
-        .wait_for_pairing_code(&id, start, Duration::from_secs(10))
-        .await;
+    let code = wait_for_code(&scope.docker, &id, start, Duration::from_secs(10)).await;
     assert!(code.expect("wait").is_some());
     // As if asked about a later start of the same run: the banner is older.
     let later = start + chrono::Duration::seconds(3);
     let began = Instant::now();
-    let stale = scope
-        .docker
-        .wait_for_pairing_code(&id, later, Duration::from_secs(1))
-        .await;
+    let stale = wait_for_code(&scope.docker, &id, later, Duration::from_secs(1)).await;
     assert_eq!(stale.expect("wait"), None);
     assert!(began.elapsed() >= Duration::from_secs(1));
 }
@@ -131,10 +122,7 @@ async fn no_code_times_out_with_none() {
     let (_, id) = started_stub(&scope, "quiet", false).await;
     let start = started_at(&scope, &id).await;
     let began = Instant::now();
-    let code = scope
-        .docker
-        .wait_for_pairing_code(&id, start, Duration::from_millis(1500))
-        .await;
+    let code = wait_for_code(&scope.docker, &id, start, Duration::from_millis(1500)).await;
     assert_eq!(code.expect("wait"), None);
     let waited = began.elapsed();
     assert!(
@@ -153,9 +141,7 @@ async fn a_container_that_stops_while_waiting_ends_the_wait_at_once() {
         let id = id.clone();
         tokio::spawn(async move {
             let began = Instant::now();
-            let code = docker
-                .wait_for_pairing_code(&id, start, Duration::from_secs(60))
-                .await;
+            let code = wait_for_code(&docker, &id, start, Duration::from_secs(60)).await;
             (code.expect("wait"), began.elapsed())
         })
     };
@@ -191,9 +177,6 @@ async fn a_container_that_stops_while_waiting_ends_the_wait_at_once() {
 
     // A container that is gone: None at once.
     scope.docker.remove_container(&id).await.expect("remove");
-    let gone = scope
-        .docker
-        .wait_for_pairing_code(&id, start, Duration::from_secs(30))
-        .await;
+    let gone = wait_for_code(&scope.docker, &id, start, Duration::from_secs(30)).await;
     assert_eq!(gone.expect("wait"), None);
 }

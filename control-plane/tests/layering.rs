@@ -167,3 +167,17 @@ fn the_reconciler_and_the_api_speak_the_orchestrator_seam() {
         }
     }
 }
+
+#[test]
+fn the_engine_module_knows_no_protocol() {
+    // Transport below, protocol above: docker/ implements the seam and
+    // never reaches up into the reconciler (pairing codes, plans) or the
+    // HTTP layer.
+    for (rel, code) in sources() {
+        if top_module(&rel) == "docker" {
+            for name in ["crate::reconciler", "crate::api", "crate::app"] {
+                assert!(!code.contains(name), "{rel} names {name}");
+            }
+        }
+    }
+}

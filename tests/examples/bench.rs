@@ -137,10 +137,10 @@ async fn pipeline_once(env: &TestApp, seed_way: bool, i: usize) -> anyhow::Resul
             .and_then(|c| c.started_at)
             .context("started_at")?
     };
-    let code = docker
-        .wait_for_pairing_code(&id, since, Duration::from_secs(30))
-        .await?
-        .context("no pairing code")?;
+    let code =
+        zcaas::reconciler::pairing::wait_for_code(docker, &id, since, Duration::from_secs(30))
+            .await?
+            .context("no pairing code")?;
     let mut token = None;
     for _ in 0..100 {
         match gateway.pair(&base, &code).await {

@@ -22,9 +22,6 @@ pub mod logs;
 pub mod observe;
 pub mod orchestrator;
 pub mod spec;
-/// The pairing-code scanner, now the reconciler's (protocol); kept here for
-/// callers of `zcaas::docker::pairing`.
-pub use crate::reconciler::pairing;
 
 use bollard::container::{
     CreateContainerOptions, RestartContainerOptions, StartContainerOptions, StopContainerOptions,

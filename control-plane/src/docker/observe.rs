@@ -16,9 +16,6 @@ use bollard::system::EventsOptions;
 use chrono::{DateTime, Datelike, Utc};
 use futures::stream::{self, BoxStream, Stream, StreamExt};
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::time::Duration;
-
-pub use crate::reconciler::pairing::PAIRING_QUIET;
 
 /// How many inspects [`DockerRuntime::list_managed`] runs at once.
 const LIST_CONCURRENCY: usize = 8;
@@ -133,21 +130,6 @@ impl DockerRuntime {
             tail: "all".to_owned(),
         };
         into_lines(self.docker.logs(id, Some(options)))
-    }
-
-    /// Waits until a pairing code appears in the container's logs at or after
-    /// `since` (the start's `State.StartedAt`), up to `timeout`: the
-    /// reconciler's [`crate::reconciler::pairing::wait_for_code`] on this
-    /// engine.
-    pub async fn wait_for_pairing_code(
-        &self,
-        id: &str,
-        since: DateTime<Utc>,
-        timeout: Duration,
-    ) -> Result<Option<String>, DockerError> {
-        crate::reconciler::pairing::wait_for_code(self, id, since, timeout)
-            .await
-            .map_err(|e| DockerError::Other(e.to_string()))
     }
 
     /// One sample of CPU and memory use. The engine takes two readings about
