@@ -84,20 +84,21 @@ async fn run() -> anyhow::Result<()> {
 /// argon2 hash of [`PASSWORD`] (a check costs the same whatever the salt).
 async fn seed_users(data_dir: &Path) -> anyhow::Result<()> {
     let db =
-        zcaas::db::connect(&format!("sqlite://{}", data_dir.join("zcaas.db").display())).await?;
-    zcaas::db::migrate(&db).await?;
+        zcaas::store::Store::open(&format!("sqlite://{}", data_dir.join("zcaas.db").display()))
+            .await?;
     let hash = zcaas::auth::hash_password(PASSWORD.into()).await?;
     let emails = (0..FLOOD)
         .map(|i| format!("user{i}@bench.test"))
         .chain(["victim@bench.test".to_owned()]);
     for email in emails {
-        let new = zcaas::db::users::NewUser {
+        let new = zcaas::store::users::NewUser {
             email: &email,
             password_hash: &hash,
             role: Role::User,
             plan: Plan::Free,
         };
-        zcaas::db::users::create(&db, &new)
+        db.users()
+            .create(&new)
             .await
             .with_context(|| format!("creating {email}"))?;
     }

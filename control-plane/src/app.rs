@@ -18,7 +18,6 @@ use crate::api::auth::{LoginLimiter, RegistrationLimiter};
 use crate::api::AppState;
 use crate::auth::JwtKeys;
 use crate::config::Config;
-use crate::db::{self, Db};
 use crate::docker::DockerRuntime;
 use crate::events::EventBus;
 use crate::gateway::GatewayClient;
@@ -26,6 +25,7 @@ use crate::model::{Plan, Role};
 use crate::orchestrator::Orchestrator;
 use crate::reconciler;
 use crate::secrets::SecretBox;
+use crate::store::Store;
 
 /// How long [`App::shutdown`] waits for background tasks and open requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -61,11 +61,12 @@ impl App {
         let jwt =
             Arc::new(JwtKeys::load_or_create(&config.jwt_secret_path()).context("JWT secret")?);
 
-        let db = db::connect(&config.database_url)
+        let db = Store::open(&config.database_url)
             .await
-            .with_context(|| format!("opening {}", config.database_url))?;
-        db::migrate(&db).await.context("applying migrations")?;
-        let installation = db::installation::load_or_create(&db)
+            .with_context(|| format!("opening {}", redact_url(&config.database_url)))?;
+        let installation = db
+            .admin()
+            .installation_id()
             .await
             .context("reading the installation id")?;
         tracing::info!(installation = %installation, "installation");
@@ -91,7 +92,7 @@ impl App {
         let events = EventBus::new();
         let metrics = crate::metrics::Metrics::new();
         let ctx = reconciler::Context {
-            db: db.clone(),
+            store: db.clone(),
             orchestrator: orchestrator.clone(),
             gateway: gateway.clone(),
             secrets: secrets.clone(),
@@ -106,7 +107,7 @@ impl App {
         // rows left mid-transition.
         reconciler.sweep_orphans().await;
         let state = AppState {
-            db,
+            store: db,
             orchestrator,
             gateway,
             secrets,
@@ -167,7 +168,27 @@ impl App {
             Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
             Err(_) => tracing::warn!("requests still open after the grace period"),
         }
-        self.state.db.close().await;
+        self.state.store.close().await;
+    }
+}
+
+/// `url` with its password, if any, replaced by `***` (for messages and
+/// logs: a PostgreSQL URL may carry one).
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) => {
+            let user = user_info.split_once(':').map_or(user_info, |(u, _)| u);
+            let hidden = if user_info.contains(':') { ":***" } else { "" };
+            format!("{scheme}://{user}{hidden}@{host}{path}")
+        }
+        None => url.to_owned(),
     }
 }
 
@@ -201,21 +222,21 @@ async fn ensure_image(docker: &DockerRuntime, config: &Config) {
 
 /// Creates `admin@<domain>` with a random password when no admin exists, and
 /// prints both once to stdout (never to the logs).
-async fn bootstrap_admin(db: &Db, config: &Config) -> anyhow::Result<()> {
-    if db::users::count_admins(db).await? > 0 {
+async fn bootstrap_admin(db: &Store, config: &Config) -> anyhow::Result<()> {
+    if db.users().count_admins().await? > 0 {
         return Ok(());
     }
     let email = crate::validation::email(&format!("admin@{}", config.domain))
         .unwrap_or_else(|_| "admin@localhost".to_owned());
     let password = Alphanumeric.sample_string(&mut rand::rngs::OsRng, 24);
     let hash = crate::auth::hash_password(password.clone()).await?;
-    let new = db::users::NewUser {
+    let new = crate::store::users::NewUser {
         email: &email,
         password_hash: &hash,
         role: Role::Admin,
         plan: Plan::Enterprise,
     };
-    match db::users::create(db, &new).await {
+    match db.users().create(&new).await {
         Ok(_) => {
             println!("zcaas: created the first admin account (shown once, keep it):");
             println!("  email:    {email}");
@@ -223,7 +244,7 @@ async fn bootstrap_admin(db: &Db, config: &Config) -> anyhow::Result<()> {
             tracing::info!(email = %email, "first admin account created; credentials printed to stdout");
             Ok(())
         }
-        Err(db::users::CreateUserError::EmailTaken) => {
+        Err(crate::store::users::CreateUserError::EmailTaken) => {
             tracing::warn!(email = %email, "no admin exists and {email} is a user account; create one with zcaas user create --admin");
             Ok(())
         }

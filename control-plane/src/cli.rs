@@ -9,9 +9,9 @@ use clap::{Parser, Subcommand};
 
 use crate::app::App;
 use crate::config::{Config, ConfigArgs};
-use crate::db;
 use crate::model::{Plan, Role};
 use crate::secrets::{KeyringLock, SecretBox, SecretField, KEYRING_LOCK_WAIT};
+use crate::store::Store;
 
 /// Threads of tokio's blocking pool (its default is 512). Argon2 takes at
 /// most one per hashing slot (see [`crate::auth::HashingPool`]), file I/O the
@@ -275,13 +275,11 @@ async fn healthcheck(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn open_db(config: &Config) -> anyhow::Result<db::Db> {
+async fn open_db(config: &Config) -> anyhow::Result<Store> {
     crate::app::prepare_data_dir(&config.data_dir)?;
-    let db = db::connect(&config.database_url)
+    Store::open(&config.database_url)
         .await
-        .with_context(|| format!("opening {}", config.database_url))?;
-    db::migrate(&db).await.context("applying migrations")?;
-    Ok(db)
+        .with_context(|| format!("opening {}", crate::app::redact_url(&config.database_url)))
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
@@ -366,7 +364,7 @@ pub async fn rotate_keys(config: &Config) -> anyhow::Result<RotationReport> {
         changed_meanwhile: 0,
         unreadable: 0,
     };
-    for row in db::agents::list_secrets(&db).await? {
+    for row in db.agents().list_secrets().await? {
         for (field, stored) in [
             (SecretField::Token, &row.encrypted_token),
             (SecretField::ApiKey, &row.encrypted_api_key),
@@ -384,7 +382,11 @@ pub async fn rotate_keys(config: &Config) -> anyhow::Result<RotationReport> {
                     continue;
                 }
             };
-            if db::agents::replace_secret(&db, &row.id, field, stored, &fresh).await? {
+            if db
+                .agents()
+                .replace_secret(&row.id, field, stored, &fresh)
+                .await?
+            {
                 report.reencrypted += 1;
             } else {
                 report.changed_meanwhile += 1;
@@ -408,17 +410,16 @@ async fn create_user(
     let db = open_db(config).await?;
     let hash = crate::auth::hash_password(password).await?;
     let role = if admin { Role::Admin } else { Role::User };
-    let user = db::users::create(
-        &db,
-        &db::users::NewUser {
+    let user = db
+        .users()
+        .create(&crate::store::users::NewUser {
             email: &email,
             password_hash: &hash,
             role,
             plan,
-        },
-    )
-    .await
-    .with_context(|| format!("creating {email}"))?;
+        })
+        .await
+        .with_context(|| format!("creating {email}"))?;
     // Give the pool a moment to flush WAL before the process exits.
     tokio::time::timeout(Duration::from_secs(5), db.close())
         .await

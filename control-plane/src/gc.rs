@@ -11,9 +11,9 @@ use chrono::Utc;
 use std::fmt::Write as _;
 
 use crate::config::Config;
-use crate::db::{self, Db};
 use crate::docker::DockerRuntime;
 use crate::reconciler::sweep;
+use crate::store::Store;
 
 /// What `zcaas gc` does besides listing.
 #[derive(Debug, Clone, Copy, Default)]
@@ -31,8 +31,8 @@ pub struct GcOptions {
 ///
 /// Errors: the store or the engine failing. A network the engine refuses to
 /// remove (containers still attached) is reported, not an error.
-pub async fn run(config: &Config, db: &Db, options: GcOptions) -> anyhow::Result<String> {
-    let installation = db::installation::load_or_create(db).await?;
+pub async fn run(config: &Config, db: &Store, options: GcOptions) -> anyhow::Result<String> {
+    let installation = db.admin().installation_id().await?;
     let docker = DockerRuntime::connect(config.extra_labels.clone())
         .await
         .context("connecting to Docker")?

@@ -167,9 +167,7 @@ async fn accounts_and_tokens() {
     assert!(body.is_array());
 
     // A deleted user's unexpired token is refused.
-    assert!(zcaas::db::users::delete(&app.state().db, &user_id)
-        .await
-        .unwrap());
+    assert!(app.state().store.users().delete(&user_id).await.unwrap());
     let (status, body) = app.me(&token).await;
     assert_error(status, &body, StatusCode::UNAUTHORIZED, None);
 
@@ -210,13 +208,12 @@ async fn health_and_unknown_routes() {
     let (status, body) = app.call(Method::PUT, "/api/agents", None, None).await;
     assert_error(status, &body, StatusCode::METHOD_NOT_ALLOWED, None);
     // The first admin was bootstrapped.
-    assert_eq!(
-        zcaas::db::users::count_admins(&app.state().db)
-            .await
-            .unwrap(),
-        1
-    );
-    let admin = zcaas::db::users::get_by_email(&app.state().db, "admin@test.local")
+    assert_eq!(app.state().store.users().count_admins().await.unwrap(), 1);
+    let admin = app
+        .state()
+        .store
+        .users()
+        .get_by_email("admin@test.local")
         .await
         .unwrap();
     assert!(admin.is_some());

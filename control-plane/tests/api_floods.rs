@@ -134,9 +134,7 @@ async fn one_address_registers_at_most_the_limit() {
         assert!(total <= MAX_REGISTRATIONS as usize, "over the limit");
     }
     assert_eq!(total, MAX_REGISTRATIONS as usize);
-    let accounts = zcaas::db::users::list(&app.state().db)
-        .await
-        .expect("users");
+    let accounts = app.state().store.users().list().await.expect("users");
     assert_eq!(
         accounts
             .iter()

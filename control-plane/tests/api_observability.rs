@@ -14,9 +14,9 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// Every `agent_events` id of `user_id`'s agents, ascending.
 async fn stored_ids(app: &TestApp, user_id: &str) -> Vec<i64> {
-    sqlx::query_scalar("SELECT id FROM agent_events WHERE user_id = ?1 ORDER BY id")
+    sqlx::query_scalar("SELECT id FROM agent_events WHERE user_id = $1 ORDER BY id")
         .bind(user_id)
-        .fetch_all(&app.state().db)
+        .fetch_all(app.sql())
         .await
         .unwrap()
 }
@@ -121,9 +121,9 @@ async fn history_and_live_join_without_gaps_or_duplicates() {
     let two = one.transitions(2).await;
     assert!(two.iter().all(|e| e["agentId"] == a.as_str()), "{two:?}");
     let a_ids: Vec<i64> =
-        sqlx::query_scalar("SELECT id FROM agent_events WHERE agent_id = ?1 ORDER BY id")
+        sqlx::query_scalar("SELECT id FROM agent_events WHERE agent_id = $1 ORDER BY id")
             .bind(&a)
-            .fetch_all(&app.state().db)
+            .fetch_all(app.sql())
             .await
             .unwrap();
     assert_eq!(ids(&two), a_ids[a_ids.len() - 2..]);

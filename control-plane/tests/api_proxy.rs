@@ -15,8 +15,8 @@ use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use zcaas::db::agents::{self, NewAgent};
 use zcaas::secrets::SecretField;
+use zcaas::store::agents::NewAgent;
 use zcaas_test_support::store::agent_row;
 use zcaas_test_support::{assert_error, TestApp};
 
@@ -106,18 +106,23 @@ async fn message_and_health_are_proxied_with_the_hidden_token() {
         )
     };
     let id = new.id.clone();
-    agents::insert_pending(&state.db, &new, None).await.unwrap();
+    state
+        .store
+        .agents()
+        .insert_pending(&new, None)
+        .await
+        .unwrap();
     let token = state
         .secrets
         .encrypt(&id, SecretField::Token, TOKEN)
         .unwrap();
     sqlx::query(
-        "UPDATE agents SET status = 'RUNNING', container_port = ?1, encrypted_token = ?2 WHERE id = ?3",
+        "UPDATE agents SET status = 'RUNNING', container_port = $1, encrypted_token = $2 WHERE id = $3",
     )
     .bind(i64::from(port))
     .bind(&token)
     .bind(&id)
-    .execute(&state.db)
+    .execute(app.sql())
     .await
     .unwrap();
 
@@ -183,10 +188,10 @@ async fn message_and_health_are_proxied_with_the_hidden_token() {
         .secrets
         .encrypt(&id, SecretField::Token, "zc_stale")
         .unwrap();
-    sqlx::query("UPDATE agents SET encrypted_token = ?1 WHERE id = ?2")
+    sqlx::query("UPDATE agents SET encrypted_token = $1 WHERE id = $2")
         .bind(stale)
         .bind(&id)
-        .execute(&state.db)
+        .execute(app.sql())
         .await
         .unwrap();
     let (status, body) = app.message(&owner, &id, "hello").await;

@@ -228,7 +228,7 @@ async fn create_refuses_every_bad_field() {
     let (status, list) = app.list_agents(&token).await;
     assert_eq!((status, list), (StatusCode::OK, json!([])));
     let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agents")
-        .fetch_one(&app.state().db)
+        .fetch_one(app.sql())
         .await
         .unwrap();
     assert_eq!(rows, 0);
@@ -271,9 +271,9 @@ async fn create_patch_quota_and_views() {
 
     // Secrets are not in the database in clear.
     let raw: (Option<String>, Option<String>) =
-        sqlx::query_as("SELECT encrypted_api_key, encrypted_channels FROM agents WHERE id = ?1")
+        sqlx::query_as("SELECT encrypted_api_key, encrypted_channels FROM agents WHERE id = $1")
             .bind(&id)
-            .fetch_one(&app.state().db)
+            .fetch_one(app.sql())
             .await
             .unwrap();
     assert!(raw.0.as_deref().unwrap().starts_with("v1:") && !raw.0.unwrap().contains("sk-or"));

@@ -11,8 +11,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use zcaas::config::Config;
-use zcaas::db::{agents, Db};
 use zcaas::secrets::{KeyringLock, SecretBox, SecretField};
+use zcaas::store::{agents, Store};
 use zcaas_test_support::store::{agent_row, fresh_store, user_row, FreshStore};
 
 const ZCAAS: &str = env!("CARGO_BIN_EXE_zcaas");
@@ -30,14 +30,21 @@ const SECRETS: usize = 3 + 3 + 2;
 struct Seeded {
     _dir: tempfile::TempDir,
     config: Config,
-    db: Db,
+    db: Store,
+    _database: zcaas_test_support::store::TestDatabase,
     first_key: String,
     /// `(agent id, field, plaintext)` of every stored secret.
     plaintexts: Vec<(String, SecretField, String)>,
 }
 
 async fn seed() -> Seeded {
-    let FreshStore { config, db, dir } = fresh_store().await;
+    let FreshStore {
+        config,
+        db,
+        sql,
+        database,
+        dir,
+    } = fresh_store().await;
     let keys = SecretBox::load_or_create(&config.master_key_path()).unwrap();
     let user_id = user_row(&db, "rotor@x.io").await;
     let mut plaintexts = Vec::new();
@@ -55,11 +62,11 @@ async fn seed() -> Seeded {
                 .then(|| keys.encrypt(&id, SecretField::Channels, &channels).unwrap()),
             ..agent_row(&user_id, &format!("a{i}"))
         };
-        agents::insert_pending(&db, &new, None).await.unwrap();
-        sqlx::query("UPDATE agents SET encrypted_token = ?1 WHERE id = ?2")
+        db.agents().insert_pending(&new, None).await.unwrap();
+        sqlx::query("UPDATE agents SET encrypted_token = $1 WHERE id = $2")
             .bind(keys.encrypt(&id, SecretField::Token, &token).unwrap())
             .bind(&id)
-            .execute(&db)
+            .execute(&sql)
             .await
             .unwrap();
         plaintexts.push((id.clone(), SecretField::Token, token));
@@ -73,6 +80,7 @@ async fn seed() -> Seeded {
         _dir: dir,
         config,
         db,
+        _database: database,
         first_key: keys.current_key_id(),
         plaintexts,
     }
@@ -81,7 +89,10 @@ async fn seed() -> Seeded {
 impl Seeded {
     /// The stored ciphertext of `(agent, field)`.
     async fn stored(&self, agent_id: &str, field: SecretField) -> String {
-        let row = agents::list_secrets(&self.db)
+        let row = self
+            .db
+            .agents()
+            .list_secrets()
             .await
             .unwrap()
             .into_iter()
@@ -124,6 +135,7 @@ impl Rotation {
         let mut child = cmd
             .args(["keys", "rotate"])
             .env("ZCAAS_DATA_DIR", &config.data_dir)
+            .env("ZCAAS_DATABASE_URL", &config.database_url)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -227,7 +239,10 @@ async fn a_rotation_waits_for_the_lock_and_keeps_the_holders_key() {
     let (id, field, plain) = s.plaintexts[0].clone();
     let old = s.stored(&id, field).await;
     let moved = holder.encrypt(&id, field, &plain).unwrap();
-    assert!(agents::replace_secret(&s.db, &id, field, &old, &moved)
+    assert!(s
+        .db
+        .agents()
+        .replace_secret(&id, field, &old, &moved)
         .await
         .unwrap());
     drop(lock);

@@ -1,7 +1,7 @@
 //! The architecture invariants of ARCHITECTURE.md that are about imports,
 //! checked on the source: the top-level modules of `control-plane/src` form
 //! no import cycle (rooms only look down), nothing imports the wiring
-//! (`app`) but the command line, only the store (`db/`) holds SQL, and only
+//! (`app`) but the command line, only the store (`store/`) holds SQL and names a backend, and only
 //! the Docker module (`docker/`) speaks bollard. Test code (`#[cfg(test)]`
 //! modules, `*_tests.rs`, `testing.rs`) is left out: tests may reach
 //! anything.
@@ -134,11 +134,24 @@ fn only_the_command_line_imports_the_wiring() {
 fn only_the_store_holds_sql_and_only_the_docker_module_speaks_bollard() {
     for (rel, code) in sources() {
         let top = top_module(&rel);
-        if top != "db" {
-            for sql in ["sqlx::query", "query_as(", "query_scalar("] {
+        if top != "store" {
+            for sql in ["sqlx::query", "query_as(", "query_scalar(", "QueryBuilder"] {
                 assert!(
                     !code.contains(sql),
-                    "{rel} holds SQL ({sql}): it belongs in db/"
+                    "{rel} holds SQL ({sql}): it belongs in store/"
+                );
+            }
+            for backend in [
+                "store::sqlite",
+                "store::postgres",
+                "SqlitePool",
+                "PgPool",
+                "sqlx::Sqlite",
+                "sqlx::Postgres",
+            ] {
+                assert!(
+                    !code.contains(backend),
+                    "{rel} names a store backend ({backend}): speak the Store traits"
                 );
             }
         }

@@ -360,7 +360,7 @@ async fn fixture() -> Fixture {
 
 /// The store and Docker hold exactly what accepted requests made.
 async fn assert_nothing_half_made(fx: &Fixture) {
-    let db = &fx.app.state().db;
+    let db = fx.app.sql();
     // Let in-flight deploys fail (no image) and settle.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

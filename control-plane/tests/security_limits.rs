@@ -129,11 +129,11 @@ async fn every_route_refuses_an_oversized_body_with_a_json_413() {
 
     // Nothing was created by any of it.
     let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
-        .fetch_one(&app.state().db)
+        .fetch_one(app.sql())
         .await
         .unwrap();
     let agents: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agents")
-        .fetch_one(&app.state().db)
+        .fetch_one(app.sql())
         .await
         .unwrap();
     assert_eq!((users, agents), (2, 1), "bootstrap admin + ours; one agent");
@@ -309,9 +309,7 @@ async fn jwt_claims_algorithm_role_and_deleted_users() {
     assert_eq!(me["role"], "user");
 
     // Deleted: every route refuses the still-unexpired token with 401.
-    assert!(zcaas::db::users::delete(&app.state().db, &user_id)
-        .await
-        .unwrap());
+    assert!(app.state().store.users().delete(&user_id).await.unwrap());
     let a = format!("/api/agents/{id}");
     for (method, path) in [
         (Method::GET, "/api/me".to_owned()),

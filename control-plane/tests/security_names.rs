@@ -117,7 +117,7 @@ async fn hostile_slugs_are_refused_naming_the_slug() {
     assert_eq!(ok["slug"], "valid-name-1");
 
     let rows: Vec<String> = sqlx::query_scalar("SELECT slug FROM agents")
-        .fetch_all(&app.state().db)
+        .fetch_all(app.sql())
         .await
         .unwrap();
     assert_eq!(rows, vec!["valid-name-1".to_owned()]);
@@ -202,7 +202,7 @@ async fn hostile_names_are_refused_or_derive_a_safe_slug() {
 
     // The store holds exactly the accepted agents, each with a DNS-label slug.
     let mut rows: Vec<String> = sqlx::query_scalar("SELECT slug FROM agents")
-        .fetch_all(&app.state().db)
+        .fetch_all(app.sql())
         .await
         .unwrap();
     rows.sort();

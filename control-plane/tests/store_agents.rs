@@ -1,26 +1,27 @@
-//! Store tests on a fresh SQLite file (no Docker): users, agent creation with
+//! Store tests on a fresh database of the run's backend (no Docker): users, agent creation with
 //! its quota and event, slug uniqueness, owner scoping, partial updates and
 //! the conditional secret replacement used by key rotation.
 
 use std::sync::Arc;
 
-use zcaas::db::{self, agents, users, Db};
 use zcaas::model::{Plan, Role};
 use zcaas::secrets::SecretField;
 use zcaas::status::{DesiredState, Status};
-use zcaas_test_support::store::{agent_row, user_row};
+use zcaas::store::{agents, users, Store};
+use zcaas_test_support::store::{agent_row, fresh_store, user_row, FreshStore};
 
-async fn fresh() -> (tempfile::TempDir, Db) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("zcaas.db").display());
-    let db = db::connect(&url).await.unwrap();
-    db::migrate(&db).await.unwrap();
-    (dir, db)
+/// A fresh store of the run's backend (`ZCAAS_TEST_STORE`) and the store
+/// handle itself; the first value holds the raw pool and keeps the
+/// database alive.
+async fn fresh() -> (FreshStore, Store) {
+    let fx = fresh_store().await;
+    let db = fx.db.clone();
+    (fx, db)
 }
 
 #[tokio::test]
 async fn users_are_unique_by_email() {
-    let (_d, db) = fresh().await;
+    let (_fx, db) = fresh().await;
     let id = user_row(&db, "a@x.io").await;
     let dup = users::NewUser {
         email: "a@x.io",
@@ -29,40 +30,38 @@ async fn users_are_unique_by_email() {
         plan: Plan::Free,
     };
     assert!(matches!(
-        users::create(&db, &dup).await,
+        db.users().create(&dup).await,
         Err(users::CreateUserError::EmailTaken)
     ));
     assert_eq!(
-        users::get_by_email(&db, "a@x.io")
-            .await
-            .unwrap()
-            .unwrap()
-            .id,
+        db.users().get_by_email("a@x.io").await.unwrap().unwrap().id,
         id
     );
     assert_eq!(
-        users::get_by_id(&db, &id).await.unwrap().unwrap().email,
+        db.users().get_by_id(&id).await.unwrap().unwrap().email,
         "a@x.io"
     );
-    assert_eq!(users::count_admins(&db).await.unwrap(), 0);
+    assert_eq!(db.users().count_admins().await.unwrap(), 0);
     let admin = users::NewUser {
         email: "root@x.io",
         password_hash: "y",
         role: Role::Admin,
         plan: Plan::Pro,
     };
-    users::create(&db, &admin).await.unwrap();
-    assert_eq!(users::count_admins(&db).await.unwrap(), 1);
-    assert_eq!(users::list(&db).await.unwrap().len(), 2);
-    assert!(users::delete(&db, &id).await.unwrap());
-    assert!(users::get_by_id(&db, &id).await.unwrap().is_none());
+    db.users().create(&admin).await.unwrap();
+    assert_eq!(db.users().count_admins().await.unwrap(), 1);
+    assert_eq!(db.users().list().await.unwrap().len(), 2);
+    assert!(db.users().delete(&id).await.unwrap());
+    assert!(db.users().get_by_id(&id).await.unwrap().is_none());
 }
 
 #[tokio::test]
 async fn insert_writes_pending_row_and_creation_event() {
-    let (_d, db) = fresh().await;
+    let (_fx, db) = fresh().await;
     let u = user_row(&db, "a@x.io").await;
-    let (agent, event) = agents::insert_pending(&db, &agent_row(&u, "alpha"), Some(3))
+    let (agent, event) = db
+        .agents()
+        .insert_pending(&agent_row(&u, "alpha"), Some(3))
         .await
         .unwrap();
     assert_eq!(agent.status, Status::Pending);
@@ -73,10 +72,10 @@ async fn insert_writes_pending_row_and_creation_event() {
         (None, Status::Pending, "created")
     );
     let stored: (Option<String>, String, String) = sqlx::query_as(
-        "SELECT from_status, to_status, reason FROM agent_events WHERE agent_id = ?1",
+        "SELECT from_status, to_status, reason FROM agent_events WHERE agent_id = $1",
     )
     .bind(&agent.id)
-    .fetch_one(&db)
+    .fetch_one(&_fx.sql)
     .await
     .unwrap();
     assert_eq!(stored, (None, "PENDING".into(), "created".into()));
@@ -84,19 +83,22 @@ async fn insert_writes_pending_row_and_creation_event() {
 
 #[tokio::test]
 async fn slug_is_unique_across_users() {
-    let (_d, db) = fresh().await;
+    let (_fx, db) = fresh().await;
     let a = user_row(&db, "a@x.io").await;
     let b = user_row(&db, "b@x.io").await;
-    agents::insert_pending(&db, &agent_row(&a, "same"), None)
+    db.agents()
+        .insert_pending(&agent_row(&a, "same"), None)
         .await
         .unwrap();
-    let err = agents::insert_pending(&db, &agent_row(&b, "same"), None)
+    let err = db
+        .agents()
+        .insert_pending(&agent_row(&b, "same"), None)
         .await
         .unwrap_err();
     assert!(matches!(err, agents::InsertError::SlugTaken), "{err:?}");
     // Nothing half-created: no second row, no second event.
     let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agent_events")
-        .fetch_one(&db)
+        .fetch_one(&_fx.sql)
         .await
         .unwrap();
     assert_eq!(events, 1);
@@ -104,13 +106,15 @@ async fn slug_is_unique_across_users() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn quota_holds_under_concurrent_creates() {
-    let (_d, db) = fresh().await;
+    let (_fx, db) = fresh().await;
     let u = Arc::new(user_row(&db, "a@x.io").await);
     let tasks: Vec<_> = (0..24)
         .map(|i| {
             let (db, u) = (db.clone(), u.clone());
             tokio::spawn(async move {
-                agents::insert_pending(&db, &agent_row(&u, &format!("agent-{i}")), Some(3)).await
+                db.agents()
+                    .insert_pending(&agent_row(&u, &format!("agent-{i}")), Some(3))
+                    .await
             })
         })
         .collect();
@@ -123,16 +127,17 @@ async fn quota_holds_under_concurrent_creates() {
         }
     }
     assert_eq!(ok, 3);
-    assert_eq!(agents::count_for_user(&db, &u).await.unwrap(), 3);
+    assert_eq!(db.agents().count_for_user(&u).await.unwrap(), 3);
     let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agent_events")
-        .fetch_one(&db)
+        .fetch_one(&_fx.sql)
         .await
         .unwrap();
     assert_eq!(events, 3);
     // Unlimited plans are unlimited; another user's quota is their own.
     let other = user_row(&db, "b@x.io").await;
     for i in 0..5 {
-        agents::insert_pending(&db, &agent_row(&other, &format!("b-{i}")), None)
+        db.agents()
+            .insert_pending(&agent_row(&other, &format!("b-{i}")), None)
             .await
             .unwrap();
     }
@@ -140,45 +145,54 @@ async fn quota_holds_under_concurrent_creates() {
 
 #[tokio::test]
 async fn agents_being_deleted_leave_views_and_quota() {
-    let (_d, db) = fresh().await;
+    let (_fx, db) = fresh().await;
     let u = user_row(&db, "a@x.io").await;
-    let (a, _) = agents::insert_pending(&db, &agent_row(&u, "one"), Some(1))
+    let (a, _) = db
+        .agents()
+        .insert_pending(&agent_row(&u, "one"), Some(1))
         .await
         .unwrap();
-    assert!(agents::insert_pending(&db, &agent_row(&u, "two"), Some(1))
+    assert!(db
+        .agents()
+        .insert_pending(&agent_row(&u, "two"), Some(1))
         .await
         .is_err());
-    db::lifecycle::set_desired(&db, &a.id, DesiredState::Deleted)
+    db.lifecycle()
+        .set_desired(&a.id, DesiredState::Deleted)
         .await
         .unwrap();
-    assert!(agents::get_for_user(&db, &u, &a.id)
-        .await
-        .unwrap()
-        .is_none());
-    assert!(agents::list_for_user(&db, &u).await.unwrap().is_empty());
-    agents::insert_pending(&db, &agent_row(&u, "two"), Some(1))
+    assert!(db.agents().get_for_user(&u, &a.id).await.unwrap().is_none());
+    assert!(db.agents().list_for_user(&u).await.unwrap().is_empty());
+    db.agents()
+        .insert_pending(&agent_row(&u, "two"), Some(1))
         .await
         .unwrap();
-    assert_eq!(agents::list_all_with_owner(&db).await.unwrap().len(), 2);
+    assert_eq!(db.agents().list_all_with_owner().await.unwrap().len(), 2);
 }
 
 #[tokio::test]
 async fn reads_and_updates_are_owner_scoped() {
-    let (_d, db) = fresh().await;
+    let (_fx, db) = fresh().await;
     let a = user_row(&db, "a@x.io").await;
     let b = user_row(&db, "b@x.io").await;
-    let (agent, _) = agents::insert_pending(&db, &agent_row(&a, "mine"), None)
+    let (agent, _) = db
+        .agents()
+        .insert_pending(&agent_row(&a, "mine"), None)
         .await
         .unwrap();
-    assert!(agents::get_for_user(&db, &a, &agent.id)
+    assert!(db
+        .agents()
+        .get_for_user(&a, &agent.id)
         .await
         .unwrap()
         .is_some());
-    assert!(agents::get_for_user(&db, &b, &agent.id)
+    assert!(db
+        .agents()
+        .get_for_user(&b, &agent.id)
         .await
         .unwrap()
         .is_none());
-    assert!(agents::list_for_user(&db, &b).await.unwrap().is_empty());
+    assert!(db.agents().list_for_user(&b).await.unwrap().is_empty());
 
     let changes = agents::AgentChanges {
         name: Some("Renamed".into()),
@@ -187,11 +201,15 @@ async fn reads_and_updates_are_owner_scoped() {
         auto_save: Some(false),
         ..Default::default()
     };
-    assert!(agents::update_config(&db, &b, &agent.id, &changes)
+    assert!(db
+        .agents()
+        .update_config(&b, &agent.id, &changes)
         .await
         .unwrap()
         .is_none());
-    let updated = agents::update_config(&db, &a, &agent.id, &changes)
+    let updated = db
+        .agents()
+        .update_config(&a, &agent.id, &changes)
         .await
         .unwrap()
         .unwrap();
@@ -216,43 +234,37 @@ async fn reads_and_updates_are_owner_scoped() {
         user_name: Some(None),
         ..Default::default()
     };
-    let cleared = agents::update_config(&db, &a, &agent.id, &clear)
+    let cleared = db
+        .agents()
+        .update_config(&a, &agent.id, &clear)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(cleared.user_name, None);
     assert_eq!(cleared.name, "Renamed");
 
-    let owners = agents::list_all_with_owner(&db).await.unwrap();
+    let owners = db.agents().list_all_with_owner().await.unwrap();
     assert_eq!(owners[0].owner_email, "a@x.io");
 }
 
 #[tokio::test]
 async fn secret_replacement_is_conditional() {
-    let (_d, db) = fresh().await;
+    let (_fx, db) = fresh().await;
     let u = user_row(&db, "a@x.io").await;
     let mut n = agent_row(&u, "sec");
     n.encrypted_api_key = Some("v1:k1:old".into());
-    let (agent, _) = agents::insert_pending(&db, &n, None).await.unwrap();
-    assert!(!agents::replace_secret(
-        &db,
-        &agent.id,
-        SecretField::ApiKey,
-        "v1:k1:other",
-        "v1:k2:new"
-    )
-    .await
-    .unwrap());
-    assert!(agents::replace_secret(
-        &db,
-        &agent.id,
-        SecretField::ApiKey,
-        "v1:k1:old",
-        "v1:k2:new"
-    )
-    .await
-    .unwrap());
-    let rows = agents::list_secrets(&db).await.unwrap();
+    let (agent, _) = db.agents().insert_pending(&n, None).await.unwrap();
+    assert!(!db
+        .agents()
+        .replace_secret(&agent.id, SecretField::ApiKey, "v1:k1:other", "v1:k2:new")
+        .await
+        .unwrap());
+    assert!(db
+        .agents()
+        .replace_secret(&agent.id, SecretField::ApiKey, "v1:k1:old", "v1:k2:new")
+        .await
+        .unwrap());
+    let rows = db.agents().list_secrets().await.unwrap();
     assert_eq!(rows[0].encrypted_api_key.as_deref(), Some("v1:k2:new"));
     assert_eq!(rows[0].encrypted_token, None);
 }

@@ -3,8 +3,8 @@
 //! old key stays in the keyring; a server holding the old keyring still
 //! reads the new ciphertexts.
 
-use zcaas::db::agents;
 use zcaas::secrets::{SecretBox, SecretField};
+use zcaas::store::agents;
 use zcaas_test_support::store::{agent_row, fresh_store, user_row, FreshStore};
 
 #[tokio::test]
@@ -12,6 +12,8 @@ async fn rotation_reencrypts_every_secret() {
     let FreshStore {
         config,
         db,
+        sql,
+        database: _database,
         dir: _dir,
     } = fresh_store().await;
     let server_box = SecretBox::load_or_create(&config.master_key_path()).unwrap();
@@ -35,14 +37,14 @@ async fn rotation_reencrypts_every_secret() {
             }),
             ..agent_row(&user_id, &format!("a{i}"))
         };
-        agents::insert_pending(&db, &new, None).await.unwrap();
+        db.agents().insert_pending(&new, None).await.unwrap();
         let token = server_box
             .encrypt(&id, SecretField::Token, &format!("zc_{i}"))
             .unwrap();
-        sqlx::query("UPDATE agents SET encrypted_token = ?1 WHERE id = ?2")
+        sqlx::query("UPDATE agents SET encrypted_token = $1 WHERE id = $2")
             .bind(token)
             .bind(&id)
-            .execute(&db)
+            .execute(&sql)
             .await
             .unwrap();
         ids.push(id);
@@ -56,7 +58,9 @@ async fn rotation_reencrypts_every_secret() {
     let after = SecretBox::load(&config.master_key_path()).unwrap();
     assert_eq!(after.current_key_id(), report.new_key_id);
     assert!(after.key_ids().contains(&old_key));
-    for (i, row) in agents::list_secrets(&db)
+    for (i, row) in db
+        .agents()
+        .list_secrets()
         .await
         .unwrap()
         .into_iter()

@@ -35,6 +35,9 @@ pub struct TestApp {
     pub config: Config,
     /// The test's prefix (the value of its `io.zcaas.test` label).
     pub prefix: String,
+    /// Raw SQL on the app's database (placeholders `$1`, `$2`…).
+    sql: sqlx::AnyPool,
+    _database: crate::store::TestDatabase,
     _data_dir: tempfile::TempDir,
     // Last: dropped after the app, so the cleanup sees no new containers.
     world: Option<World>,
@@ -111,13 +114,15 @@ impl TestApp {
     }
 
     async fn build(
-        config: Config,
+        mut config: Config,
         prefix: String,
         provider: &str,
         data_dir: tempfile::TempDir,
         world: Option<World>,
         cleanup: Option<Cleanup>,
     ) -> TestApp {
+        let database = crate::store::TestDatabase::create(&config.database_url).await;
+        config.database_url = database.url.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a port on 127.0.0.1");
@@ -125,11 +130,14 @@ impl TestApp {
             .await
             .unwrap_or_else(|e| panic!("App::build: {e:#}"));
         let api = Api::new(format!("http://{}", app.addr()), &prefix, provider);
+        let sql = crate::store::raw_pool(&config.database_url).await;
         TestApp {
             app: Some(app),
             api,
             config,
             prefix,
+            sql,
+            _database: database,
             _data_dir: data_dir,
             world,
             _cleanup: cleanup,
@@ -144,6 +152,12 @@ impl TestApp {
     /// The app's shared state: its store, secrets, reconciler, config.
     pub fn state(&self) -> &zcaas::api::AppState {
         self.app().state()
+    }
+
+    /// Raw SQL on the app's database, for assertions the API does not
+    /// offer (placeholders `$1`, `$2`…, which both backends accept).
+    pub fn sql(&self) -> &sqlx::AnyPool {
+        &self.sql
     }
 
     /// The world of an app started with [`TestApp::in_world`].
@@ -166,13 +180,16 @@ impl TestApp {
         let hash = zcaas::auth::hash_password(PASSWORD.into())
             .await
             .expect("hashing the password");
-        let new = zcaas::db::users::NewUser {
+        let new = zcaas::store::users::NewUser {
             email,
             password_hash: &hash,
             role: zcaas::model::Role::Admin,
             plan: zcaas::model::Plan::Enterprise,
         };
-        zcaas::db::users::create(&self.state().db, &new)
+        self.state()
+            .store
+            .users()
+            .create(&new)
             .await
             .expect("creating the admin");
         self.login(email).await
@@ -187,7 +204,10 @@ impl TestApp {
     /// (`State.StartedAt`) it was obtained or confirmed for.
     pub async fn stored_pairing(&self, id: &str) -> (String, chrono::DateTime<chrono::Utc>) {
         let state = self.state();
-        let agent = zcaas::db::lifecycle::get(&state.db, id)
+        let agent = state
+            .store
+            .lifecycle()
+            .get(id)
             .await
             .expect("reading the agent row")
             .expect("the agent's row");

@@ -33,6 +33,7 @@ pub mod binaries;
 pub mod cli;
 pub mod images;
 pub mod logs;
+pub mod postgres;
 pub mod process;
 pub mod scope;
 pub mod sse;

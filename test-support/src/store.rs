@@ -1,43 +1,72 @@
-//! Store fixtures, for tests that write to the store directly rather than
-//! through the API: a fresh data directory with its migrated database, and
-//! rows with defaults.
+//! Store fixtures: which backend a test runs on, a fresh database of it, a
+//! raw SQL pool for assertions the store's API does not offer, and rows with
+//! defaults for tests that write to the store directly.
+//!
+//! The backend is chosen by `ZCAAS_TEST_STORE`: `sqlite` (default, a file in
+//! the test's data directory) or `postgres` (a fresh database on the server
+//! `ZCAAS_TEST_POSTGRES_URL` names, dropped when the test ends). The test
+//! command in README.md runs the store and API suites once per backend.
 
+use sqlx::AnyPool;
 use zcaas::config::Config;
-use zcaas::db::{self, agents::NewAgent, users, Db};
 use zcaas::model::{Plan, Role};
+use zcaas::store::{agents::NewAgent, users, Store};
 
-/// A fresh, prepared data directory (`<tmp>/data`: keys, store) and its
-/// migrated database. The directory goes when this drops: keep it for the
-/// whole test.
+pub use crate::postgres::TestDatabase;
+
+/// A fresh, prepared data directory (`<tmp>/data`: keys, and the SQLite
+/// file unless the test runs on PostgreSQL) and its migrated store. The
+/// directory and database go when this drops: keep it for the whole test.
 pub struct FreshStore {
-    /// `Config::with_data_dir(<tmp>/data)`.
+    /// `Config::with_data_dir(<tmp>/data)`, `database_url` set to the test database.
     pub config: Config,
-    pub db: Db,
+    pub db: Store,
+    /// Raw SQL on the same database (placeholders `$1`, `$2`… work on both backends).
+    pub sql: AnyPool,
+    pub database: TestDatabase,
     pub dir: tempfile::TempDir,
 }
 
 /// A [`FreshStore`].
 pub async fn fresh_store() -> FreshStore {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let config = Config::with_data_dir(dir.path().join("data"));
+    let mut config = Config::with_data_dir(dir.path().join("data"));
     zcaas::app::prepare_data_dir(&config.data_dir).expect("preparing the data directory");
-    let db = db::connect(&config.database_url)
+    let database = TestDatabase::create(&config.database_url).await;
+    config.database_url = database.url.clone();
+    let db = Store::open(&config.database_url)
         .await
-        .expect("opening the store");
-    db::migrate(&db).await.expect("migrating the store");
-    FreshStore { config, db, dir }
+        .unwrap_or_else(|e| panic!("opening the store: {e:#}"));
+    let sql = raw_pool(&config.database_url).await;
+    FreshStore {
+        config,
+        db,
+        sql,
+        database,
+        dir,
+    }
+}
+
+/// A raw pool on `url` for a test's own SQL (placeholders `$1`, `$2`…).
+pub async fn raw_pool(url: &str) -> AnyPool {
+    sqlx::any::install_default_drivers();
+    sqlx::pool::PoolOptions::<sqlx::Any>::new()
+        .max_connections(2)
+        .connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("a raw pool on the test database: {e}"))
 }
 
 /// A user `email` (role user, free plan; the password hash is a
 /// placeholder, so it never logs in) → its id.
-pub async fn user_row(db: &Db, email: &str) -> String {
+pub async fn user_row(db: &Store, email: &str) -> String {
     let new = users::NewUser {
         email,
         password_hash: "x",
         role: Role::User,
         plan: Plan::Free,
     };
-    users::create(db, &new).await.expect("creating the user").id
+    db.users().create(&new).await.expect("creating the user").id
 }
 
 /// A new agent of `user_id` named, slugged and titled `slug`: a random id,

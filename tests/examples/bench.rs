@@ -41,7 +41,7 @@ fn summary(name: &str, mut ms: Vec<f64>) -> (f64, f64) {
 async fn enterprise_user(env: &TestApp, name: &str) -> anyhow::Result<String> {
     let jwt = env.register(name).await;
     sqlx::query("UPDATE users SET plan = 'enterprise'")
-        .execute(&env.app().state().db)
+        .execute(env.sql())
         .await?;
     Ok(jwt)
 }
@@ -225,7 +225,7 @@ async fn repair(env: &TestApp) -> anyhow::Result<()> {
     let jwt = enterprise_user(env, "bench-repair").await?;
     let id = create(env, &jwt, "repair bench").await?;
     env.wait_status(&jwt, &id, &["RUNNING"], TIMEOUT).await;
-    let db = &env.app().state().db;
+    let db = &env.app().state().store;
     let mut ms = Vec::new();
     for _ in 0..10 {
         docker_cli(&["restart", "-t", "1", "zeroclaw-repair-bench"])?;
@@ -236,7 +236,7 @@ async fn repair(env: &TestApp) -> anyhow::Result<()> {
             .parse()?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let agent = zcaas::db::lifecycle::get(db, &id).await?.context("row")?;
+            let agent = db.lifecycle().get(&id).await?.context("row")?;
             if agent.paired_started_at.is_some_and(|p| p >= started) {
                 let stored = chrono::Utc::now();
                 ms.push((stored - started).num_microseconds().unwrap_or(0) as f64 / 1000.0);

@@ -172,7 +172,7 @@ async fn benchmarks(server: &Server, rss: bool, list: bool, proxy: bool) -> anyh
         "sqlite://{}",
         server.data_dir.path().join("zcaas.db").display()
     );
-    let db = zcaas::db::connect(&db_url).await?;
+    let db = zcaas_test_support::store::raw_pool(&db_url).await;
     let lister = api.register("lister").await;
     let fleet_user = api.register("fleet").await;
     sqlx::query("UPDATE users SET plan = 'enterprise'")
@@ -532,7 +532,7 @@ async fn bench_list(server: &Server, jwt: &str) -> anyhow::Result<()> {
 /// straight to the agent, interleaved, round-robin over `agents`.
 async fn bench_proxy(
     server: &Server,
-    db: &zcaas::db::Db,
+    db: &sqlx::AnyPool,
     jwt: &str,
     agents: &[&Deployed],
 ) -> anyhow::Result<()> {
@@ -546,7 +546,7 @@ async fn bench_proxy(
     let mut targets = Vec::new();
     for a in agents {
         let stored: Option<String> =
-            sqlx::query_scalar("SELECT encrypted_token FROM agents WHERE id = ?")
+            sqlx::query_scalar("SELECT encrypted_token FROM agents WHERE id = $1")
                 .bind(&a.id)
                 .fetch_one(db)
                 .await?;

@@ -265,9 +265,9 @@ async fn dashboard_signup_create_watch_chat_stop_admin_delete() {
     );
 
     // Admin: promoted in the store; the page shows every transition.
-    sqlx::query("UPDATE users SET role = 'admin' WHERE email = ?1")
+    sqlx::query("UPDATE users SET role = 'admin' WHERE email = $1")
         .bind(&email)
-        .execute(&env.app().state().db)
+        .execute(env.sql())
         .await
         .unwrap();
     b.goto(&format!("{base}/#/admin")).await.unwrap();

@@ -127,12 +127,11 @@ async fn create_message_restart_stop_start_delete() {
     assert_eq!(health["status"], "ok");
 
     // Every transition is in agent_events with its reason.
-    let state = env.app().state();
     let events: Vec<(Option<String>, String, String)> = sqlx::query_as(
-        "SELECT from_status, to_status, reason FROM agent_events WHERE agent_id = ?1 ORDER BY id",
+        "SELECT from_status, to_status, reason FROM agent_events WHERE agent_id = $1 ORDER BY id",
     )
     .bind(&id)
-    .fetch_all(&state.db)
+    .fetch_all(env.sql())
     .await
     .unwrap();
     let path: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();
@@ -158,7 +157,7 @@ async fn create_message_restart_stop_start_delete() {
     assert_eq!(code, 404);
     let ports: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM agents WHERE container_port IS NOT NULL")
-            .fetch_one(&state.db)
+            .fetch_one(env.sql())
             .await
             .unwrap();
     assert_eq!(ports, 0);
@@ -212,7 +211,7 @@ async fn twenty_concurrent_creates_have_no_collision() {
     let mut env = TestApp::in_world().await;
     let jwt = env.register("bulk").await;
     sqlx::query("UPDATE users SET plan = 'enterprise'")
-        .execute(&env.app().state().db)
+        .execute(env.sql())
         .await
         .unwrap();
     let creates = (0..20).map(|i| {
@@ -343,9 +342,9 @@ async fn patch_of_a_running_agent_reinjects_and_repairs() {
     let (code, reply) = env.message(&jwt, &id, "after patch").await;
     assert_eq!(code, 200, "{reply}");
     let path: Vec<String> =
-        sqlx::query_scalar("SELECT to_status FROM agent_events WHERE agent_id = ?1 ORDER BY id")
+        sqlx::query_scalar("SELECT to_status FROM agent_events WHERE agent_id = $1 ORDER BY id")
             .bind(&id)
-            .fetch_all(&env.app().state().db)
+            .fetch_all(env.sql())
             .await
             .unwrap();
     assert_eq!(

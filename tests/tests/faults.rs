@@ -50,10 +50,10 @@ async fn docker_kill_is_recovered_and_repaired() {
     assert_eq!(agent_containers(&id).len(), 1);
     // The detour is on record: the kill is a transition to ERROR with its reason.
     let reasons: Vec<String> = sqlx::query_scalar(
-        "SELECT reason FROM agent_events WHERE agent_id = ?1 AND to_status = 'ERROR'",
+        "SELECT reason FROM agent_events WHERE agent_id = $1 AND to_status = 'ERROR'",
     )
     .bind(&id)
-    .fetch_all(&env.app().state().db)
+    .fetch_all(env.sql())
     .await
     .unwrap();
     assert!(reasons.iter().any(|r| r.contains("137")), "{reasons:?}");

@@ -77,9 +77,9 @@ async fn events_and_metrics_follow_a_real_deploy_and_stop() {
     assert_eq!(resumed.transition().await, stopping);
     assert_eq!(resumed.transition().await, stopped);
     let stored: Vec<i64> =
-        sqlx::query_scalar("SELECT id FROM agent_events WHERE agent_id = ?1 ORDER BY id")
+        sqlx::query_scalar("SELECT id FROM agent_events WHERE agent_id = $1 ORDER BY id")
             .bind(&id)
-            .fetch_all(&env.app().state().db)
+            .fetch_all(env.sql())
             .await
             .unwrap();
     let got: Vec<i64> = seen

@@ -202,10 +202,10 @@ async fn secrets_stay_secret() {
     let state = env.app().state();
     let kid = state.secrets.current_key_id();
     let row: (Option<String>, Option<String>, Option<String>) = sqlx::query_as(
-        "SELECT encrypted_token, encrypted_api_key, encrypted_channels FROM agents WHERE id = ?1",
+        "SELECT encrypted_token, encrypted_api_key, encrypted_channels FROM agents WHERE id = $1",
     )
     .bind(&id)
-    .fetch_one(&state.db)
+    .fetch_one(env.sql())
     .await
     .unwrap();
     for stored in [row.0, row.1, row.2] {

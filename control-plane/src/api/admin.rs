@@ -11,7 +11,6 @@ use serde::Serialize;
 
 use crate::api::AdminUser;
 use crate::api::AppState;
-use crate::db::agents;
 use crate::error::ApiError;
 use crate::status::{DesiredState, Status};
 
@@ -51,7 +50,7 @@ async fn list_agents(
     State(state): State<AppState>,
     _admin: AdminUser,
 ) -> Result<axum::Json<Vec<AdminAgentView>>, ApiError> {
-    let rows = agents::list_all_with_owner(&state.db).await?;
+    let rows = state.store.agents().list_all_with_owner().await?;
     Ok(axum::Json(
         rows.into_iter()
             .map(|r| {

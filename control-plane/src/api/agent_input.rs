@@ -5,10 +5,10 @@
 use serde::{Deserialize, Deserializer};
 
 use crate::config::Config;
-use crate::db::agents::{AgentChanges, NewAgent};
 use crate::error::ApiError;
 use crate::model::Channels;
 use crate::secrets::{Redacted, SecretBox, SecretField};
+use crate::store::agents::{AgentChanges, NewAgent};
 use crate::validation::{self as v, FieldError};
 
 /// Default sampling temperature.

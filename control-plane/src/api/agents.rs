@@ -12,11 +12,11 @@ use super::extract::{AgentId, Json};
 use super::view::AgentView;
 use crate::api::AppState;
 use crate::api::AuthUser;
-use crate::db::agents::{self, InsertError};
 use crate::error::ApiError;
 use crate::model::Agent;
 use crate::reconciler::{requests, RequestError};
 use crate::status::Status;
+use crate::store::agents::InsertError;
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
@@ -27,7 +27,10 @@ pub fn router() -> Router<AppState> {
 
 /// The caller's agent `id`, or 404.
 pub async fn owned(state: &AppState, user: &AuthUser, id: &str) -> Result<Agent, ApiError> {
-    agents::get_for_user(&state.db, &user.id, id)
+    state
+        .store
+        .agents()
+        .get_for_user(&user.id, id)
         .await?
         .ok_or(ApiError::NotFound("agent"))
 }
@@ -50,7 +53,12 @@ async fn create(
     let new = body
         .into_new_agent(id, user.id.clone(), limits, &state.config, &state.secrets)
         .await?;
-    let (agent, event) = match agents::insert_pending(&state.db, &new, limits.max_agents).await {
+    let (agent, event) = match state
+        .store
+        .agents()
+        .insert_pending(&new, limits.max_agents)
+        .await
+    {
         Ok(done) => done,
         Err(InsertError::QuotaExceeded { max }) => return Err(ApiError::QuotaExceeded { max }),
         Err(InsertError::SlugTaken) => {
@@ -72,7 +80,7 @@ async fn list(
     State(state): State<AppState>,
     user: AuthUser,
 ) -> Result<axum::Json<Vec<AgentView>>, ApiError> {
-    let rows = agents::list_for_user(&state.db, &user.id).await?;
+    let rows = state.store.agents().list_for_user(&user.id).await?;
     Ok(axum::Json(
         rows.into_iter()
             .map(|a| AgentView::new(a, &state.secrets))
@@ -121,7 +129,10 @@ async fn update(
     let changes = body
         .into_changes(&agent.id, &state.config, &state.secrets)
         .await?;
-    let updated = agents::update_config(&state.db, &user.id, &agent.id, &changes)
+    let updated = state
+        .store
+        .agents()
+        .update_config(&user.id, &agent.id, &changes)
         .await?
         .ok_or(ApiError::NotFound("agent"))?;
     let answer = |agent: Agent, runtime: bool| {

@@ -31,10 +31,10 @@ use super::extract::Json;
 use crate::api::AppState;
 use crate::api::AuthUser;
 use crate::auth::hash_slot;
-use crate::db::users::{self, CreateUserError, NewUser};
 use crate::error::ApiError;
 use crate::model::{Plan, Role};
 use crate::secrets::Redacted;
+use crate::store::users::{CreateUserError, NewUser};
 use crate::validation;
 
 /// Failed logins per email allowed within [`FAILURE_WINDOW`].
@@ -298,7 +298,7 @@ async fn register(
         role: Role::User,
         plan: Plan::Free,
     };
-    let user = match users::create(&state.db, &new).await {
+    let user = match state.store.users().create(&new).await {
         Ok(u) => u,
         Err(CreateUserError::EmailTaken) => {
             return Err(ApiError::Conflict {
@@ -332,7 +332,7 @@ async fn login(
         .login_limiter
         .try_begin(email.clone())
         .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
-    let user = users::get_by_email(&state.db, &email).await?;
+    let user = state.store.users().get_by_email(&email).await?;
     let slot = hash_slot().await?;
     attempt.commit();
     state.metrics.password_verifications.inc();
@@ -384,7 +384,7 @@ pub struct MeView {
 /// `GET /api/me` → 200 with the caller's account, plan limits and agent count.
 async fn me(State(state): State<AppState>, user: AuthUser) -> Result<axum::Json<MeView>, ApiError> {
     let limits = state.config.limits(user.plan);
-    let agents = crate::db::agents::count_for_user(&state.db, &user.id).await?;
+    let agents = state.store.agents().count_for_user(&user.id).await?;
     Ok(axum::Json(MeView {
         id: user.id,
         email: user.email,

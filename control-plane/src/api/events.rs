@@ -40,10 +40,10 @@ use tokio::sync::broadcast;
 use super::extract::AgentId;
 use super::streams::{guarded, StreamUser};
 use crate::api::AppState;
-use crate::db::events::{self as history, Scope};
-use crate::db::{agents, Db};
 use crate::error::ApiError;
 use crate::events::AgentEvent;
+use crate::store::history::Scope;
+use crate::store::Store;
 
 /// Most events replayed when a stream opens.
 pub const MAX_HISTORY: u32 = 500;
@@ -112,7 +112,10 @@ async fn agent_events(
     headers: HeaderMap,
     Query(query): Query<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let agent = agents::get_for_user(&state.db, &user.id, &id)
+    let agent = state
+        .store
+        .agents()
+        .get_for_user(&user.id, &id)
         .await?
         .ok_or(ApiError::NotFound("agent"))?;
     open(&state, &user.id, Scope::Agent(agent.id), &headers, &query).await
@@ -159,7 +162,7 @@ async fn open(
     // Subscribe first: whatever commits from now on is on this receiver,
     // and whatever committed before is in the history read below.
     let rx = state.events.subscribe();
-    let (replay, truncated) = history::newest(&state.db, &scope, after, limit).await?;
+    let (replay, truncated) = state.store.history().newest(&scope, after, limit).await?;
     let boundary = replay
         .last()
         .map_or(after.unwrap_or(0), |e| e.id.max(after.unwrap_or(0)));
@@ -176,7 +179,7 @@ async fn open(
         pending.push_front(first.retry(Duration::from_millis(RETRY_MS)));
     }
     let feed = Feed {
-        db: state.db.clone(),
+        store: state.store.clone(),
         scope,
         rx,
         pending,
@@ -200,7 +203,7 @@ pub fn transition_event(event: &AgentEvent) -> Event {
 
 /// The state of one subscriber's stream.
 struct Feed {
-    db: Db,
+    store: Store,
     scope: Scope,
     rx: broadcast::Receiver<AgentEvent>,
     /// Events ready to send (replayed history, gap fills).
@@ -241,7 +244,12 @@ impl Feed {
     /// database fails, a `truncated` event tells the client to reload).
     async fn refill(&mut self) {
         for _ in 0..REFILL_BATCHES {
-            match history::after(&self.db, &self.scope, self.last_sent, MAX_HISTORY).await {
+            match self
+                .store
+                .history()
+                .after(&self.scope, self.last_sent, MAX_HISTORY)
+                .await
+            {
                 Ok(events) => {
                     if let Some(last) = events.last() {
                         self.boundary = self.boundary.max(last.id);

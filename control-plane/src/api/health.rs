@@ -39,7 +39,7 @@ fn word(ok: bool) -> &'static str {
 async fn healthz(State(state): State<AppState>) -> (StatusCode, axum::Json<Health>) {
     let db = async {
         matches!(
-            tokio::time::timeout(CHECK_TIMEOUT, crate::db::ping(&state.db)).await,
+            tokio::time::timeout(CHECK_TIMEOUT, state.store.ping()).await,
             Ok(Ok(()))
         )
     };

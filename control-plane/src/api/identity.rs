@@ -60,7 +60,10 @@ impl FromRequestParts<AppState> for AuthUser {
             .jwt
             .verify(token)
             .map_err(|_| ApiError::Unauthorized("invalid or expired token"))?;
-        let user = crate::db::users::get_by_id(&state.db, &claims.sub)
+        let user = state
+            .store
+            .users()
+            .get_by_id(&claims.sub)
             .await?
             .ok_or(ApiError::Unauthorized("invalid or expired token"))?;
         Ok(user.into())

@@ -20,7 +20,6 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::api::AppState;
-use crate::db::agents;
 use crate::error::ApiError;
 use crate::metrics::HttpLabels;
 
@@ -40,7 +39,7 @@ pub fn router() -> Router<AppState> {
 /// store at each scrape (every status, zero where none); 500 if the store
 /// cannot be read.
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let counts = agents::count_by_status(&state.db).await?;
+    let counts = state.store.agents().count_by_status().await?;
     state.metrics.set_agent_counts(&counts);
     let text = state.metrics.encode().map_err(ApiError::internal)?;
     Ok(([(CONTENT_TYPE, CONTENT_TYPE_TEXT)], text).into_response())

@@ -8,18 +8,18 @@ use tokio_util::sync::CancellationToken;
 use super::auth::{LoginLimiter, RegistrationLimiter};
 use crate::auth::JwtKeys;
 use crate::config::Config;
-use crate::db::Db;
 use crate::events::EventBus;
 use crate::gateway::GatewayClient;
 use crate::orchestrator::Orchestrator;
 use crate::reconciler::ReconcilerHandle;
 use crate::secrets::SecretBox;
+use crate::store::Store;
 
 /// Everything a request handler needs. Cheap to clone; no locks around data
 /// the database owns.
 #[derive(Clone)]
 pub struct AppState {
-    pub db: Db,
+    pub store: Store,
     /// The engine agents run on.
     pub orchestrator: Arc<dyn Orchestrator>,
     pub gateway: GatewayClient,

@@ -260,7 +260,10 @@ impl FromRequestParts<AppState> for StreamUser {
             .ok_or(ApiError::Unauthorized(
                 "invalid, spent or expired stream ticket",
             ))?;
-        let user = crate::db::users::get_by_id(&state.db, &user_id)
+        let user = state
+            .store
+            .users()
+            .get_by_id(&user_id)
             .await?
             .ok_or(ApiError::Unauthorized(
                 "invalid, spent or expired stream ticket",

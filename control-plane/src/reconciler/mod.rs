@@ -31,12 +31,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::db::{lifecycle, Db};
 use crate::events::EventBus;
 use crate::gateway::GatewayClient;
 use crate::orchestrator::{Orchestrator, OrchestratorError};
 use crate::secrets::SecretBox;
 use crate::status::Status;
+use crate::store::Store;
 use plan::Step;
 
 /// How often every agent is looked at even without a wake.
@@ -65,7 +65,7 @@ pub enum RequestError {
 /// What the reconciler works with.
 #[derive(Clone)]
 pub struct Context {
-    pub db: Db,
+    pub store: Store,
     /// The engine agents run on (Docker in production, a fake in tests).
     pub orchestrator: Arc<dyn Orchestrator>,
     pub gateway: GatewayClient,
@@ -185,7 +185,7 @@ impl ReconcilerHandle {
     /// something, so nothing it started can complete after the deletion.
     pub async fn reconcile_now(&self, agent_id: &str) {
         let deleting = matches!(
-            lifecycle::get(&self.inner.ctx.db, agent_id).await,
+            self.inner.ctx.store.lifecycle().get(agent_id).await,
             Ok(Some(a)) if a.desired_state == crate::status::DesiredState::Deleted
         );
         let lock = {
@@ -209,7 +209,7 @@ impl ReconcilerHandle {
     /// number of agents reconciled.
     pub async fn reconcile_all(&self, concurrency: usize) -> Result<usize, sqlx::Error> {
         use futures::StreamExt;
-        let agents = lifecycle::list_all(&self.inner.ctx.db).await?;
+        let agents = self.inner.ctx.store.lifecycle().list_all().await?;
         let n = agents.len();
         futures::stream::iter(agents)
             .for_each_concurrent(concurrency.max(1), |agent| async move {
@@ -221,7 +221,7 @@ impl ReconcilerHandle {
 
     /// Wakes every agent in the store (startup and periodic resync).
     pub async fn resync_all(&self) {
-        match lifecycle::list_all(&self.inner.ctx.db).await {
+        match self.inner.ctx.store.lifecycle().list_all().await {
             Ok(agents) => {
                 for agent in agents {
                     self.wake(&agent.id);
@@ -236,7 +236,7 @@ impl ReconcilerHandle {
     pub async fn sweep_orphans(&self) {
         let ctx = &self.inner.ctx;
         match sweep::sweep(
-            &ctx.db,
+            &ctx.store,
             ctx.orchestrator.as_ref(),
             &ctx.config.network,
             ctx.config.orphan_grace,
@@ -288,7 +288,7 @@ impl ReconcilerHandle {
             if cancel.is_cancelled() {
                 return Outcome::Settled;
             }
-            let agent = match lifecycle::get(&ctx.db, id).await {
+            let agent = match ctx.store.lifecycle().get(id).await {
                 Ok(Some(agent)) => agent,
                 Ok(None) => {
                     self.forget(id);
@@ -389,7 +389,10 @@ impl ReconcilerHandle {
                     }
                 }
                 Step::Fail { reason } => ops::fail(inner, &agent, &reason).await,
-                Step::ResetBackoff => lifecycle::reset_backoff(&ctx.db, id)
+                Step::ResetBackoff => ctx
+                    .store
+                    .lifecycle()
+                    .reset_backoff(id)
                     .await
                     .map_err(Into::into),
                 Step::Retry => {

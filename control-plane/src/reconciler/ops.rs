@@ -14,7 +14,6 @@ use super::plan::{backoff, exit_reason};
 use super::{ports, Context, Inner};
 use crate::addressing::gateway_base;
 use crate::agent_files;
-use crate::db::lifecycle;
 use crate::gateway::GatewayError;
 use crate::model::{Agent, Channels};
 use crate::orchestrator::{ContainerSpec, ObservedContainer, Ownership, AGENT_ID_LABEL};
@@ -116,7 +115,12 @@ pub async fn transition(
     to: Status,
     reason: &str,
 ) -> anyhow::Result<bool> {
-    match lifecycle::transition(&ctx.db, &agent.id, from, to, reason, None).await? {
+    match ctx
+        .store
+        .lifecycle()
+        .transition(&agent.id, from, to, reason, None)
+        .await?
+    {
         Some(event) => {
             tracing::info!(agent_id = %agent.id, slug = %agent.slug, from = %from, to = %to, reason, "status transition");
             ctx.events.publish(event);
@@ -224,7 +228,10 @@ pub(crate) async fn start(
         .create(&spec, &files)
         .await
         .context("creating the container with its config and persona")?;
-    lifecycle::set_container(&ctx.db, &agent.id, &container_id, &hash).await?;
+    ctx.store
+        .lifecycle()
+        .set_container(&agent.id, &container_id, &hash)
+        .await?;
     crash_point("after-create");
     crash_point("after-upload");
     until_cancelled(cancel, pause_point("after-upload")).await?;
@@ -263,12 +270,20 @@ pub(crate) async fn start(
     } else {
         "deployed and paired"
     };
-    match lifecycle::transition_to_running(&ctx.db, agent, reason).await? {
+    match ctx
+        .store
+        .lifecycle()
+        .transition_to_running(agent, reason)
+        .await?
+    {
         Some(event) => {
             tracing::info!(agent_id = %agent.id, slug = %agent.slug, from = %Status::Starting,
                 to = %Status::Running, reason, "status transition");
             ctx.events.publish(event);
-            lifecycle::set_healthy(&ctx.db, &agent.id, Utc::now()).await?;
+            ctx.store
+                .lifecycle()
+                .set_healthy(&agent.id, Utc::now())
+                .await?;
         }
         // A PATCH accepted during this deploy moved the generation (the
         // files injected above are stale), or the status moved. Either way
@@ -293,7 +308,7 @@ async fn remove_orphan_holding_name(
     name: &str,
 ) -> anyhow::Result<Option<ObservedContainer>> {
     let orphan = match (ctx.orchestrator.ownership(&c.labels), c.agent_id.as_deref()) {
-        (Ownership::Ours, Some(other)) => lifecycle::get(&ctx.db, other).await?.is_none(),
+        (Ownership::Ours, Some(other)) => ctx.store.lifecycle().get(other).await?.is_none(),
         _ => false,
     };
     if !orphan {
@@ -349,7 +364,10 @@ pub(crate) async fn pair(
     };
     crash_point("after-pair");
     let encrypted = ctx.secrets.encrypt(&agent.id, SecretField::Token, &token)?;
-    lifecycle::set_pairing(&ctx.db, &agent.id, &encrypted, started_at).await?;
+    ctx.store
+        .lifecycle()
+        .set_pairing(&agent.id, &encrypted, started_at)
+        .await?;
     tracing::info!(agent_id = %agent.id, slug = %agent.slug, "paired");
     Ok(())
 }
@@ -473,7 +491,10 @@ pub(crate) async fn repair(
     tracing::info!(agent_id = %agent.id, slug = %agent.slug, reason, "re-pairing");
     until_cancelled(cancel, pair(inner, agent, &c.id, &base, started_at)).await??;
     until_cancelled(cancel, wait_healthy(inner, &c.id, &base)).await??;
-    lifecycle::set_healthy(&ctx.db, &agent.id, Utc::now()).await?;
+    ctx.store
+        .lifecycle()
+        .set_healthy(&agent.id, Utc::now())
+        .await?;
     Ok(())
 }
 
@@ -493,7 +514,10 @@ pub(crate) async fn fail(inner: &Inner, agent: &Agent, reason: &str) -> anyhow::
             .remove_agent_volume(&agent.volume_name(), &agent.id)
             .await?;
     }
-    lifecycle::release_port_and_container(&ctx.db, &agent.id).await?;
+    ctx.store
+        .lifecycle()
+        .release_port_and_container(&agent.id)
+        .await?;
     let attempts = agent.attempts + 1;
     let budget = i64::from(ctx.config.retry_budget);
     let (next, reason) = if attempts < budget && agent.desired_state == DesiredState::Running {
@@ -516,7 +540,10 @@ pub(crate) async fn fail(inner: &Inner, agent: &Agent, reason: &str) -> anyhow::
             format!("{reason} (attempt {attempts} of {budget}, giving up)"),
         )
     };
-    lifecycle::set_error(&ctx.db, &agent.id, &reason, attempts, next).await?;
+    ctx.store
+        .lifecycle()
+        .set_error(&agent.id, &reason, attempts, next)
+        .await?;
     transition(ctx, agent, agent.status, Status::Error, &reason).await?;
     Ok(())
 }
@@ -528,7 +555,7 @@ pub(crate) async fn delete(inner: &Inner, agent: &Agent) -> anyhow::Result<()> {
     ctx.orchestrator
         .remove_agent_volume(&agent.volume_name(), &agent.id)
         .await?;
-    lifecycle::delete(&ctx.db, &agent.id).await?;
+    ctx.store.lifecycle().delete(&agent.id).await?;
     tracing::info!(agent_id = %agent.id, slug = %agent.slug, "agent deleted");
     Ok(())
 }

@@ -5,10 +5,10 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
-use crate::db::{self, agents, users};
 use crate::model::{Agent, Plan, Role};
 use crate::orchestrator::fake::{FakeOrchestrator, OnStart};
 use crate::orchestrator::{ContainerSpec, Orchestrator as _};
+use crate::store::{agents, users};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
@@ -75,7 +75,7 @@ async fn bind_in_port_range() -> tokio::net::TcpListener {
 struct Harness {
     handle: ReconcilerHandle,
     fake: FakeOrchestrator,
-    db: Db,
+    store: Store,
     secrets: Arc<SecretBox>,
     gateway: SharedGateway,
     port: u16,
@@ -104,8 +104,7 @@ impl Harness {
         config.retry_backoff_max = Duration::from_millis(20);
         config.runtime_image = IMAGE.into();
         let url = format!("sqlite://{}", dir.path().join("zcaas.db").display());
-        let db = db::connect(&url).await.unwrap();
-        db::migrate(&db).await.unwrap();
+        let db = Store::open(&url).await.unwrap();
         let secrets = Arc::new(SecretBox::load_or_create(&dir.path().join("master.key")).unwrap());
 
         // Every start prints a fresh code, which the gateway then accepts.
@@ -117,7 +116,7 @@ impl Harness {
             OnStart::PrintCode(code)
         });
         let ctx = Context {
-            db: db.clone(),
+            store: db.clone(),
             orchestrator: Arc::new(fake.clone()),
             gateway: GatewayClient::new(),
             secrets: secrets.clone(),
@@ -140,7 +139,7 @@ impl Harness {
         Harness {
             handle,
             fake,
-            db,
+            store: db,
             secrets,
             gateway,
             port,
@@ -150,17 +149,17 @@ impl Harness {
 
     /// A PENDING agent whose host port is the test gateway's.
     async fn agent(&self, slug: &str) -> Agent {
-        let user = users::create(
-            &self.db,
-            &users::NewUser {
+        let user = self
+            .store
+            .users()
+            .create(&users::NewUser {
                 email: &format!("{slug}@example.test"),
                 password_hash: "x",
                 role: Role::User,
                 plan: Plan::Enterprise,
-            },
-        )
-        .await
-        .unwrap();
+            })
+            .await
+            .unwrap();
         let new = agents::NewAgent {
             id: format!("id-{slug}"),
             user_id: user.id,
@@ -183,15 +182,23 @@ impl Harness {
             memory_limit_mb: 256,
             nano_cpus: 500_000_000,
         };
-        let (agent, _) = agents::insert_pending(&self.db, &new, None).await.unwrap();
-        assert!(lifecycle::try_claim_port(&self.db, &agent.id, self.port)
+        let (agent, _) = self
+            .store
+            .agents()
+            .insert_pending(&new, None)
+            .await
+            .unwrap();
+        assert!(self
+            .store
+            .lifecycle()
+            .try_claim_port(&agent.id, self.port)
             .await
             .unwrap());
         self.get(&agent.id).await.unwrap()
     }
 
     async fn get(&self, id: &str) -> Option<Agent> {
-        lifecycle::get(&self.db, id).await.unwrap()
+        self.store.lifecycle().get(id).await.unwrap()
     }
 
     /// Runs passes (as the reconciler's wakes would) until `done` holds for
@@ -277,17 +284,18 @@ async fn a_deploy_cut_short_after_the_create_is_resumed() {
     let h = Harness::new().await;
     let agent = h.agent("resume").await;
     // Up to STARTING only, as a process killed after the row would leave it.
-    lifecycle::transition(
-        &h.db,
-        &agent.id,
-        Status::Pending,
-        Status::Starting,
-        "deploy started",
-        None,
-    )
-    .await
-    .unwrap()
-    .expect("PENDING → STARTING");
+    h.store
+        .lifecycle()
+        .transition(
+            &agent.id,
+            Status::Pending,
+            Status::Starting,
+            "deploy started",
+            None,
+        )
+        .await
+        .unwrap()
+        .expect("PENDING → STARTING");
     let agent = h.get(&agent.id).await.unwrap();
     let files = crate::agent_files::render(&agent, None, &Default::default()).unwrap();
     let hash = crate::agent_files::spec_hash(&agent, &files);
@@ -354,7 +362,9 @@ async fn delete_removes_the_workload_and_the_volume() {
     let h = Harness::new().await;
     let agent = h.agent("delete").await;
     h.running(&agent.id).await;
-    lifecycle::set_desired(&h.db, &agent.id, crate::status::DesiredState::Deleted)
+    h.store
+        .lifecycle()
+        .set_desired(&agent.id, crate::status::DesiredState::Deleted)
         .await
         .unwrap();
     h.drive(&agent.id, |a| a.is_none()).await;

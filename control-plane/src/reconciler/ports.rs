@@ -6,7 +6,6 @@ use rand::Rng;
 use std::collections::HashSet;
 
 use super::Context;
-use crate::db::lifecycle;
 
 /// Errors claiming a port.
 #[derive(Debug, thiserror::Error)]
@@ -23,7 +22,10 @@ pub async fn claim(ctx: &Context, id: &str) -> Result<u16, PortError> {
     let (lo, hi) = ctx.config.port_range;
     let span = u32::from(hi - lo) + 1;
     let offset = rand::thread_rng().gen_range(0..span);
-    let mut taken: HashSet<i64> = lifecycle::claimed_ports(&ctx.db)
+    let mut taken: HashSet<i64> = ctx
+        .store
+        .lifecycle()
+        .claimed_ports()
         .await?
         .into_iter()
         .collect();
@@ -32,16 +34,19 @@ pub async fn claim(ctx: &Context, id: &str) -> Result<u16, PortError> {
         if taken.contains(&i64::from(port)) || !free_on_host(&ctx.config.agent_host, port) {
             continue;
         }
-        if lifecycle::try_claim_port(&ctx.db, id, port).await? {
+        if ctx.store.lifecycle().try_claim_port(id, port).await? {
             return Ok(port);
         }
         // Lost a race, or the agent already holds one: re-read and go on.
-        if let Some(agent) = lifecycle::get(&ctx.db, id).await? {
+        if let Some(agent) = ctx.store.lifecycle().get(id).await? {
             if let Some(held) = agent.container_port {
                 return u16::try_from(held).map_err(|_| PortError::Exhausted(lo, hi));
             }
         }
-        taken = lifecycle::claimed_ports(&ctx.db)
+        taken = ctx
+            .store
+            .lifecycle()
+            .claimed_ports()
             .await?
             .into_iter()
             .collect();

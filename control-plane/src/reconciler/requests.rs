@@ -6,7 +6,6 @@
 //! to its owner by the caller (the HTTP layer); none knows about HTTP.
 
 use super::{ReconcilerHandle, RequestError};
-use crate::db::lifecycle;
 use crate::model::Agent;
 use crate::status::{DesiredState, Status};
 
@@ -26,26 +25,34 @@ async fn apply(
             action,
         });
     }
-    match lifecycle::transition(
-        &reconciler.inner.ctx.db,
-        &agent.id,
-        from,
-        to,
-        reason,
-        Some(desired),
-    )
-    .await?
+    match reconciler
+        .inner
+        .ctx
+        .store
+        .lifecycle()
+        .transition(&agent.id, from, to, reason, Some(desired))
+        .await?
     {
         Some(event) => {
             reconciler.inner.ctx.events.publish(event);
             reconciler.wake(&agent.id);
-            lifecycle::get(&reconciler.inner.ctx.db, &agent.id)
+            reconciler
+                .inner
+                .ctx
+                .store
+                .lifecycle()
+                .get(&agent.id)
                 .await?
                 .ok_or(RequestError::NotFound)
         }
         None => {
             // Someone moved it first: report what it is now.
-            let now = lifecycle::get(&reconciler.inner.ctx.db, &agent.id)
+            let now = reconciler
+                .inner
+                .ctx
+                .store
+                .lifecycle()
+                .get(&agent.id)
                 .await?
                 .ok_or(RequestError::NotFound)?;
             Err(RequestError::Conflict {
@@ -77,7 +84,13 @@ pub async fn start(reconciler: &ReconcilerHandle, agent: &Agent) -> Result<Agent
 /// `POST …/retry`: ERROR → PENDING, with a fresh retry budget.
 pub async fn retry(reconciler: &ReconcilerHandle, agent: &Agent) -> Result<Agent, RequestError> {
     if agent.status == Status::Error {
-        lifecycle::reset_backoff(&reconciler.inner.ctx.db, &agent.id).await?;
+        reconciler
+            .inner
+            .ctx
+            .store
+            .lifecycle()
+            .reset_backoff(&agent.id)
+            .await?;
     }
     apply(
         reconciler,
@@ -141,7 +154,13 @@ pub async fn reconfigure(
 /// `DELETE`: desired deleted, then waits for the reconciler to remove the
 /// container, volume, port and row.
 pub async fn delete(reconciler: &ReconcilerHandle, agent: &Agent) -> Result<(), RequestError> {
-    lifecycle::set_desired(&reconciler.inner.ctx.db, &agent.id, DesiredState::Deleted).await?;
+    reconciler
+        .inner
+        .ctx
+        .store
+        .lifecycle()
+        .set_desired(&agent.id, DesiredState::Deleted)
+        .await?;
     reconciler.reconcile_now(&agent.id).await;
     Ok(())
 }

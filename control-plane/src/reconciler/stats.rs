@@ -10,7 +10,6 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::ReconcilerHandle;
-use crate::db::lifecycle;
 use crate::status::Status;
 
 /// How often running agents are polled.
@@ -34,7 +33,7 @@ pub async fn run(handle: ReconcilerHandle, cancel: CancellationToken) {
 /// Polls every RUNNING agent once; returns how many were refreshed.
 pub async fn poll_once(handle: &ReconcilerHandle) -> usize {
     let ctx = &handle.inner.ctx;
-    let agents = match lifecycle::list_all(&ctx.db).await {
+    let agents = match ctx.store.lifecycle().list_all().await {
         Ok(agents) => agents,
         Err(e) => {
             tracing::warn!(error = %e, "stats: listing agents failed");
@@ -61,14 +60,14 @@ pub async fn poll_once(handle: &ReconcilerHandle) -> usize {
             match polled {
                 Ok((stats, healthy)) => {
                     if let Ok(s) = stats {
-                        if let Err(e) = lifecycle::set_stats(&ctx.db, &agent.id, s.memory_mb, s.cpu_percent).await {
+                        if let Err(e) = ctx.store.lifecycle().set_stats(&agent.id, s.memory_mb, s.cpu_percent).await {
                             tracing::warn!(agent_id = %agent.id, error = %e, "stats: storing failed");
                         }
                     } else {
                         ctx.metrics.docker_error("stats");
                     }
                     if healthy {
-                        let _ = lifecycle::set_healthy(&ctx.db, &agent.id, Utc::now()).await;
+                        let _ = ctx.store.lifecycle().set_healthy(&agent.id, Utc::now()).await;
                     } else {
                         handle.wake(&agent.id);
                     }

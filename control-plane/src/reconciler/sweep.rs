@@ -17,8 +17,8 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 
-use crate::db::{lifecycle, Db};
 use crate::orchestrator::{ObservedContainer, Orchestrator, Ownership, AGENT_ID_LABEL};
+use crate::store::Store;
 
 /// What this installation sees on the engine besides its agents' objects.
 #[derive(Debug, Default)]
@@ -45,7 +45,7 @@ pub struct Survey {
 ///
 /// Errors: the engine or the store failing.
 pub async fn survey(
-    db: &Db,
+    db: &Store,
     docker: &dyn Orchestrator,
     network: &str,
     grace: std::time::Duration,
@@ -54,7 +54,9 @@ pub async fn survey(
     let containers = docker.list_managed().await?;
     let volumes = docker.list_managed_volumes().await?;
     let networks = docker.list_managed_networks().await?;
-    let known: HashSet<String> = lifecycle::list_all(db)
+    let known: HashSet<String> = db
+        .lifecycle()
+        .list_all()
         .await?
         .into_iter()
         .map(|a| a.id)
@@ -116,7 +118,7 @@ pub struct Reported {
 /// reports orphan volumes, unclaimed legacy objects and other installations'
 /// objects. Returns how many containers were removed.
 pub async fn sweep(
-    db: &Db,
+    db: &Store,
     docker: &dyn Orchestrator,
     network: &str,
     grace: std::time::Duration,

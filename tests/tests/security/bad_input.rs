@@ -128,7 +128,7 @@ async fn bad_input_leaves_a_running_agent_and_nothing_else() {
     );
 
     // Nothing was created, claimed, changed or restarted.
-    let db = &env.app().state().db;
+    let db = env.sql();
     let agents: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agents")
         .fetch_one(db)
         .await

@@ -121,10 +121,10 @@ pub(crate) async fn stored(
     id: &str,
 ) -> (Option<String>, Option<String>, Option<String>) {
     sqlx::query_as(
-        "SELECT encrypted_token, encrypted_api_key, encrypted_channels FROM agents WHERE id = ?1",
+        "SELECT encrypted_token, encrypted_api_key, encrypted_channels FROM agents WHERE id = $1",
     )
     .bind(id)
-    .fetch_one(&env.app().state().db)
+    .fetch_one(env.sql())
     .await
     .unwrap()
 }
@@ -132,10 +132,10 @@ pub(crate) async fn stored(
 /// Writes API key ciphertexts straight into the store, as a database writer could.
 pub(crate) async fn set_api_keys(env: &TestApp, rows: [(&String, &Option<String>); 2]) {
     for (id, ct) in rows {
-        sqlx::query("UPDATE agents SET encrypted_api_key = ?1 WHERE id = ?2")
+        sqlx::query("UPDATE agents SET encrypted_api_key = $1 WHERE id = $2")
             .bind(ct)
             .bind(id)
-            .execute(&env.app().state().db)
+            .execute(env.sql())
             .await
             .unwrap();
     }

@@ -1,0 +1,176 @@
+//! `agents` as owners and admins see it: create, read and configure, always
+//! scoped to an owner where a user asks. Status changes go through
+//! [`super::LifecycleStore`].
+//!
+//! An agent whose desired state is `deleted` is on its way out: owners no
+//! longer see it and it no longer counts against their quota.
+
+use crate::events::AgentEvent;
+use crate::model::Agent;
+use crate::secrets::SecretField;
+use crate::status::Status;
+
+/// Why an agent could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum InsertError {
+    /// The owner already has `max` agents.
+    #[error("agent quota of {max} reached")]
+    QuotaExceeded { max: u32 },
+    /// Another agent has this slug (UNIQUE constraint).
+    #[error("slug already taken")]
+    SlugTaken,
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// A validated agent to insert as PENDING. Secrets are already encrypted
+/// (with this `id` in their associated data).
+#[derive(Debug, Clone)]
+pub struct NewAgent {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    pub slug: String,
+    pub agent_name: String,
+    pub user_name: Option<String>,
+    pub timezone: String,
+    pub communication_style: Option<String>,
+    pub provider: String,
+    pub provider_url: Option<String>,
+    pub model: String,
+    pub temperature: f64,
+    pub memory_backend: String,
+    pub auto_save: bool,
+    pub encrypted_api_key: Option<String>,
+    pub encrypted_channels: Option<String>,
+    /// `<slug>.<domain>`.
+    pub subdomain: String,
+    pub image: String,
+    /// Container memory limit, MiB.
+    pub memory_limit_mb: i64,
+    /// Container CPU limit, 10^-9 CPUs.
+    pub nano_cpus: i64,
+}
+
+/// An agent with its owner's email (admin views).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AgentWithOwner {
+    #[sqlx(flatten)]
+    pub agent: Agent,
+    pub owner_email: String,
+}
+
+/// A partial update of an agent's configuration. `None` leaves a field as
+/// it is; for nullable fields `Some(None)` clears it. Secrets are already
+/// encrypted for this agent.
+#[derive(Debug, Clone, Default)]
+pub struct AgentChanges {
+    pub name: Option<String>,
+    pub agent_name: Option<String>,
+    pub user_name: Option<Option<String>>,
+    pub timezone: Option<String>,
+    pub communication_style: Option<Option<String>>,
+    pub provider: Option<String>,
+    pub provider_url: Option<Option<String>>,
+    pub model: Option<String>,
+    pub temperature: Option<f64>,
+    pub memory_backend: Option<String>,
+    pub auto_save: Option<bool>,
+    pub encrypted_api_key: Option<Option<String>>,
+    pub encrypted_channels: Option<Option<String>>,
+}
+
+impl AgentChanges {
+    /// Whether nothing changes.
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none() && !self.changes_runtime()
+    }
+
+    /// Whether a change reaches the agent's injected config or persona files
+    /// (everything but the display name), so a running agent must be
+    /// reconfigured.
+    pub fn changes_runtime(&self) -> bool {
+        self.agent_name.is_some()
+            || self.user_name.is_some()
+            || self.timezone.is_some()
+            || self.communication_style.is_some()
+            || self.provider.is_some()
+            || self.provider_url.is_some()
+            || self.model.is_some()
+            || self.temperature.is_some()
+            || self.memory_backend.is_some()
+            || self.auto_save.is_some()
+            || self.encrypted_api_key.is_some()
+            || self.encrypted_channels.is_some()
+    }
+}
+
+/// The encrypted secrets of one agent (`zcaas keys rotate`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredSecrets {
+    pub id: String,
+    pub encrypted_token: Option<String>,
+    pub encrypted_api_key: Option<String>,
+    pub encrypted_channels: Option<String>,
+}
+
+/// Reads and configuration writes of agent rows.
+#[async_trait::async_trait]
+pub trait AgentStore: Send + Sync {
+    /// Inserts `new` as PENDING (desired running) with its creation event
+    /// (NULL → PENDING, "created") in one transaction, and returns both
+    /// (the caller publishes the event). `max_agents = None` is unlimited.
+    ///
+    /// Guarantee: two concurrent inserts for one owner never both pass the
+    /// quota (SQLite: one `INSERT … SELECT … WHERE count < max`, a single
+    /// writer; PostgreSQL: the owner's row locked `FOR UPDATE` first).
+    /// Errors: [`InsertError::QuotaExceeded`], [`InsertError::SlugTaken`].
+    async fn insert_pending(
+        &self,
+        new: &NewAgent,
+        max_agents: Option<u32>,
+    ) -> Result<(Agent, AgentEvent), InsertError>;
+
+    /// The agent `id` if `user_id` owns it (and it is not being deleted).
+    /// Admins read any agent with [`super::LifecycleStore::get`].
+    async fn get_for_user(&self, user_id: &str, id: &str) -> Result<Option<Agent>, sqlx::Error>;
+
+    /// The agents of `user_id` (those being deleted excluded), oldest first.
+    async fn list_for_user(&self, user_id: &str) -> Result<Vec<Agent>, sqlx::Error>;
+
+    /// How many agents `user_id` has (those being deleted excluded).
+    async fn count_for_user(&self, user_id: &str) -> Result<i64, sqlx::Error>;
+
+    /// How many agents are in each status (every row, those being deleted
+    /// included); statuses without agents are absent. Read at each
+    /// `/metrics` scrape.
+    async fn count_by_status(&self) -> Result<Vec<(Status, i64)>, sqlx::Error>;
+
+    /// Every agent (being deleted included) with its owner's email, oldest first.
+    async fn list_all_with_owner(&self) -> Result<Vec<AgentWithOwner>, sqlx::Error>;
+
+    /// Applies `changes` to agent `id` if `user_id` owns it (one statement)
+    /// and returns the updated row; `None` if it is not theirs or gone. A
+    /// change that [`AgentChanges::changes_runtime`] bumps
+    /// `config_generation` in the same statement.
+    async fn update_config(
+        &self,
+        user_id: &str,
+        id: &str,
+        changes: &AgentChanges,
+    ) -> Result<Option<Agent>, sqlx::Error>;
+
+    /// Every agent's encrypted secrets, by id (`zcaas keys rotate`).
+    async fn list_secrets(&self) -> Result<Vec<StoredSecrets>, sqlx::Error>;
+
+    /// Replaces one secret column of agent `id` with `new` if it still holds
+    /// `old` (a concurrent writer, e.g. a re-pair storing a new token, wins).
+    /// Returns whether it was replaced.
+    async fn replace_secret(
+        &self,
+        id: &str,
+        field: SecretField,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, sqlx::Error>;
+}
