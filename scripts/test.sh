@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls this script).
-# Needs: the Rust toolchain, a running Docker Engine (no registry access), and
-# Debian's chromium + chromium-driver for the browser tests.
+# Needs: the Rust toolchain, a running Docker Engine (no registry access),
+# Debian's chromium + chromium-driver for the browser tests, and PostgreSQL
+# on 127.0.0.1:5432 with the test role (scripts/postgres.sh) for the second
+# run of the store and API suites.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +12,26 @@ cd "$(dirname "$0")/.."
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
   echo "scripts/test.sh: the browser tests need chromium and chromedriver:" >&2
   echo "  apt-get install -y chromium chromium-driver   (.ci/run does this)" >&2
+  exit 1
+fi
+
+# The store and API suites run on PostgreSQL too: a server must answer with
+# the test role (scripts/postgres.sh starts one; .ci/run calls it).
+pg_url=${ZCAAS_TEST_POSTGRES_URL:-postgres://zcaas:zcaas@127.0.0.1:5432/postgres}
+pg_tool() {
+  # The client tools: on PATH, else Debian's versioned directory.
+  if command -v "$1" >/dev/null; then
+    command -v "$1"
+  else
+    ls -d /usr/lib/postgresql/*/bin/"$1" 2>/dev/null | sort -t/ -k4 -n -r | head -n 1
+  fi
+}
+pg_isready=$(pg_tool pg_isready)
+psql=$(pg_tool psql)
+if [ -z "$pg_isready" ] || [ -z "$psql" ] || ! "$pg_isready" -q -d "$pg_url"; then
+  echo "scripts/test.sh: the PostgreSQL run of the store and API suites needs a server" >&2
+  echo "  on 127.0.0.1:5432 with role zcaas/zcaas (CREATEDB), or ZCAAS_TEST_POSTGRES_URL:" >&2
+  echo "  scripts/postgres.sh   (.ci/run does this)" >&2
   exit 1
 fi
 
@@ -35,6 +57,12 @@ cargo build --release -p agent-runtime
 status=0
 cargo test --workspace --all-targets || status=$?
 
+# The store and API suites (control-plane's integration tests) a second
+# time, on PostgreSQL: each test gets a fresh database zcaas_t_<uuid>, dropped
+# when it ends. It runs whatever the first run said: both verdicts are worth
+# having.
+ZCAAS_TEST_STORE=postgres cargo test -p control-plane --tests || status=$?
+
 # Restarts the Docker daemon under a running agent, so it runs alone, after
 # everything else (ignored in a plain `cargo test`).
 if [ "$status" -eq 0 ]; then
@@ -53,4 +81,14 @@ vols=$(docker volume ls -q --filter label=io.zcaas.test --filter label=io.zcaas.
 [ -z "$vols" ] || docker volume rm -f $vols >/dev/null
 nets=$(docker network ls -q --filter label=io.zcaas.test --filter label=io.zcaas.managed=true)
 [ -z "$nets" ] || docker network rm $nets >/dev/null
+# Tests drop their PostgreSQL databases themselves (even on panic); those a
+# killed test process left are dropped here, and only those: the test prefix.
+pg_leftovers=$("$psql" "$pg_url" -XtAc \
+  "SELECT datname FROM pg_database WHERE datname LIKE 'zcaas\_t\_%'") || pg_leftovers=""
+if [ -n "$pg_leftovers" ]; then
+  echo "dropping $(echo "$pg_leftovers" | wc -l) PostgreSQL database(s) left by tests" >&2
+  for name in $pg_leftovers; do
+    "$psql" "$pg_url" -XqAc "DROP DATABASE IF EXISTS \"$name\" WITH (FORCE)" >/dev/null || true
+  done
+fi
 exit $status

@@ -16,6 +16,10 @@
 //!   the instant provider stand-in: the difference of the medians is the
 //!   proxy's overhead.
 //!
+//! `ZCAAS_TEST_STORE=postgres` runs the server on a fresh PostgreSQL database
+//! (`ZCAAS_TEST_POSTGRES_URL`'s server; `scripts/postgres.sh` starts one)
+//! instead of SQLite; `scripts/bench-stores.sh` runs both side by side.
+//!
 //! `BENCH_ZCAAS_BINARY=<path>` runs another `zcaas` build (one with symbols,
 //! to profile). The fleet is deployed once for the parts asked for: 10 agents of the
 //! `list` user, plus 190 of an enterprise `fleet` user when `rss` is asked
@@ -32,6 +36,7 @@ use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 use zcaas::secrets::{SecretBox, SecretField};
 use zcaas_test_support::process::{zcaas_command_with, ServerProcess};
+use zcaas_test_support::store::TestDatabase;
 use zcaas_test_support::{built_binary, docker_cli, Api, World, TEST_LABEL};
 
 /// Agents owned by the user whose list is benchmarked.
@@ -79,6 +84,9 @@ fn built(name: &str) -> anyhow::Result<PathBuf> {
 /// directory; killed on drop.
 struct Server {
     process: ServerProcess,
+    /// The store: SQLite in the data directory, or a fresh PostgreSQL
+    /// database with `ZCAAS_TEST_STORE=postgres` (dropped at the end).
+    database: TestDatabase,
     data_dir: tempfile::TempDir,
 }
 
@@ -91,14 +99,22 @@ impl Server {
             Some(path) => PathBuf::from(path),
             None => built("zcaas")?,
         };
+        let sqlite = format!("sqlite://{}", data_dir.path().join("zcaas.db").display());
+        let database = TestDatabase::create(&sqlite).await;
         let mut cmd = zcaas_command_with(&binary, world, data_dir.path());
-        cmd.env("RUST_LOG", "info").stderr(log);
+        cmd.env("RUST_LOG", "info")
+            .env("ZCAAS_DATABASE_URL", &database.url)
+            .stderr(log);
         let process = match ServerProcess::start_command(cmd, &world.prefix, &world.provider).await
         {
             Ok(process) => process,
             Err(e) => bail!("{e:#}\n{}", log_tail(&data_dir)),
         };
-        Ok(Server { process, data_dir })
+        Ok(Server {
+            process,
+            database,
+            data_dir,
+        })
     }
 
     fn pid(&self) -> u32 {
@@ -151,8 +167,9 @@ fn mib(kib: u64) -> f64 {
 async fn run(rss: bool, list: bool, proxy: bool) -> anyhow::Result<()> {
     let world = World::start().await;
     println!(
-        "prefix {} | cpus {} | loadavg at start {}",
+        "prefix {} | store {} | cpus {} | loadavg at start {}",
         world.prefix,
+        zcaas_test_support::postgres::test_backend().as_str(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         loadavg()
     );
@@ -168,11 +185,7 @@ async fn run(rss: bool, list: bool, proxy: bool) -> anyhow::Result<()> {
 
 async fn benchmarks(server: &Server, rss: bool, list: bool, proxy: bool) -> anyhow::Result<()> {
     let api = &server.process.api;
-    let db_url = format!(
-        "sqlite://{}",
-        server.data_dir.path().join("zcaas.db").display()
-    );
-    let db = zcaas_test_support::store::raw_pool(&db_url).await;
+    let db = zcaas_test_support::store::raw_pool(&server.database.url).await;
     let lister = api.register("lister").await;
     let fleet_user = api.register("fleet").await;
     sqlx::query("UPDATE users SET plan = 'enterprise'")

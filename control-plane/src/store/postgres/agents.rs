@@ -1,0 +1,237 @@
+//! [`AgentStore`] on PostgreSQL.
+
+use sqlx::{Postgres, QueryBuilder};
+
+use super::{has_nul, lifecycle::insert_event, now, violates, PgStore};
+use crate::events::AgentEvent;
+use crate::model::Agent;
+use crate::secrets::SecretField;
+use crate::status::{DesiredState, Status};
+use crate::store::agents::{
+    AgentChanges, AgentStore, AgentWithOwner, InsertError, NewAgent, StoredSecrets,
+};
+
+/// The stored form of `auto_save` (seed 003: a string).
+fn auto_save(on: bool) -> &'static str {
+    if on {
+        "true"
+    } else {
+        "false"
+    }
+}
+
+#[async_trait::async_trait]
+impl AgentStore for PgStore {
+    /// The owner's `users` row is locked `FOR UPDATE` first, so concurrent
+    /// creates for one owner count and insert one at a time (READ COMMITTED:
+    /// each count sees every create committed before it got the lock).
+    async fn insert_pending(
+        &self,
+        new: &NewAgent,
+        max_agents: Option<u32>,
+    ) -> Result<(Agent, AgentEvent), InsertError> {
+        let now = now();
+        let mut tx = self.pool.begin().await?;
+        if let Some(max) = max_agents {
+            // No row (no such user): the insert below fails on the foreign key.
+            sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+                .bind(&new.user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let count: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM agents WHERE user_id = $1 AND desired_state <> 'deleted'",
+            )
+            .bind(&new.user_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if count >= i64::from(max) {
+                return Err(InsertError::QuotaExceeded { max });
+            }
+        }
+        let inserted: Result<Agent, sqlx::Error> = sqlx::query_as(
+            "INSERT INTO agents (id, user_id, name, slug, agent_name, user_name, timezone,
+                    communication_style, status, provider, provider_url, model, temperature,
+                    memory_backend, auto_save, encrypted_api_key, encrypted_channels, subdomain,
+                    desired_state, image, memory_limit_mb, nano_cpus, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                     $18, $19, $20, $21, $22, $23, $23)
+             RETURNING *",
+        )
+        .bind(&new.id)
+        .bind(&new.user_id)
+        .bind(&new.name)
+        .bind(&new.slug)
+        .bind(&new.agent_name)
+        .bind(&new.user_name)
+        .bind(&new.timezone)
+        .bind(&new.communication_style)
+        .bind(Status::Pending.as_str())
+        .bind(&new.provider)
+        .bind(&new.provider_url)
+        .bind(&new.model)
+        .bind(new.temperature)
+        .bind(&new.memory_backend)
+        .bind(auto_save(new.auto_save))
+        .bind(&new.encrypted_api_key)
+        .bind(&new.encrypted_channels)
+        .bind(&new.subdomain)
+        .bind(DesiredState::Running.as_str())
+        .bind(&new.image)
+        .bind(new.memory_limit_mb)
+        .bind(new.nano_cpus)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await;
+        let agent = match inserted {
+            Ok(agent) => agent,
+            Err(e) if violates(&e, "agents_slug_key") => return Err(InsertError::SlugTaken),
+            Err(e) => return Err(e.into()),
+        };
+        let event = insert_event(
+            &mut tx,
+            &agent.id,
+            &agent.user_id,
+            &agent.slug,
+            None,
+            Status::Pending,
+            "created",
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((agent, event))
+    }
+
+    async fn get_for_user(&self, user_id: &str, id: &str) -> Result<Option<Agent>, sqlx::Error> {
+        if has_nul(user_id) || has_nul(id) {
+            return Ok(None);
+        }
+        sqlx::query_as(
+            "SELECT * FROM agents WHERE id = $1 AND user_id = $2 AND desired_state <> 'deleted'",
+        )
+        .bind(id)
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    async fn list_for_user(&self, user_id: &str) -> Result<Vec<Agent>, sqlx::Error> {
+        if has_nul(user_id) {
+            return Ok(Vec::new());
+        }
+        sqlx::query_as(
+            "SELECT * FROM agents WHERE user_id = $1 AND desired_state <> 'deleted'
+             ORDER BY created_at, id",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    async fn count_for_user(&self, user_id: &str) -> Result<i64, sqlx::Error> {
+        if has_nul(user_id) {
+            return Ok(0);
+        }
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM agents WHERE user_id = $1 AND desired_state <> 'deleted'",
+        )
+        .bind(user_id)
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    async fn count_by_status(&self) -> Result<Vec<(Status, i64)>, sqlx::Error> {
+        sqlx::query_as("SELECT status, COUNT(*) FROM agents GROUP BY status")
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    async fn list_all_with_owner(&self) -> Result<Vec<AgentWithOwner>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT a.*, u.email AS owner_email FROM agents a JOIN users u ON u.id = a.user_id
+             ORDER BY a.created_at, a.id",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    async fn update_config(
+        &self,
+        user_id: &str,
+        id: &str,
+        changes: &AgentChanges,
+    ) -> Result<Option<Agent>, sqlx::Error> {
+        if changes.is_empty() || has_nul(user_id) || has_nul(id) {
+            return self.get_for_user(user_id, id).await;
+        }
+        let mut q: QueryBuilder<Postgres> = QueryBuilder::new("UPDATE agents SET updated_at = ");
+        q.push_bind(now());
+        macro_rules! set {
+            ($col:literal, $val:expr) => {
+                if let Some(v) = $val {
+                    q.push(concat!(", ", $col, " = ")).push_bind(v);
+                }
+            };
+        }
+        set!("name", &changes.name);
+        set!("agent_name", &changes.agent_name);
+        set!("user_name", &changes.user_name);
+        set!("timezone", &changes.timezone);
+        set!("communication_style", &changes.communication_style);
+        set!("provider", &changes.provider);
+        set!("provider_url", &changes.provider_url);
+        set!("model", &changes.model);
+        set!("temperature", changes.temperature);
+        set!("memory_backend", &changes.memory_backend);
+        set!("auto_save", changes.auto_save.map(auto_save));
+        set!("encrypted_api_key", &changes.encrypted_api_key);
+        set!("encrypted_channels", &changes.encrypted_channels);
+        if changes.changes_runtime() {
+            // A deploy under way checks this before it reaches RUNNING.
+            q.push(", config_generation = config_generation + 1");
+        }
+        q.push(" WHERE id = ").push_bind(id);
+        q.push(" AND user_id = ").push_bind(user_id);
+        q.push(" AND desired_state <> 'deleted' RETURNING *");
+        q.build_query_as().fetch_optional(&self.pool).await
+    }
+
+    async fn list_secrets(&self) -> Result<Vec<StoredSecrets>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT id, encrypted_token, encrypted_api_key, encrypted_channels
+             FROM agents ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    async fn replace_secret(
+        &self,
+        id: &str,
+        field: SecretField,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, sqlx::Error> {
+        if has_nul(id) || has_nul(old) {
+            return Ok(false);
+        }
+        let sql = match field {
+            SecretField::Token => {
+                "UPDATE agents SET encrypted_token = $1 WHERE id = $2 AND encrypted_token = $3"
+            }
+            SecretField::ApiKey => {
+                "UPDATE agents SET encrypted_api_key = $1 WHERE id = $2 AND encrypted_api_key = $3"
+            }
+            SecretField::Channels => {
+                "UPDATE agents SET encrypted_channels = $1 WHERE id = $2 AND encrypted_channels = $3"
+            }
+        };
+        let done = sqlx::query(sql)
+            .bind(new)
+            .bind(id)
+            .bind(old)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

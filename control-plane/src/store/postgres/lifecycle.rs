@@ -1,0 +1,340 @@
+//! [`LifecycleStore`] on PostgreSQL. Transitions are one conditional
+//! `UPDATE` plus the event row in one transaction; the event insert takes
+//! the advisory lock [`EVENTS_LOCK`] first, so event ids are committed in
+//! increasing order.
+
+use chrono::{DateTime, SubsecRound, Utc};
+use sqlx::{PgConnection, PgPool};
+
+use super::{has_nul, now, text, violates, PgStore, EVENTS_LOCK};
+use crate::events::AgentEvent;
+use crate::model::Agent;
+use crate::status::{DesiredState, Status};
+use crate::store::lifecycle::LifecycleStore;
+
+#[async_trait::async_trait]
+impl LifecycleStore for PgStore {
+    async fn transition(
+        &self,
+        id: &str,
+        from: Status,
+        to: Status,
+        reason: &str,
+        desired: Option<DesiredState>,
+    ) -> Result<Option<AgentEvent>, sqlx::Error> {
+        transition_guarded(&self.pool, id, from, to, reason, desired, None).await
+    }
+
+    async fn transition_to_running(
+        &self,
+        agent: &Agent,
+        reason: &str,
+    ) -> Result<Option<AgentEvent>, sqlx::Error> {
+        transition_guarded(
+            &self.pool,
+            &agent.id,
+            Status::Starting,
+            Status::Running,
+            reason,
+            None,
+            Some(agent.config_generation),
+        )
+        .await
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Agent>, sqlx::Error> {
+        if has_nul(id) {
+            return Ok(None);
+        }
+        sqlx::query_as("SELECT * FROM agents WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    async fn list_all(&self) -> Result<Vec<Agent>, sqlx::Error> {
+        sqlx::query_as("SELECT * FROM agents ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    async fn claimed_ports(&self) -> Result<Vec<i64>, sqlx::Error> {
+        sqlx::query_scalar("SELECT container_port FROM agents WHERE container_port IS NOT NULL")
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    async fn try_claim_port(&self, id: &str, port: u16) -> Result<bool, sqlx::Error> {
+        if has_nul(id) {
+            return Ok(false);
+        }
+        let res = sqlx::query(
+            "UPDATE agents SET container_port = $1, updated_at = $2
+             WHERE id = $3 AND container_port IS NULL",
+        )
+        .bind(i64::from(port))
+        .bind(now())
+        .bind(id)
+        .execute(&self.pool)
+        .await;
+        match res {
+            Ok(done) => Ok(done.rows_affected() == 1),
+            // Another agent holds the port (a concurrent claim that
+            // committed first included: the UNIQUE check waits for it).
+            Err(e) if violates(&e, "agents_container_port_key") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn release_port_and_container(&self, id: &str) -> Result<(), sqlx::Error> {
+        if has_nul(id) {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE agents SET container_port = NULL, container_id = NULL, updated_at = $1
+             WHERE id = $2",
+        )
+        .bind(now())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn set_container(
+        &self,
+        id: &str,
+        container_id: &str,
+        spec_hash: &str,
+    ) -> Result<(), sqlx::Error> {
+        if has_nul(id) {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE agents SET container_id = $1, spec_hash = $2, updated_at = $3 WHERE id = $4",
+        )
+        .bind(container_id)
+        .bind(spec_hash)
+        .bind(now())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// `started_at` is rounded *up* to the microsecond `TIMESTAMPTZ` keeps:
+    /// the reconciler re-pairs when the container's `State.StartedAt`
+    /// (nanoseconds) is later than the stored start, so truncating would
+    /// make every start look newer than its own pairing.
+    async fn set_pairing(
+        &self,
+        id: &str,
+        encrypted_token: &str,
+        started_at: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        if has_nul(id) {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE agents SET encrypted_token = $1, paired_started_at = $2, updated_at = $3
+             WHERE id = $4",
+        )
+        .bind(encrypted_token)
+        .bind(ceil_micros(started_at))
+        .bind(now())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn set_healthy(&self, id: &str, at: DateTime<Utc>) -> Result<(), sqlx::Error> {
+        if has_nul(id) {
+            return Ok(());
+        }
+        sqlx::query("UPDATE agents SET last_health_at = $1 WHERE id = $2")
+            .bind(at)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_error(
+        &self,
+        id: &str,
+        error: &str,
+        attempts: i64,
+        next_attempt_at: Option<DateTime<Utc>>,
+    ) -> Result<(), sqlx::Error> {
+        if has_nul(id) {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE agents SET last_error = $1, attempts = $2, next_attempt_at = $3, updated_at = $4
+             WHERE id = $5",
+        )
+        .bind(text(error))
+        .bind(attempts)
+        .bind(next_attempt_at)
+        .bind(now())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn reset_backoff(&self, id: &str) -> Result<(), sqlx::Error> {
+        if has_nul(id) {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE agents SET attempts = 0, next_attempt_at = NULL, updated_at = $1 WHERE id = $2",
+        )
+        .bind(now())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn set_stats(
+        &self,
+        id: &str,
+        memory_mb: f64,
+        cpu_percent: f64,
+    ) -> Result<(), sqlx::Error> {
+        if has_nul(id) {
+            return Ok(());
+        }
+        sqlx::query("UPDATE agents SET memory_mb = $1, cpu_percent = $2 WHERE id = $3")
+            .bind(memory_mb)
+            .bind(cpu_percent)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_desired(&self, id: &str, desired: DesiredState) -> Result<(), sqlx::Error> {
+        if has_nul(id) {
+            return Ok(());
+        }
+        sqlx::query("UPDATE agents SET desired_state = $1, updated_at = $2 WHERE id = $3")
+            .bind(desired.as_str())
+            .bind(now())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), sqlx::Error> {
+        if has_nul(id) {
+            return Ok(());
+        }
+        sqlx::query("DELETE FROM agents WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+/// `at` rounded up to a whole microsecond.
+fn ceil_micros(at: DateTime<Utc>) -> DateTime<Utc> {
+    let truncated = at.trunc_subsecs(6);
+    if truncated == at {
+        at
+    } else {
+        truncated + chrono::Duration::microseconds(1)
+    }
+}
+
+/// [`LifecycleStore::transition`], and with `generation` only while
+/// `config_generation` equals it (then also stored as `deployed_generation`).
+async fn transition_guarded(
+    db: &PgPool,
+    id: &str,
+    from: Status,
+    to: Status,
+    reason: &str,
+    desired: Option<DesiredState>,
+    generation: Option<i64>,
+) -> Result<Option<AgentEvent>, sqlx::Error> {
+    debug_assert!(from.can_transition_to(to), "{from} -> {to}");
+    if has_nul(id) {
+        return Ok(None);
+    }
+    let now = now();
+    let mut tx = db.begin().await?;
+    // Compare-and-set: a concurrent transition of the same agent waits for
+    // this row lock, then re-checks `status` and matches nothing.
+    let row: Option<(String, String)> = sqlx::query_as(
+        "UPDATE agents SET status = $1, desired_state = COALESCE($2, desired_state), updated_at = $3,
+                last_error = CASE WHEN $7 THEN NULL ELSE last_error END,
+                ever_running = ever_running OR $7,
+                deployed_generation = COALESCE($6, deployed_generation)
+         WHERE id = $4 AND status = $5 AND ($6::BIGINT IS NULL OR config_generation = $6)
+         RETURNING user_id, slug",
+    )
+    .bind(to.as_str())
+    .bind(desired.map(DesiredState::as_str))
+    .bind(now)
+    .bind(id)
+    .bind(from.as_str())
+    .bind(generation)
+    .bind(to == Status::Running)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((user_id, slug)) = row else {
+        return Ok(None);
+    };
+    let event = insert_event(&mut tx, id, &user_id, &slug, Some(from), to, reason, now).await?;
+    tx.commit().await?;
+    Ok(Some(event))
+}
+
+/// Writes one `agent_events` row inside the transaction `tx` and returns
+/// it. Takes [`EVENTS_LOCK`] (held until `tx` ends) before drawing the id,
+/// so ids are drawn and committed in the same order: a reader resuming
+/// "after N" never misses an id below a later commit's.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn insert_event(
+    tx: &mut PgConnection,
+    agent_id: &str,
+    user_id: &str,
+    slug: &str,
+    from: Option<Status>,
+    to: Status,
+    reason: &str,
+    at: DateTime<Utc>,
+) -> Result<AgentEvent, sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(EVENTS_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO agent_events (agent_id, user_id, slug, from_status, to_status, reason, at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+    )
+    .bind(agent_id)
+    .bind(user_id)
+    .bind(slug)
+    .bind(from.map(Status::as_str))
+    .bind(to.as_str())
+    .bind(text(reason))
+    .bind(at)
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(AgentEvent {
+        id,
+        agent_id: agent_id.to_owned(),
+        user_id: user_id.to_owned(),
+        slug: slug.to_owned(),
+        from,
+        to,
+        reason: text(reason).into_owned(),
+        at,
+    })
+}
