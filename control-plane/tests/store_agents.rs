@@ -268,3 +268,52 @@ async fn secret_replacement_is_conditional() {
     assert_eq!(rows[0].encrypted_api_key.as_deref(), Some("v1:k2:new"));
     assert_eq!(rows[0].encrypted_token, None);
 }
+
+/// `list_owned` lists what `list_for_user` lists, in one query that also
+/// tells a user without agents (`Some([])`) from a user that does not exist
+/// (`None`: a deleted account's token).
+#[tokio::test]
+async fn list_owned_proves_the_owner_exists() {
+    let (_fx, db) = fresh().await;
+    let u = user_row(&db, "owner@x.io").await;
+    let other = user_row(&db, "other@x.io").await;
+    assert_eq!(
+        db.agents().list_owned(&u).await.unwrap().map(|v| v.len()),
+        Some(0)
+    );
+    for slug in ["first", "second", "third"] {
+        db.agents()
+            .insert_pending(&agent_row(&u, slug), None)
+            .await
+            .unwrap();
+    }
+    db.agents()
+        .insert_pending(&agent_row(&other, "theirs"), None)
+        .await
+        .unwrap();
+    let gone = db.agents().list_for_user(&u).await.unwrap()[1].id.clone();
+    db.lifecycle()
+        .set_desired(&gone, DesiredState::Deleted)
+        .await
+        .unwrap();
+    let ids = |v: Vec<zcaas::model::Agent>| v.into_iter().map(|a| a.id).collect::<Vec<_>>();
+    let owned = db
+        .agents()
+        .list_owned(&u)
+        .await
+        .unwrap()
+        .expect("the user exists");
+    assert_eq!(
+        ids(owned),
+        ids(db.agents().list_for_user(&u).await.unwrap())
+    );
+    assert_eq!(db.agents().list_owned(&u).await.unwrap().unwrap().len(), 2);
+    assert!(db.users().delete(&u).await.unwrap());
+    assert!(db.agents().list_owned(&u).await.unwrap().is_none());
+    assert!(db
+        .agents()
+        .list_owned("no-such-user")
+        .await
+        .unwrap()
+        .is_none());
+}

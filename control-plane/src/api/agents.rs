@@ -11,7 +11,7 @@ use super::agent_input::{CreateAgent, PatchAgent};
 use super::extract::{AgentId, Json};
 use super::view::AgentView;
 use crate::api::AppState;
-use crate::api::AuthUser;
+use crate::api::{AuthUser, BearerSubject};
 use crate::error::ApiError;
 use crate::model::Agent;
 use crate::reconciler::{requests, RequestError};
@@ -75,12 +75,19 @@ async fn create(
     Ok((StatusCode::ACCEPTED, view(&state, agent)))
 }
 
-/// `GET /api/agents` → 200 with the caller's agents, oldest first.
+/// `GET /api/agents` → 200 with the caller's agents, oldest first; 401 when
+/// the token's user no longer exists. One store query: it lists and proves
+/// the user exists at once.
 async fn list(
     State(state): State<AppState>,
-    user: AuthUser,
+    BearerSubject(user_id): BearerSubject,
 ) -> Result<axum::Json<Vec<AgentView>>, ApiError> {
-    let rows = state.store.agents().list_for_user(&user.id).await?;
+    let rows = state
+        .store
+        .agents()
+        .list_owned(&user_id)
+        .await?
+        .ok_or(ApiError::Unauthorized("invalid or expired token"))?;
     Ok(axum::Json(
         rows.into_iter()
             .map(|a| AgentView::new(a, &state.secrets))

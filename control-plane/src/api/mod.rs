@@ -35,7 +35,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
-pub use identity::{AdminUser, AuthUser};
+pub use identity::{AdminUser, AuthUser, BearerSubject};
 pub use state::AppState;
 
 /// Largest request body, in bytes (64 KiB; a message is at most 32 KiB).

@@ -138,6 +138,12 @@ pub trait AgentStore: Send + Sync {
     /// The agents of `user_id` (those being deleted excluded), oldest first.
     async fn list_for_user(&self, user_id: &str) -> Result<Vec<Agent>, sqlx::Error>;
 
+    /// [`Self::list_for_user`] in one query that also proves the user
+    /// exists: `None` when there is no user `user_id` (a deleted account's
+    /// still-unexpired token). Lets `GET /api/agents` authenticate and list
+    /// with one round trip instead of two.
+    async fn list_owned(&self, user_id: &str) -> Result<Option<Vec<Agent>>, sqlx::Error>;
+
     /// How many agents `user_id` has (those being deleted excluded).
     async fn count_for_user(&self, user_id: &str) -> Result<i64, sqlx::Error>;
 
