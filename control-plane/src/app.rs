@@ -23,9 +23,9 @@ use crate::events::EventBus;
 use crate::gateway::GatewayClient;
 use crate::model::{Plan, Role};
 use crate::orchestrator::Orchestrator;
-use crate::reconciler;
+use crate::reconciler::{self, Reconciler};
 use crate::secrets::SecretBox;
-use crate::store::Store;
+use crate::store::{Backend, Store};
 
 /// How long [`App::shutdown`] waits for background tasks and open requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -49,7 +49,10 @@ impl App {
     ///    fatal: deploys then fail with that reason until it is fixed);
     /// 4. creates the first admin account if there is none and prints its
     ///    credentials once to stdout;
-    /// 5. starts the reconciler and serves the API.
+    /// 5. joins the competition for the reconciler's lease (a lone replica
+    ///    leads at once: its orphan sweep is done and its first resync under
+    ///    way), starts the event relay between replicas (PostgreSQL), and
+    ///    serves the API.
     ///
     /// Errors: any of steps 1–4 failing (with context).
     pub async fn build(config: Config, listener: tokio::net::TcpListener) -> anyhow::Result<App> {
@@ -89,7 +92,22 @@ impl App {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let gateway = GatewayClient::new();
-        let events = EventBus::new();
+        // One replica (SQLite): the bus broadcasts what is published. Several
+        // (PostgreSQL): every replica's bus is fed, in id order, from the
+        // database by the relay.
+        let events = match db.backend() {
+            Backend::Sqlite => EventBus::new(),
+            Backend::Postgres => {
+                let (events, committed) = EventBus::relayed();
+                tracker.spawn(crate::feed::run(
+                    db.clone(),
+                    events.clone(),
+                    committed,
+                    cancel.clone(),
+                ));
+                events
+            }
+        };
         let metrics = crate::metrics::Metrics::new();
         let ctx = reconciler::Context {
             store: db.clone(),
@@ -100,12 +118,7 @@ impl App {
             events: events.clone(),
             metrics: metrics.clone(),
         };
-        let reconciler = reconciler::spawn(ctx, cancel.clone(), &tracker);
-        // Before serving: this installation's orphan containers (agents with
-        // no row) are removed — never a volume, never another installation's
-        // object; the reconciler's first resync adopts the rest and resumes
-        // rows left mid-transition.
-        reconciler.sweep_orphans().await;
+        let reconciler = Reconciler::start(ctx, cancel.clone(), &tracker).await;
         let state = AppState {
             store: db,
             orchestrator,
@@ -242,6 +255,12 @@ async fn bootstrap_admin(db: &Store, config: &Config) -> anyhow::Result<()> {
             println!("  email:    {email}");
             println!("  password: {password}");
             tracing::info!(email = %email, "first admin account created; credentials printed to stdout");
+            Ok(())
+        }
+        // Another replica starting at the same time created it first.
+        Err(crate::store::users::CreateUserError::EmailTaken)
+            if db.users().count_admins().await? > 0 =>
+        {
             Ok(())
         }
         Err(crate::store::users::CreateUserError::EmailTaken) => {

@@ -100,6 +100,10 @@ pub struct Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Logs as JSON lines instead of human-readable text.
     pub log_json: bool,
+    /// TTL of the reconciler's lease (several replicas on one PostgreSQL
+    /// database: one reconciles). The leader renews every third of it; a
+    /// standby takes over within about `lease_ttl` + 1 s of its death.
+    pub lease_ttl: Duration,
 }
 
 impl Config {
@@ -149,6 +153,7 @@ impl Config {
             extra_labels: Default::default(),
             trusted_proxies: Vec::new(),
             log_json: false,
+            lease_ttl: Duration::from_secs(6),
         }
     }
 
@@ -201,6 +206,9 @@ impl Config {
         }
         if self.max_concurrent_deploys == 0 {
             bail!("max_concurrent_deploys must be at least 1");
+        }
+        if self.lease_ttl < Duration::from_secs(2) {
+            bail!("lease_ttl_secs must be at least 2");
         }
         if self.retry_budget == 0 {
             bail!("retry_budget must be at least 1 (1 means no automatic retry)");
@@ -260,6 +268,8 @@ pub struct FileConfig {
     pub retry_backoff_ms: Option<u64>,
     /// Seconds.
     pub orphan_grace_secs: Option<u64>,
+    /// Seconds.
+    pub lease_ttl_secs: Option<u64>,
     pub log_json: Option<bool>,
     #[serde(default)]
     pub extra_labels: BTreeMap<String, String>,
@@ -348,6 +358,11 @@ pub struct ConfigArgs {
     /// removes it (volumes are never swept) [default: 60].
     #[arg(long, env = "ZCAAS_ORPHAN_GRACE_SECS", global = true)]
     pub orphan_grace_secs: Option<u64>,
+    /// Seconds the reconciler's lease lasts; the leader renews it every
+    /// third, a standby takes over within about this + 1 s of the leader's
+    /// death [default: 6].
+    #[arg(long, env = "ZCAAS_LEASE_TTL_SECS", global = true)]
+    pub lease_ttl_secs: Option<u64>,
     /// Extra label put on everything created, KEY=VALUE; repeatable, or
     /// comma-separated in the variable (tests use it to clean up by label).
     #[arg(long = "extra-label", env = "ZCAAS_EXTRA_LABELS", global = true,
@@ -447,6 +462,9 @@ impl ConfigArgs {
         if let Some(s) = self.orphan_grace_secs.or(file.orphan_grace_secs) {
             c.orphan_grace = Duration::from_secs(s);
         }
+        if let Some(s) = self.lease_ttl_secs.or(file.lease_ttl_secs) {
+            c.lease_ttl = Duration::from_secs(s);
+        }
         if let Some(r) = file.port_range {
             c.port_range = r;
         }
@@ -510,6 +528,8 @@ mod tests {
             "2",
             "--retry-backoff-ms",
             "150",
+            "--lease-ttl-secs",
+            "9",
         ])
         .unwrap();
         let c = cli.config.resolve(FileConfig::default()).unwrap();
@@ -520,6 +540,7 @@ mod tests {
         assert_eq!(c.extra_labels.get("team").map(String::as_str), Some("x"));
         assert_eq!(c.retry_budget, 2);
         assert_eq!(c.retry_backoff_base, Duration::from_millis(150));
+        assert_eq!(c.lease_ttl, Duration::from_secs(9));
         assert!(TestCli::try_parse_from(["t", "--extra-label", "io.zcaas.managed=false"]).is_err());
         assert!(TestCli::try_parse_from(["t", "--extra-label", "novalue"]).is_err());
         assert!(TestCli::try_parse_from(["t", "--retry-budget", "0"])
@@ -634,5 +655,11 @@ mod tests {
         assert!(ConfigArgs::default().resolve(bad).is_err());
         let bad: FileConfig = toml::from_str("[plans.free]\ncpus = 0.0").unwrap();
         assert!(ConfigArgs::default().resolve(bad).is_err());
+        let bad: FileConfig = toml::from_str("lease_ttl_secs = 1").unwrap();
+        assert!(ConfigArgs::default().resolve(bad).is_err());
+        let c = ConfigArgs::default()
+            .resolve(FileConfig::default())
+            .unwrap();
+        assert_eq!(c.lease_ttl, Duration::from_secs(6));
     }
 }

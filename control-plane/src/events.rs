@@ -1,9 +1,20 @@
 //! Status transitions as they happen, for SSE subscribers (admins, owners).
 //! The database (`agent_events`) is the history; this bus is the live feed.
+//!
+//! Two kinds of bus, chosen by the wiring (`App::build`):
+//!
+//! - [`EventBus::new`] (one replica, SQLite): [`EventBus::publish`]
+//!   broadcasts the event at once;
+//! - [`EventBus::relayed`] (several replicas, PostgreSQL): `publish` only
+//!   records that an event committed; the relay (`crate::feed`) tells the
+//!   other replicas, reads every replica's events back from the database in
+//!   id order and [`EventBus::deliver`]s them, so every replica's
+//!   subscribers see one sequence, in id order, whichever replica made the
+//!   transition.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::status::Status;
 
@@ -28,16 +39,58 @@ pub struct AgentEvent {
 #[derive(Clone)]
 pub struct EventBus {
     tx: broadcast::Sender<AgentEvent>,
+    /// Relayed bus: the highest event id committed by this replica, for the
+    /// relay to announce and read back.
+    committed: Option<watch::Sender<i64>>,
 }
 
 impl EventBus {
+    /// A bus that broadcasts what is published at once (one replica).
     pub fn new() -> Self {
         let (tx, _) = broadcast::channel(1024);
-        EventBus { tx }
+        EventBus {
+            tx,
+            committed: None,
+        }
     }
 
-    /// Publishes an event; having no subscriber is fine.
+    /// A bus fed by a relay (several replicas): [`EventBus::publish`] hands
+    /// the committed event's id to the returned receiver (the relay), which
+    /// [`EventBus::deliver`]s the events in id order.
+    pub fn relayed() -> (Self, watch::Receiver<i64>) {
+        let (tx, _) = broadcast::channel(1024);
+        let (committed, rx) = watch::channel(0);
+        (
+            EventBus {
+                tx,
+                committed: Some(committed),
+            },
+            rx,
+        )
+    }
+
+    /// Publishes an event that has committed; having no subscriber is fine.
+    /// On a relayed bus the event reaches subscribers through the relay.
     pub fn publish(&self, event: AgentEvent) {
+        match &self.committed {
+            Some(committed) => {
+                committed.send_if_modified(|last| {
+                    let newer = event.id > *last;
+                    if newer {
+                        *last = event.id;
+                    }
+                    newer
+                });
+            }
+            None => {
+                let _ = self.tx.send(event);
+            }
+        }
+    }
+
+    /// Broadcasts `event` to this replica's subscribers now (the relay's
+    /// door; everyone else calls [`EventBus::publish`]).
+    pub fn deliver(&self, event: AgentEvent) {
         let _ = self.tx.send(event);
     }
 

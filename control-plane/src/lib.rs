@@ -18,6 +18,7 @@ pub mod config;
 pub mod docker;
 pub mod error;
 pub mod events;
+pub mod feed;
 pub mod gateway;
 pub mod gc;
 pub mod metrics;

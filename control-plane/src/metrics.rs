@@ -65,6 +65,8 @@ pub struct Metrics {
     pub http_seconds: Family<HttpLabels, Histogram>,
     /// Password checks (argon2 verifications) run by the login route.
     pub password_verifications: Counter,
+    /// 1 while this replica leads the reconciler, 0 on a standby.
+    pub reconciler_leader: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -137,6 +139,12 @@ impl Metrics {
             "Password checks (argon2 verifications) run by the login route",
             password_verifications.clone(),
         );
+        let reconciler_leader = Gauge::default();
+        registry.register(
+            "zcaas_reconciler_leader",
+            "1 while this replica leads the reconciler (holds its lease), 0 on a standby",
+            reconciler_leader.clone(),
+        );
         Arc::new(Metrics {
             registry,
             agents,
@@ -148,6 +156,7 @@ impl Metrics {
             http_requests,
             http_seconds,
             password_verifications,
+            reconciler_leader,
         })
     }
 
@@ -205,6 +214,7 @@ mod tests {
         m.deploy_seconds.observe(0.6);
         m.repairs.inc();
         m.password_verifications.inc();
+        m.reconciler_leader.set(1);
         let text = m.encode().unwrap();
         for needle in [
             "zcaas_agents{status=\"RUNNING\"} 3",
@@ -215,6 +225,7 @@ mod tests {
             "zcaas_deploy_duration_seconds_count 1",
             "zcaas_repairs_total 1",
             "zcaas_password_verifications_total 1",
+            "zcaas_reconciler_leader 1",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -199,10 +199,14 @@ async fn health_and_unknown_routes() {
     let mut app = TestApp::spawn().await;
     let (status, body) = app.call(Method::GET, "/healthz", None, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(
-        body,
-        json!({"status": "ok", "database": "ok", "docker": "ok"})
-    );
+    assert_eq!(body["status"], "ok", "{body}");
+    assert_eq!(body["database"], "ok", "{body}");
+    assert_eq!(body["docker"], "ok", "{body}");
+    // A lone replica leads the reconciler from its start.
+    assert_eq!(body["reconciler"], "leader", "{body}");
+    let replica = body["replica"].as_str().expect("a replica id");
+    assert_eq!(body["leader"], replica, "{body}");
+    assert_eq!(body.as_object().map(|o| o.len()), Some(6), "{body}");
     let (status, body) = app.call(Method::GET, "/api/nope", None, None).await;
     assert_error(status, &body, StatusCode::NOT_FOUND, None);
     let (status, body) = app.call(Method::PUT, "/api/agents", None, None).await;

@@ -312,6 +312,12 @@ impl Api {
         self.call(Method::GET, &path, Some(jwt), None).await
     }
 
+    /// `GET /healthz` (`status`, `database`, `docker`, and the replica's
+    /// part: `reconciler` = `leader`|`standby`, `replica`, `leader`).
+    pub async fn healthz(&self) -> (StatusCode, Value) {
+        self.call(Method::GET, "/healthz", None, None).await
+    }
+
     /// `GET /metrics` → its text.
     pub async fn metrics(&self) -> String {
         let res = self.http.get(self.url("/metrics")).send().await;

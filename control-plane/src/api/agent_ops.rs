@@ -166,7 +166,7 @@ async fn message(
         .await?;
     if reply.status == 401 || reply.status == 403 {
         tracing::warn!(agent_id = %agent.id, slug = %agent.slug, "agent refused our token; asking for a re-pair");
-        state.reconciler.wake(&agent.id);
+        state.reconciler.wake(&agent.id).await;
         return Err(ApiError::BadGateway {
             code: "agent_unauthorized",
             message:

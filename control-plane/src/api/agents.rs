@@ -70,7 +70,7 @@ async fn create(
         Err(InsertError::Db(e)) => return Err(e.into()),
     };
     state.events.publish(event);
-    state.reconciler.wake(&agent.id);
+    state.reconciler.wake(&agent.id).await;
     tracing::info!(agent_id = %agent.id, slug = %agent.slug, user_id = %user.id, "agent created");
     Ok((StatusCode::ACCEPTED, view(&state, agent)))
 }

@@ -1,7 +1,7 @@
 //! Accounts: `POST /api/auth/register`, `POST /api/auth/login`, `GET /api/me`.
 //!
 //! Both anonymous routes cost an argon2 computation, so both are limited
-//! before it runs, by one [`WindowLimiter`] each:
+//! before it runs, per key:
 //! - login failures per email: after [`MAX_FAILURES`] within
 //!   [`FAILURE_WINDOW`] the email is refused with 429 until the window ends,
 //!   whatever the password (a guessing limit, not an account lock-out: it
@@ -9,11 +9,17 @@
 //! - registrations per client address ([`client_key`]): [`MAX_REGISTRATIONS`]
 //!   within [`REGISTRATION_WINDOW`], then 429.
 //!
-//! An attempt is counted when it begins, under the limiter's lock, so 200
-//! parallel guesses cannot all pass the check before the first is counted;
-//! past the limit nothing is looked up or hashed. The address is the TCP
-//! peer's, or, when the peer is one of `trusted_proxies`, the client it
-//! names in `X-Forwarded-For` ([`client_ip`]).
+//! Each limit is kept twice. In this process, one [`WindowLimiter`] per
+//! route counts an attempt when it begins, under its lock, so 200 parallel
+//! guesses on one replica cannot all pass the check before the first is
+//! counted. In the store ([`crate::store::LimitStore`], keys `login:<email>`
+//! and `register:<address>`), a counter shared by every replica: consulted
+//! before any work, and incremented (one atomic upsert) once a hashing slot
+//! is held and before the hash runs, which is refused when the increment
+//! goes past the limit; so the limit holds whichever replicas the attempts
+//! land on. Past the limit nothing is looked up or hashed. The address is
+//! the TCP peer's, or, when the peer is one of `trusted_proxies`, the client
+//! it names in `X-Forwarded-For` ([`client_ip`]).
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -247,6 +253,40 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// One route's limit in the store, shared by every replica.
+struct SharedLimit {
+    key: String,
+    max: u32,
+    window: Duration,
+}
+
+impl SharedLimit {
+    /// 429 (with the seconds until the window ends) when the key's window
+    /// is full.
+    async fn check(&self, state: &AppState) -> Result<(), ApiError> {
+        let (count, left) = state.store.limits().count(&self.key).await?;
+        if count >= self.max {
+            return Err(ApiError::TooManyRequests {
+                retry_after: left.max(1),
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts this attempt (the costly work is about to start); 429 when
+    /// attempts on other replicas filled the window meanwhile.
+    async fn hit(&self, state: &AppState) -> Result<(), ApiError> {
+        let count = state.store.limits().hit(&self.key, self.window).await?;
+        if count > self.max {
+            let (_, left) = state.store.limits().count(&self.key).await?;
+            return Err(ApiError::TooManyRequests {
+                retry_after: left.max(1),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -281,15 +321,23 @@ async fn register(
 ) -> Result<(StatusCode, axum::Json<TokenReply>), ApiError> {
     let email = validation::email(&body.email)?;
     validation::password(body.password.expose())?;
+    let client = client_key(client_ip(
+        peer.ip(),
+        &headers,
+        &state.config.trusted_proxies,
+    ));
     let mut attempt = state
         .registration_limiter
-        .try_begin(client_key(client_ip(
-            peer.ip(),
-            &headers,
-            &state.config.trusted_proxies,
-        )))
+        .try_begin(client)
         .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
+    let shared = SharedLimit {
+        key: format!("register:{client}"),
+        max: MAX_REGISTRATIONS,
+        window: REGISTRATION_WINDOW,
+    };
+    shared.check(&state).await?;
     let slot = hash_slot().await?;
+    shared.hit(&state).await?;
     attempt.commit();
     let hash = slot.hash(body.password.0).await?;
     let new = NewUser {
@@ -332,8 +380,15 @@ async fn login(
         .login_limiter
         .try_begin(email.clone())
         .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
+    let shared = SharedLimit {
+        key: format!("login:{email}"),
+        max: MAX_FAILURES,
+        window: FAILURE_WINDOW,
+    };
+    shared.check(&state).await?;
     let user = state.store.users().get_by_email(&email).await?;
     let slot = hash_slot().await?;
+    shared.hit(&state).await?;
     attempt.commit();
     state.metrics.password_verifications.inc();
     let ok = slot
@@ -345,6 +400,9 @@ async fn login(
     match user {
         Some(user) if ok => {
             attempt.clear();
+            if let Err(e) = state.store.limits().clear(&shared.key).await {
+                tracing::warn!(error = %e, "clearing the login failures of a successful login failed");
+            }
             let token = state
                 .jwt
                 .issue(&user.id, user.role)

@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::events::EventBus;
 use crate::gateway::GatewayClient;
 use crate::orchestrator::Orchestrator;
-use crate::reconciler::ReconcilerHandle;
+use crate::reconciler::Reconciler;
 use crate::secrets::SecretBox;
 use crate::store::Store;
 
@@ -25,7 +25,8 @@ pub struct AppState {
     pub gateway: GatewayClient,
     pub secrets: Arc<SecretBox>,
     pub config: Arc<Config>,
-    pub reconciler: ReconcilerHandle,
+    /// This replica's door to the reconciler (leader or standby).
+    pub reconciler: Reconciler,
     pub events: EventBus,
     pub jwt: Arc<JwtKeys>,
     /// Prometheus series shared with the reconciler.

@@ -6,8 +6,10 @@
 //! and proxies). So the dashboard first calls `POST /api/auth/stream-ticket`
 //! with its JWT and receives a ticket: 32 random bytes, valid for
 //! [`TICKET_TTL`], usable **once**, and accepted only by the SSE routes (as
-//! `?ticket=…`). Only its SHA-256 is kept, in memory. A ticket seen in a log
-//! line or a proxy's history is therefore already spent or about to expire.
+//! `?ticket=…`). Only its SHA-256 is kept, in the store
+//! ([`crate::store::TicketStore`]), so a ticket issued by one replica is
+//! redeemed on any other. A ticket seen in a log line or a proxy's history
+//! is therefore already spent or about to expire.
 //! `EventSource` reconnects with the same URL after a dropped connection;
 //! that reconnect is refused (401, the ticket is spent), and the dashboard
 //! opens a new stream with a new ticket and `?after=<last id>`.
@@ -18,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
@@ -34,11 +36,12 @@ use sha2::{Digest, Sha256};
 use crate::api::AppState;
 use crate::api::AuthUser;
 use crate::error::ApiError;
+use crate::store::Store;
 
 /// How long a stream ticket stays valid.
 pub const TICKET_TTL: Duration = Duration::from_secs(60);
 /// Unspent tickets one user may hold at once.
-pub const MAX_TICKETS_PER_USER: usize = 16;
+pub const MAX_TICKETS_PER_USER: u32 = 16;
 /// Status-event streams one user may hold open at once.
 pub const MAX_EVENT_STREAMS: usize = 8;
 /// Log streams one user may hold open at once.
@@ -49,8 +52,6 @@ pub const MAX_EVENT_STREAMS_TOTAL: usize = 2048;
 /// Log streams open at once, all users together (each holds a connection
 /// to the Docker engine).
 pub const MAX_LOG_STREAMS_TOTAL: usize = 256;
-/// Tickets kept before expired ones are swept.
-const SWEEP_AT: usize = 1024;
 
 /// The route of this module (bounded by the normal request timeout).
 pub fn router() -> Router<AppState> {
@@ -74,7 +75,7 @@ async fn issue(
     State(state): State<AppState>,
     user: AuthUser,
 ) -> Result<(StatusCode, axum::Json<TicketReply>), ApiError> {
-    let ticket = state.streams.tickets.issue(&user.id)?;
+    let ticket = issue_ticket(&state.store, &user.id).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(TicketReply {
@@ -84,10 +85,10 @@ async fn issue(
     ))
 }
 
-/// The state shared by the streaming routes: tickets and per-user caps.
+/// The state shared by the streaming routes: per-user caps on open
+/// streams (this replica's; each replica bounds what it holds open).
 #[derive(Debug)]
 pub struct StreamHub {
-    pub tickets: Tickets,
     /// Status-event streams ([`MAX_EVENT_STREAMS`] per user).
     pub events: StreamLimits,
     /// Log streams ([`MAX_LOG_STREAMS`] per user).
@@ -98,54 +99,38 @@ impl StreamHub {
     /// A hub with the default caps.
     pub fn new() -> Arc<Self> {
         Arc::new(StreamHub {
-            tickets: Tickets::default(),
             events: StreamLimits::new("event", MAX_EVENT_STREAMS, MAX_EVENT_STREAMS_TOTAL),
             logs: StreamLimits::new("log", MAX_LOG_STREAMS, MAX_LOG_STREAMS_TOTAL),
         })
     }
 }
 
-/// Unspent stream tickets: SHA-256 of the ticket → (user id, expiry).
-#[derive(Debug, Default)]
-pub struct Tickets {
-    map: Mutex<HashMap<[u8; 32], (String, Instant)>>,
-}
-
 fn digest(ticket: &str) -> [u8; 32] {
     Sha256::digest(ticket.as_bytes()).into()
 }
 
-impl Tickets {
-    /// A new ticket for `user_id`; 429 when the user holds too many.
-    pub fn issue(&self, user_id: &str) -> Result<String, ApiError> {
-        let mut bytes = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut bytes);
-        let ticket = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-        let now = Instant::now();
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= SWEEP_AT {
-            map.retain(|_, (_, expires)| *expires > now);
-        }
-        let held = map
-            .values()
-            .filter(|(owner, expires)| owner == user_id && *expires > now)
-            .count();
-        if held >= MAX_TICKETS_PER_USER {
-            return Err(ApiError::TooManyRequests {
-                retry_after: TICKET_TTL.as_secs(),
-            });
-        }
-        map.insert(digest(&ticket), (user_id.to_owned(), now + TICKET_TTL));
-        Ok(ticket)
+/// A new ticket for `user_id`, stored as its digest; 429 when the user
+/// holds [`MAX_TICKETS_PER_USER`] unspent ones.
+pub async fn issue_ticket(store: &Store, user_id: &str) -> Result<String, ApiError> {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let ticket = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let stored = store
+        .tickets()
+        .issue(&digest(&ticket), user_id, TICKET_TTL, MAX_TICKETS_PER_USER)
+        .await?;
+    if !stored {
+        return Err(ApiError::TooManyRequests {
+            retry_after: TICKET_TTL.as_secs(),
+        });
     }
+    Ok(ticket)
+}
 
-    /// Spends `ticket`: the user id it was issued to, if it is known and
-    /// unexpired. A ticket is accepted once.
-    pub fn redeem(&self, ticket: &str) -> Option<String> {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        let (user, expires) = map.remove(&digest(ticket))?;
-        (expires > Instant::now()).then_some(user)
-    }
+/// Spends `ticket`: the user id it was issued to, if it is known and
+/// unexpired (on any replica). A ticket is accepted once.
+pub async fn redeem_ticket(store: &Store, ticket: &str) -> Result<Option<String>, ApiError> {
+    Ok(store.tickets().redeem(&digest(ticket)).await?)
 }
 
 /// Open streams of one kind, capped per user and in total.
@@ -253,10 +238,8 @@ impl FromRequestParts<AppState> for StreamUser {
                 AuthUser::from_request_parts(parts, state).await?,
             ));
         };
-        let user_id = state
-            .streams
-            .tickets
-            .redeem(&ticket)
+        let user_id = redeem_ticket(&state.store, &ticket)
+            .await?
             .ok_or(ApiError::Unauthorized(
                 "invalid, spent or expired stream ticket",
             ))?;
@@ -277,30 +260,52 @@ impl FromRequestParts<AppState> for StreamUser {
 mod tests {
     use super::*;
 
-    #[test]
-    fn tickets_are_spent_once_and_bound_to_their_user() {
-        let t = Tickets::default();
-        let a = t.issue("alice").unwrap();
-        let b = t.issue("bob").unwrap();
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 43);
-        assert_eq!(t.redeem(&a).as_deref(), Some("alice"));
-        assert_eq!(t.redeem(&a), None, "a ticket is accepted once");
-        assert_eq!(t.redeem("not-a-ticket"), None);
-        assert_eq!(t.redeem(&b).as_deref(), Some("bob"));
+    async fn store() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("zcaas.db").display());
+        (Store::open(&url).await.unwrap(), dir)
     }
 
-    #[test]
-    fn unspent_tickets_per_user_are_capped() {
-        let t = Tickets::default();
+    async fn user(store: &Store, name: &str) -> String {
+        let new = crate::store::users::NewUser {
+            email: &format!("{name}@example.test"),
+            password_hash: "x",
+            role: crate::model::Role::User,
+            plan: crate::model::Plan::Free,
+        };
+        store.users().create(&new).await.unwrap().id
+    }
+
+    #[tokio::test]
+    async fn tickets_are_spent_once_and_bound_to_their_user() {
+        let (store, _dir) = store().await;
+        let (alice, bob) = (user(&store, "alice").await, user(&store, "bob").await);
+        let a = issue_ticket(&store, &alice).await.unwrap();
+        let b = issue_ticket(&store, &bob).await.unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 43);
+        assert_eq!(redeem_ticket(&store, &a).await.unwrap(), Some(alice));
+        assert_eq!(
+            redeem_ticket(&store, &a).await.unwrap(),
+            None,
+            "a ticket is accepted once"
+        );
+        assert_eq!(redeem_ticket(&store, "not-a-ticket").await.unwrap(), None);
+        assert_eq!(redeem_ticket(&store, &b).await.unwrap(), Some(bob));
+    }
+
+    #[tokio::test]
+    async fn unspent_tickets_per_user_are_capped() {
+        let (store, _dir) = store().await;
+        let (alice, bob) = (user(&store, "alice").await, user(&store, "bob").await);
         for _ in 0..MAX_TICKETS_PER_USER {
-            t.issue("alice").unwrap();
+            issue_ticket(&store, &alice).await.unwrap();
         }
         assert!(matches!(
-            t.issue("alice"),
+            issue_ticket(&store, &alice).await,
             Err(ApiError::TooManyRequests { .. })
         ));
-        assert!(t.issue("bob").is_ok());
+        assert!(issue_ticket(&store, &bob).await.is_ok());
     }
 
     #[test]

@@ -3,10 +3,16 @@
 //! Docker (never trusted from memory) and closes the gap: deploy, pair,
 //! re-pair, stop, delete (STYLE.md items 9–13; the kube-rs controller model).
 //!
-//! Woken by API writes ([`ReconcilerHandle::wake`]) and by a periodic resync
+//! Woken by API writes ([`Reconciler::wake`]) and by a periodic resync
 //! of every agent; each pass re-plans after every step until the agent is
 //! settled, so a pass interrupted anywhere is finished by the next.
+//!
+//! Of several replicas on one database only the leader reconciles
+//! ([`leader`]: a lease with a TTL); a [`ReconcilerHandle`] is the
+//! reconciler of one leadership term, and [`Reconciler`] (`replica.rs`) is
+//! what the HTTP layer holds on every replica.
 
+pub mod leader;
 pub mod ops;
 pub mod pairing;
 #[cfg(test)]
@@ -14,6 +20,7 @@ pub mod pairing;
 mod pass_tests;
 pub mod plan;
 pub mod ports;
+pub mod replica;
 pub mod requests;
 pub mod stats;
 pub mod sweep;
@@ -38,6 +45,7 @@ use crate::secrets::SecretBox;
 use crate::status::Status;
 use crate::store::Store;
 use plan::Step;
+pub use replica::Reconciler;
 
 /// How often every agent is looked at even without a wake.
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(10);
@@ -102,7 +110,8 @@ pub(crate) struct Inner {
     reported: sweep::Reported,
 }
 
-/// Handle to the reconciler. Cheap to clone.
+/// Handle to the reconciler of one leadership term (its tasks stop with the
+/// term). Cheap to clone.
 #[derive(Clone)]
 pub struct ReconcilerHandle {
     inner: Arc<Inner>,
@@ -184,24 +193,36 @@ impl ReconcilerHandle {
     /// cancellation point (a wait), never inside a Docker call that creates
     /// something, so nothing it started can complete after the deletion.
     pub async fn reconcile_now(&self, agent_id: &str) {
-        let deleting = matches!(
-            self.inner.ctx.store.lifecycle().get(agent_id).await,
-            Ok(Some(a)) if a.desired_state == crate::status::DesiredState::Deleted
-        );
-        let lock = {
-            let mut slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
-            let slot = slots.entry(agent_id.to_owned()).or_default();
-            if let (true, Some(current)) = (deleting, &slot.current) {
-                current.cancel();
-            }
-            slot.lock.clone()
-        };
+        let lock = self.cancel_if_deleting(agent_id).await;
         let _guard = lock.lock().await;
         let token = self.begin_pass(agent_id);
         if let Outcome::RequeueAfter(delay) = self.pass(agent_id, &token).await {
             self.wake_after(agent_id.to_owned(), delay);
         }
         self.end_pass(agent_id);
+    }
+
+    /// A lifecycle request for `agent_id` was written on another replica
+    /// (a forwarded wake): cancels the pass under way if the agent is being
+    /// deleted, as [`ReconcilerHandle::reconcile_now`] does, then wakes it.
+    pub async fn request(&self, agent_id: &str) {
+        self.cancel_if_deleting(agent_id).await;
+        self.wake(agent_id);
+    }
+
+    /// Cancels the agent's pass under way if its desired state is
+    /// `deleted`; returns the agent's pass lock.
+    async fn cancel_if_deleting(&self, agent_id: &str) -> Arc<Mutex<()>> {
+        let deleting = matches!(
+            self.inner.ctx.store.lifecycle().get(agent_id).await,
+            Ok(Some(a)) if a.desired_state == crate::status::DesiredState::Deleted
+        );
+        let mut slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = slots.entry(agent_id.to_owned()).or_default();
+        if let (true, Some(current)) = (deleting, &slot.current) {
+            current.cancel();
+        }
+        slot.lock.clone()
     }
 
     /// Runs one reconcile pass for every agent in the store, `concurrency` at

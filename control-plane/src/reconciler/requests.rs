@@ -1,17 +1,18 @@
 //! Lifecycle requests from the API: each checks the state machine, writes the
 //! transition (and desired state) in one conditional update, and wakes the
-//! reconciler, which does the Docker work in the background.
+//! reconciler (on whichever replica leads), which does the Docker work in
+//! the background.
 //!
-//! Every function takes the reconciler's handle and an agent already scoped
-//! to its owner by the caller (the HTTP layer); none knows about HTTP.
+//! Every function takes this replica's [`Reconciler`] and an agent already
+//! scoped to its owner by the caller (the HTTP layer); none knows about HTTP.
 
-use super::{ReconcilerHandle, RequestError};
+use super::{Reconciler, RequestError};
 use crate::model::Agent;
 use crate::status::{DesiredState, Status};
 
 /// Applies `from → to` or reports a conflict with the status the agent is in now.
 async fn apply(
-    reconciler: &ReconcilerHandle,
+    reconciler: &Reconciler,
     agent: &Agent,
     to: Status,
     action: &'static str,
@@ -26,19 +27,17 @@ async fn apply(
         });
     }
     match reconciler
-        .inner
-        .ctx
+        .context()
         .store
         .lifecycle()
         .transition(&agent.id, from, to, reason, Some(desired))
         .await?
     {
         Some(event) => {
-            reconciler.inner.ctx.events.publish(event);
-            reconciler.wake(&agent.id);
+            reconciler.context().events.publish(event);
+            reconciler.wake(&agent.id).await;
             reconciler
-                .inner
-                .ctx
+                .context()
                 .store
                 .lifecycle()
                 .get(&agent.id)
@@ -48,8 +47,7 @@ async fn apply(
         None => {
             // Someone moved it first: report what it is now.
             let now = reconciler
-                .inner
-                .ctx
+                .context()
                 .store
                 .lifecycle()
                 .get(&agent.id)
@@ -64,7 +62,7 @@ async fn apply(
 }
 
 /// `POST …/start`: STOPPED → STARTING (re-pair), or ERROR → PENDING (retry).
-pub async fn start(reconciler: &ReconcilerHandle, agent: &Agent) -> Result<Agent, RequestError> {
+pub async fn start(reconciler: &Reconciler, agent: &Agent) -> Result<Agent, RequestError> {
     match agent.status {
         Status::Error => retry(reconciler, agent).await,
         _ => {
@@ -82,11 +80,10 @@ pub async fn start(reconciler: &ReconcilerHandle, agent: &Agent) -> Result<Agent
 }
 
 /// `POST …/retry`: ERROR → PENDING, with a fresh retry budget.
-pub async fn retry(reconciler: &ReconcilerHandle, agent: &Agent) -> Result<Agent, RequestError> {
+pub async fn retry(reconciler: &Reconciler, agent: &Agent) -> Result<Agent, RequestError> {
     if agent.status == Status::Error {
         reconciler
-            .inner
-            .ctx
+            .context()
             .store
             .lifecycle()
             .reset_backoff(&agent.id)
@@ -104,7 +101,7 @@ pub async fn retry(reconciler: &ReconcilerHandle, agent: &Agent) -> Result<Agent
 }
 
 /// `POST …/stop`: RUNNING → STOPPING, desired stopped.
-pub async fn stop(reconciler: &ReconcilerHandle, agent: &Agent) -> Result<Agent, RequestError> {
+pub async fn stop(reconciler: &Reconciler, agent: &Agent) -> Result<Agent, RequestError> {
     apply(
         reconciler,
         agent,
@@ -118,7 +115,7 @@ pub async fn stop(reconciler: &ReconcilerHandle, agent: &Agent) -> Result<Agent,
 
 /// `POST …/restart`: RUNNING → STOPPING with desired running, so the
 /// reconciler stops, starts and re-pairs it.
-pub async fn restart(reconciler: &ReconcilerHandle, agent: &Agent) -> Result<Agent, RequestError> {
+pub async fn restart(reconciler: &Reconciler, agent: &Agent) -> Result<Agent, RequestError> {
     apply(
         reconciler,
         agent,
@@ -132,10 +129,7 @@ pub async fn restart(reconciler: &ReconcilerHandle, agent: &Agent) -> Result<Age
 
 /// After a PATCH that changed injected config of a RUNNING agent: the same
 /// path as a restart (config and persona are re-injected before every start).
-pub async fn reconfigure(
-    reconciler: &ReconcilerHandle,
-    agent: &Agent,
-) -> Result<Agent, RequestError> {
+pub async fn reconfigure(reconciler: &Reconciler, agent: &Agent) -> Result<Agent, RequestError> {
     if agent.status != Status::Running {
         // Not running: the new config is injected at its next start.
         return Ok(agent.clone());
@@ -151,16 +145,15 @@ pub async fn reconfigure(
     .await
 }
 
-/// `DELETE`: desired deleted, then waits for the reconciler to remove the
-/// container, volume, port and row.
-pub async fn delete(reconciler: &ReconcilerHandle, agent: &Agent) -> Result<(), RequestError> {
+/// `DELETE`: desired deleted, then waits for the reconciler (on whichever
+/// replica leads) to remove the container, volume, port and row.
+pub async fn delete(reconciler: &Reconciler, agent: &Agent) -> Result<(), RequestError> {
     reconciler
-        .inner
-        .ctx
+        .context()
         .store
         .lifecycle()
         .set_desired(&agent.id, DesiredState::Deleted)
         .await?;
-    reconciler.reconcile_now(&agent.id).await;
+    reconciler.await_deletion(&agent.id).await;
     Ok(())
 }
