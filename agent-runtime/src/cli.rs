@@ -1,4 +1,4 @@
-//! Command line and the two commands' bodies: `gateway` and `status`.
+//! Command line and the commands' bodies: `daemon` / `gateway` and `status`.
 //!
 //! Exit codes: 0 success; 1 runtime failure (bind error, unhealthy); 2 bad configuration
 //! (the message names the key or variable).
@@ -32,6 +32,11 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP gateway (the image's default command).
     Gateway(GatewayArgs),
+    /// Run the gateway and the configured channels: upstream's `daemon`
+    /// (gateway + channels + scheduler), the command the control plane
+    /// starts every runtime with. Here the same process as `gateway`, whose
+    /// channels are reported in `/health`.
+    Daemon(GatewayArgs),
     /// Check the local gateway's /health (the image's HEALTHCHECK).
     Status(StatusArgs),
 }
@@ -166,7 +171,7 @@ fn worker_threads() -> usize {
         .clamp(1, 4)
 }
 
-/// `agent-runtime gateway`.
+/// `agent-runtime gateway` and `agent-runtime daemon`.
 pub fn gateway(args: &GatewayArgs) -> ExitCode {
     let overrides = CliOverrides {
         host: args.host.clone(),

@@ -4,7 +4,8 @@
 //! one-time pairing code ([`pairing`]), exchanges it for a bearer token ([`tokens`],
 //! [`lockout`]), and answers `/webhook` by sending the persona ([`persona`]), recalled memory
 //! ([`memory`]) and the message to an LLM ([`providers`]). [`http`] is the HTTP surface,
-//! [`app::App`] ties it together on a listener, [`cli`] holds the two commands.
+//! [`app::App`] ties it together on a listener, [`cli`] holds the commands (`gateway`, its alias
+//! `daemon`, `status`).
 //!
 //! Architecture invariant: no API key, bot token or bearer token is ever written to a log
 //! line, a response body or stdout; only SHA-256 digests of bearer tokens are stored.

@@ -1,4 +1,4 @@
-//! `agent-runtime gateway` / `agent-runtime status`: see the library docs.
+//! `agent-runtime gateway` (or `daemon`) / `agent-runtime status`: see the library docs.
 
 #![warn(clippy::unwrap_used)]
 
@@ -9,7 +9,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Gateway(args) => cli::gateway(&args),
+        Command::Gateway(args) | Command::Daemon(args) => cli::gateway(&args),
         Command::Status(args) => cli::status(&args),
     }
 }

@@ -56,8 +56,13 @@ fn collect(reader: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>
 
 impl Gateway {
     fn start(home: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_as("gateway", home, env)
+    }
+
+    /// `agent-runtime <subcommand> --port 0` (`gateway` or `daemon`).
+    fn start_as(subcommand: &str, home: &Path, env: &[(&str, &str)]) -> Self {
         let mut child = command(home, env)
-            .args(["gateway", "--port", "0"])
+            .args([subcommand, "--port", "0"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -152,6 +157,42 @@ fn banner_prints_the_code_in_both_forms() {
     assert_eq!(out.iter().filter(|l| boxed.is_match(l)).count(), 1);
     // Logs go to stderr, not stdout.
     assert!(out.iter().all(|l| !l.contains("INFO")), "{out:?}");
+}
+
+/// `daemon` (the command zcaas starts every runtime with) is the gateway
+/// with its channels: same banner, same pairing, channels in `/health`.
+#[tokio::test]
+async fn daemon_runs_the_gateway_and_its_channels() {
+    let home = tempfile::tempdir().unwrap();
+    let cfg_dir = home.path().join(".zeroclaw");
+    std::fs::create_dir_all(&cfg_dir).unwrap();
+    std::fs::write(
+        cfg_dir.join("config.toml"),
+        "[channels_config.telegram]\nenabled = true\nbot_token = \"1:x\"\nallowed_users = [\"*\"]\n",
+    )
+    .unwrap();
+    let mut gw = Gateway::start_as("daemon", home.path(), &[]);
+    let http = reqwest::Client::new();
+    let token = pair(&http, &gw).await;
+    assert!(token.starts_with("zc_"));
+    let health: serde_json::Value = http
+        .get(gw.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        health["runtime"]["components"]["channel:telegram"].is_object(),
+        "{health}"
+    );
+    assert!(
+        !gw.all_output().contains("unknown config key"),
+        "{}",
+        gw.all_output()
+    );
+    assert!(gw.sigterm() < Duration::from_secs(2));
 }
 
 #[test]

@@ -307,6 +307,10 @@ async fn image_runs_pairs_and_answers() {
         ])
     );
     assert_eq!(cfg["Labels"]["io.zcaas.managed"], "true");
+    assert_eq!(
+        cfg["Labels"]["io.zcaas.runtime-profile"], "zcaas",
+        "the control plane's runtime profile of this image"
+    );
     let env: Vec<String> = serde_json::from_value(cfg["Env"].clone()).unwrap();
     for e in [
         "HOME=/zeroclaw-data",

@@ -26,7 +26,7 @@ async fn health_is_public_and_lists_components() {
     let t = TestApp::with("openai", &stub, |c| {
         c.channels.telegram = Some(TelegramConfig {
             bot_token: Secret::new("123:telegram-secret"),
-            allowed_users: vec![],
+            allowed_users: vec!["*".into()],
         });
     })
     .await;

@@ -15,6 +15,8 @@ use anyhow::{bail, Context as _};
 use clap::builder::BoolishValueParser;
 use serde::Deserialize;
 
+pub use crate::runtime_profile::ProfileSetting;
+
 /// Resource limits for one plan (seed 003 for CPU and agent counts; memory ours).
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,6 +61,9 @@ pub struct Config {
     /// Path of the static agent-runtime binary used to build `runtime_image`
     /// when it is missing (default: `agent-runtime` next to the zcaas binary).
     pub agent_binary: PathBuf,
+    /// How agent images are driven: `auto` (read from each image's labels)
+    /// or a forced runtime profile ([`crate::runtime_profile`]).
+    pub runtime_profile: ProfileSetting,
     /// Allow provider base URLs that resolve to loopback/private/link-local
     /// addresses (tests use it for a local provider stand-in).
     pub allow_private_provider_urls: bool,
@@ -122,6 +127,7 @@ impl Config {
             network: "zeroone-net".into(),
             runtime_image: "zcaas/agent-runtime:latest".into(),
             agent_binary,
+            runtime_profile: ProfileSetting::Auto,
             allow_private_provider_urls: false,
             port_range: (40000, 50000),
             agent_host: "127.0.0.1".into(),
@@ -251,6 +257,8 @@ pub struct FileConfig {
     pub network: Option<String>,
     pub runtime_image: Option<String>,
     pub agent_binary: Option<PathBuf>,
+    /// `auto`, `zcaas`, `zeroclaw-v1` or `zeroclaw-v3`.
+    pub runtime_profile: Option<ProfileSetting>,
     pub allow_private_provider_urls: Option<bool>,
     pub port_range: Option<(u16, u16)>,
     pub agent_host: Option<String>,
@@ -316,6 +324,10 @@ pub struct ConfigArgs {
     /// Static agent-runtime binary the image is built from [default: next to zcaas].
     #[arg(long, env = "ZCAAS_AGENT_BINARY", global = true)]
     pub agent_binary: Option<PathBuf>,
+    /// Runtime profile of agent images: auto (from each image's labels),
+    /// zcaas, zeroclaw-v1 or zeroclaw-v3 [default: auto].
+    #[arg(long, env = "ZCAAS_RUNTIME_PROFILE", global = true, value_enum)]
+    pub runtime_profile: Option<ProfileSetting>,
     /// Allow provider URLs on loopback/private/link-local addresses [default: false].
     #[arg(long, env = "ZCAAS_ALLOW_PRIVATE_PROVIDER_URLS", global = true, num_args = 0..=1,
           default_missing_value = "true", value_parser = BoolishValueParser::new())]
@@ -447,6 +459,7 @@ impl ConfigArgs {
             network,
             runtime_image,
             agent_binary,
+            runtime_profile,
             allow_private_provider_urls,
             agent_host,
             agent_address,
@@ -584,6 +597,30 @@ mod tests {
         assert_eq!(c.pro.memory_mb, 2048);
         assert_eq!(c.free.max_agents, None);
         assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+    }
+
+    #[test]
+    fn runtime_profile_layers_file_then_flag() {
+        let file: FileConfig = toml::from_str("runtime_profile = \"zeroclaw-v3\"").unwrap();
+        let none = TestCli::try_parse_from(["t"]).unwrap();
+        assert_eq!(
+            none.config
+                .resolve(FileConfig::default())
+                .unwrap()
+                .runtime_profile,
+            ProfileSetting::Auto
+        );
+        assert_eq!(
+            none.config.resolve(file.clone()).unwrap().runtime_profile,
+            ProfileSetting::ZeroclawV3
+        );
+        let flag = TestCli::try_parse_from(["t", "--runtime-profile", "zcaas"]).unwrap();
+        assert_eq!(
+            flag.config.resolve(file).unwrap().runtime_profile,
+            ProfileSetting::Zcaas
+        );
+        assert!(TestCli::try_parse_from(["t", "--runtime-profile", "v9"]).is_err());
+        assert!(toml::from_str::<FileConfig>("runtime_profile = \"v9\"").is_err());
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! Map (see ARCHITECTURE.md): [`app`] wires everything; [`api`] is the HTTP
 //! surface; [`db`] the store; [`reconciler`] drives each agent's desired state
 //! into the engine through [`orchestrator`] (Docker: [`docker`]) and speaks the agent protocol through
-//! [`gateway`]; [`secrets`] encrypts what must stay secret.
+//! [`gateway`], driving each image as its [`runtime_profile`] says (command,
+//! config dialect of [`agent_files`]); [`secrets`] encrypts what must stay secret.
 #![warn(clippy::unwrap_used)]
 
 pub mod addressing;
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod model;
 pub mod orchestrator;
 pub mod reconciler;
+pub mod runtime_profile;
 pub mod secrets;
 pub mod status;
 pub mod store;

@@ -161,4 +161,9 @@ pub struct SlackChannel {
     pub app_token: Option<String>,
     #[serde(default, alias = "channel_id", skip_serializing_if = "Option::is_none")]
     pub channel_id: Option<String>,
+    /// Slack member ids (`U…`, `W…`) allowed to talk to the agent; `"*"` =
+    /// everyone. Absent in rows stored before it existed (rendered empty:
+    /// upstream then ignores every user).
+    #[serde(default, alias = "allowed_users")]
+    pub allowed_users: Vec<String>,
 }

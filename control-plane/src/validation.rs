@@ -108,6 +108,14 @@ static SLUG_RE: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z0-9]([a-z0-9-]{0,61
 static TIMEZONE_RE: LazyLock<Regex> = LazyLock::new(|| re(r"^[A-Za-z_]+(/[A-Za-z0-9_+\-]+)*$"));
 static MODEL_RE: LazyLock<Regex> = LazyLock::new(|| re(r"^[A-Za-z0-9._:/@-]{1,128}$"));
 static CHANNEL_ID_RE: LazyLock<Regex> = LazyLock::new(|| re(r"^[A-Za-z0-9_-]{1,64}$"));
+/// A Telegram username (5–32 letters, digits, `_`, starting with a letter;
+/// an optional leading `@`) or a numeric user id.
+static TELEGRAM_USER_RE: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^(@?[A-Za-z][A-Za-z0-9_]{4,31}|[0-9]{1,20})$"));
+/// A Discord user id: a snowflake, 17 to 20 digits.
+static DISCORD_USER_RE: LazyLock<Regex> = LazyLock::new(|| re(r"^[0-9]{17,20}$"));
+/// A Slack member id: `U` or `W` and 2 to 20 upper-case letters or digits.
+static SLACK_USER_RE: LazyLock<Regex> = LazyLock::new(|| re(r"^[UW][A-Z0-9]{2,20}$"));
 static EMAIL_LOCAL_RE: LazyLock<Regex> =
     LazyLock::new(|| re(r"^[a-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}$"));
 static DNS_LABEL_RE: LazyLock<Regex> =
@@ -331,17 +339,53 @@ pub fn api_key(value: &str) -> Checked<String> {
     token("apiKey", value, 512)
 }
 
-/// Messaging channels: non-empty tokens, bounded ids and user lists.
+/// Who may talk to an agent on one platform: the user ids it accepts.
+struct AllowList {
+    re: &'static LazyLock<Regex>,
+    /// What an entry must be, for the error message.
+    expected: &'static str,
+}
+
+/// Messaging channels: non-empty tokens, bounded ids, and allow-lists of
+/// 1 to 100 entries, each `"*"` (everyone) or a user id in the platform's
+/// form — Telegram: a username or numeric id; Discord: a user id (the
+/// snowflake; upstream matches ids only); Slack: a member id (`U…`/`W…`).
+/// An empty list is refused: upstream reads it as nobody (Slack, Discord)
+/// or prints a `/bind` code that lets anyone in (Telegram).
 pub fn channels(value: &Channels) -> Checked<()> {
-    fn users(field: &str, list: &[String]) -> Checked<()> {
+    fn users(field: &str, list: &[String], allow: &AllowList) -> Checked<()> {
+        if list.is_empty() {
+            return Err(FieldError::new(
+                field,
+                "must list the users allowed to talk to the agent; \
+                 to allow everyone, send [\"*\"]",
+            ));
+        }
         if list.len() > 100 {
             return Err(FieldError::new(field, "must list at most 100 users"));
         }
         for (i, u) in list.iter().enumerate() {
-            line(&format!("{field}[{i}]"), u, 1, 128)?;
+            if u != "*" && !allow.re.is_match(u) {
+                return Err(FieldError::new(
+                    &format!("{field}[{i}]"),
+                    format!("must be {} (or \"*\" for everyone)", allow.expected),
+                ));
+            }
         }
         Ok(())
     }
+    const TELEGRAM: AllowList = AllowList {
+        re: &TELEGRAM_USER_RE,
+        expected: "a Telegram username (5 to 32 letters, digits or _) or a numeric user id",
+    };
+    const DISCORD: AllowList = AllowList {
+        re: &DISCORD_USER_RE,
+        expected: "a Discord user id (17 to 20 digits)",
+    };
+    const SLACK: AllowList = AllowList {
+        re: &SLACK_USER_RE,
+        expected: "a Slack member id (U or W, then letters and digits, e.g. U0123ABCD)",
+    };
     fn id(field: &str, v: &Option<String>) -> Checked<()> {
         match v {
             Some(v) if !CHANNEL_ID_RE.is_match(v) => Err(FieldError::new(
@@ -353,12 +397,16 @@ pub fn channels(value: &Channels) -> Checked<()> {
     }
     if let Some(t) = &value.telegram {
         token("channels.telegram.botToken", &t.bot_token, 512)?;
-        users("channels.telegram.allowedUsers", &t.allowed_users)?;
+        users(
+            "channels.telegram.allowedUsers",
+            &t.allowed_users,
+            &TELEGRAM,
+        )?;
     }
     if let Some(d) = &value.discord {
         token("channels.discord.botToken", &d.bot_token, 512)?;
         id("channels.discord.guildId", &d.guild_id)?;
-        users("channels.discord.allowedUsers", &d.allowed_users)?;
+        users("channels.discord.allowedUsers", &d.allowed_users, &DISCORD)?;
     }
     if let Some(s) = &value.slack {
         token("channels.slack.botToken", &s.bot_token, 512)?;
@@ -366,6 +414,7 @@ pub fn channels(value: &Channels) -> Checked<()> {
             token("channels.slack.appToken", app, 512)?;
         }
         id("channels.slack.channelId", &s.channel_id)?;
+        users("channels.slack.allowedUsers", &s.allowed_users, &SLACK)?;
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Unit tests of the validation rules (kept apart to keep `validation.rs` short).
 
 use super::*;
-use crate::model::{SlackChannel, TelegramChannel};
+use crate::model::{DiscordChannel, SlackChannel, TelegramChannel};
 
 #[test]
 fn slugs_are_dns_labels_and_not_reserved() {
@@ -157,8 +157,70 @@ fn secrets_and_channels() {
         bot_token: "xoxb-1".into(),
         app_token: None,
         channel_id: Some("C 1".into()),
+        allowed_users: vec!["*".into()],
     });
     assert_eq!(channels(&ch).unwrap_err().field, "channels.slack.channelId");
+}
+
+#[test]
+fn allow_lists_are_checked_per_platform() {
+    let telegram = |users: &[&str]| Channels {
+        telegram: Some(TelegramChannel {
+            bot_token: "123:abc".into(),
+            allowed_users: users.iter().map(|u| (*u).to_owned()).collect(),
+        }),
+        ..Default::default()
+    };
+    let discord = |users: &[&str]| Channels {
+        discord: Some(DiscordChannel {
+            bot_token: "t0ken".into(),
+            guild_id: None,
+            allowed_users: users.iter().map(|u| (*u).to_owned()).collect(),
+        }),
+        ..Default::default()
+    };
+    let slack = |users: &[&str]| Channels {
+        slack: Some(SlackChannel {
+            bot_token: "xoxb-1".into(),
+            app_token: None,
+            channel_id: None,
+            allowed_users: users.iter().map(|u| (*u).to_owned()).collect(),
+        }),
+        ..Default::default()
+    };
+    for ok in [
+        telegram(&["*"]),
+        telegram(&["@alice_b", "alice_b", "123456789"]),
+        discord(&["*"]),
+        discord(&["123456789012345678"]),
+        slack(&["*"]),
+        slack(&["U0123ABCD", "W9ZZ"]),
+    ] {
+        assert!(channels(&ok).is_ok(), "{ok:?}");
+    }
+    for (bad, field) in [
+        (telegram(&["@bob"]), "channels.telegram.allowedUsers[0]"),
+        (
+            telegram(&["@alice", "x y"]),
+            "channels.telegram.allowedUsers[1]",
+        ),
+        (telegram(&["**"]), "channels.telegram.allowedUsers[0]"),
+        (discord(&["alice#1234"]), "channels.discord.allowedUsers[0]"),
+        (discord(&["12345"]), "channels.discord.allowedUsers[0]"),
+        (slack(&["@alice"]), "channels.slack.allowedUsers[0]"),
+        (slack(&["u0123abcd"]), "channels.slack.allowedUsers[0]"),
+    ] {
+        assert_eq!(channels(&bad).unwrap_err().field, field, "{bad:?}");
+    }
+    for (empty, field) in [
+        (telegram(&[]), "channels.telegram.allowedUsers"),
+        (discord(&[]), "channels.discord.allowedUsers"),
+        (slack(&[]), "channels.slack.allowedUsers"),
+    ] {
+        let err = channels(&empty).unwrap_err();
+        assert_eq!(err.field, field);
+        assert!(err.message.contains(r#"["*"]"#), "{}", err.message);
+    }
 }
 
 #[test]

@@ -118,6 +118,24 @@ async fn create_refuses_every_bad_field() {
             ),
             "channels.slack.appToken",
         ),
+        (
+            with("channels", json!({"telegram": {"botToken": "t"}})),
+            "channels.telegram.allowedUsers",
+        ),
+        (
+            with(
+                "channels",
+                json!({"discord": {"botToken": "t", "allowedUsers": ["alice#1"]}}),
+            ),
+            "channels.discord.allowedUsers[0]",
+        ),
+        (
+            with(
+                "channels",
+                json!({"slack": {"botToken": "xoxb-1", "allowedUsers": []}}),
+            ),
+            "channels.slack.allowedUsers",
+        ),
         (with("channels", json!({"irc": {}})), "channels.irc"),
         (
             with(
@@ -140,6 +158,19 @@ async fn create_refuses_every_bad_field() {
         assert!(status.is_client_error(), "{body} → {status} {resp}");
         assert_error(status, &resp, StatusCode::UNPROCESSABLE_ENTITY, Some(field));
     }
+
+    // An empty allow-list says how to allow everyone.
+    let (status, resp) = app
+        .create_agent(
+            &token,
+            with(
+                "channels",
+                json!({"telegram": {"botToken": "1:t", "allowedUsers": []}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{resp}");
+    assert!(resp.to_string().contains(r#"[\"*\"]"#), "{resp}");
 
     // Malformed bodies.
     let (status, resp) = app

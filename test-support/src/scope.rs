@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use zcaas::docker::{ContainerSpec, DockerRuntime, AGENT_ID_LABEL, MANAGED_LABEL};
+use zcaas::runtime_profile::RuntimeProfile;
 
 /// The label key tests put on everything they create (with
 /// `io.zcaas.managed=true`); its value is the test's prefix.
@@ -165,7 +166,9 @@ impl TestScope {
             host_port,
             memory_bytes: 64 * 1024 * 1024,
             nano_cpus: 500_000_000,
-            env: Vec::new(),
+            // Our agent-runtime image's profile.
+            command: RuntimeProfile::Zcaas.command(),
+            env: RuntimeProfile::Zcaas.env(),
             volume: format!("zeroclaw-{slug}-data"),
             host: format!("{slug}.agents.test"),
             traefik_entrypoint: "websecure".to_owned(),

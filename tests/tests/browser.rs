@@ -81,6 +81,7 @@ async fn dashboard_signup_create_watch_chat_stop_admin_delete() {
         "f-sl-token",
         "f-sl-app",
         "f-sl-channel",
+        "f-sl-users",
     ] {
         let labelled = b
             .js(

@@ -40,11 +40,13 @@ async fn create_message_restart_stop_start_delete() {
     // The container matches seed 003's spec.
     let c = docker_inspect("zeroclaw-alice-helper").expect("container exists");
     assert_eq!(c["Id"], agent["containerId"]);
-    assert_eq!(c["Config"]["Cmd"], json!(["gateway"]));
+    // Our image is labelled with the zcaas runtime profile: `daemon`.
+    assert_eq!(c["Config"]["Cmd"], json!(["daemon"]));
     let bindings = &c["HostConfig"]["PortBindings"]["42617/tcp"][0];
     assert_eq!(bindings["HostIp"], "127.0.0.1");
     assert_eq!(bindings["HostPort"], port.to_string());
     assert_eq!(c["HostConfig"]["RestartPolicy"]["Name"], "unless-stopped");
+    assert_eq!(c["HostConfig"]["Init"], true, "an init process as PID 1");
     assert_eq!(c["HostConfig"]["NetworkMode"], env.config.network);
     assert!(c["HostConfig"]["Memory"].as_i64().unwrap() > 0);
     assert_eq!(
@@ -97,6 +99,9 @@ async fn create_message_restart_stop_start_delete() {
         .await;
     let c = docker_inspect("zeroclaw-alice-helper").unwrap();
     assert_eq!(c["State"]["Running"], false);
+    // SIGTERM reached the agent through the init process: a clean exit,
+    // not the SIGKILL (137) of a stop timeout.
+    assert_eq!(c["State"]["ExitCode"], 0, "{}", c["State"]);
     let (code, _) = env.message(&jwt, &id, "while stopped").await;
     assert_eq!(code, 409);
     // Stopping a stopped agent is refused by the state machine.
@@ -161,6 +166,51 @@ async fn create_message_restart_stop_start_delete() {
             .await
             .unwrap();
     assert_eq!(ports, 0);
+    env.shutdown().await;
+}
+
+/// Forced to the `zeroclaw-v3` profile, our image gets a V3 config (which
+/// our runtime reads too): the provider, key and model come from
+/// `[providers.models.*]`, and the persona from the workspace the config
+/// names, where the files were written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v3_config_deploys_and_its_persona_reaches_the_provider() {
+    let mut env = TestApp::in_world_with(|c| {
+        c.runtime_profile = zcaas::runtime_profile::ProfileSetting::ZeroclawV3;
+    })
+    .await;
+    let jwt = env.register("vthree").await;
+    let mut body = env.agent_body("Vthree Helper");
+    body["channels"] = json!({"telegram": {"botToken": "123:tok", "allowedUsers": ["*"]}});
+    let agent = env.create_running_agent(&jwt, body).await;
+    let id = agent["id"].as_str().unwrap().to_owned();
+
+    let c = docker_inspect("zeroclaw-vthree-helper").expect("container exists");
+    assert_eq!(c["Config"]["Cmd"], json!(["daemon"]));
+    let env_vars = c["Config"]["Env"].to_string();
+    assert!(
+        env_vars.contains("ZEROCLAW_gateway__port=42617"),
+        "{env_vars}"
+    );
+    let out = std::process::Command::new("docker")
+        .args([
+            "cp",
+            "zeroclaw-vthree-helper:/zeroclaw-data/.zeroclaw/config.toml",
+            "-",
+        ])
+        .output()
+        .expect("docker cp");
+    let tar = String::from_utf8_lossy(&out.stdout);
+    assert!(tar.contains("schema_version = 3"), "{tar}");
+    assert!(tar.contains("[peer_groups.telegram_default]"), "{tar}");
+
+    let (code, reply) = env.message(&jwt, &id, "!system").await;
+    assert_eq!(code, 200, "{reply}");
+    let system = reply["response"].as_str().unwrap();
+    assert!(system.contains("Your name is Test Agent"), "{system}");
+    assert!(system.contains("Timezone: Europe/Paris"), "{system}");
+    let (code, _) = env.delete_agent(&jwt, &id).await;
+    assert_eq!(code, 204);
     env.shutdown().await;
 }
 

@@ -70,8 +70,9 @@ async fn secrets_stay_secret() {
     body["apiKey"] = json!(api_key);
     body["channels"] = json!({
         "telegram": {"botToken": telegram, "allowedUsers": ["@alice"]},
-        "discord": {"botToken": discord, "guildId": "1234567890"},
-        "slack": {"botToken": slack_bot, "appToken": slack_app, "channelId": "C0123"}
+        "discord": {"botToken": discord, "guildId": "1234567890", "allowedUsers": ["*"]},
+        "slack": {"botToken": slack_bot, "appToken": slack_app, "channelId": "C0123",
+                  "allowedUsers": ["U0123ABCD"]}
     });
     let agent = env.create_running_agent(&jwt, body).await;
     let id = agent["id"].as_str().unwrap().to_owned();

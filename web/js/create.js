@@ -41,13 +41,14 @@ export function renderCreate(main) {
     memoryBackend: field('f-memory', 'Memory backend', select([['sqlite', 'sqlite'], ['markdown', 'markdown'], ['none', 'none']], 'sqlite')),
     autoSave: field('f-auto-save', 'Save memories automatically', h('input', { type: 'checkbox', name: 'autoSave', checked: true })),
     'channels.telegram.botToken': field('f-tg-token', 'Telegram bot token', input({ type: 'password', autocomplete: 'off' })),
-    'channels.telegram.allowedUsers': field('f-tg-users', 'Telegram allowed users', input({}), 'Comma-separated; empty allows everyone.'),
+    'channels.telegram.allowedUsers': field('f-tg-users', 'Telegram allowed users', input({}), 'Comma-separated usernames or numeric ids; * allows everyone.'),
     'channels.discord.botToken': field('f-dc-token', 'Discord bot token', input({ type: 'password', autocomplete: 'off' })),
     'channels.discord.guildId': field('f-dc-guild', 'Discord guild id (optional)', input({ inputmode: 'numeric' })),
-    'channels.discord.allowedUsers': field('f-dc-users', 'Discord allowed users', input({}), 'Comma-separated; empty allows everyone.'),
+    'channels.discord.allowedUsers': field('f-dc-users', 'Discord allowed users', input({ inputmode: 'numeric' }), 'Comma-separated user ids; * allows everyone.'),
     'channels.slack.botToken': field('f-sl-token', 'Slack bot token', input({ type: 'password', autocomplete: 'off' })),
     'channels.slack.appToken': field('f-sl-app', 'Slack app token (optional)', input({ type: 'password', autocomplete: 'off' }), 'For Socket Mode.'),
     'channels.slack.channelId': field('f-sl-channel', 'Slack channel id (optional)', input({})),
+    'channels.slack.allowedUsers': field('f-sl-users', 'Slack allowed users', input({}), 'Comma-separated member ids (U…); * allows everyone.'),
   };
   const zones = h('datalist', { id: 'f-zones' }, ZONES.map((z) => h('option', { value: z })));
   const showCustom = () => f.customUrl.el.classList.toggle('hidden', f.provider.input.value !== 'custom');
@@ -71,7 +72,7 @@ export function renderCreate(main) {
     h('fieldset', {}, h('legend', { text: 'Channels (optional)' }),
       channel('Telegram', ['channels.telegram.botToken', 'channels.telegram.allowedUsers']),
       channel('Discord', ['channels.discord.botToken', 'channels.discord.guildId', 'channels.discord.allowedUsers']),
-      channel('Slack', ['channels.slack.botToken', 'channels.slack.appToken', 'channels.slack.channelId'])),
+      channel('Slack', ['channels.slack.botToken', 'channels.slack.appToken', 'channels.slack.channelId', 'channels.slack.allowedUsers'])),
     h('div', { class: 'row' }, submit, h('a', { href: '#/agents', class: 'button secondary' }, 'Cancel')));
 
   form.addEventListener('submit', async (ev) => {
@@ -113,9 +114,9 @@ function body(f) {
     channels.discord = { botToken: v(dc[0]), allowedUsers: list(v(dc[2])) };
     if (v(dc[1])) channels.discord.guildId = v(dc[1]);
   }
-  const sl = ['channels.slack.botToken', 'channels.slack.appToken', 'channels.slack.channelId'];
+  const sl = ['channels.slack.botToken', 'channels.slack.appToken', 'channels.slack.channelId', 'channels.slack.allowedUsers'];
   if (sl.some(v)) {
-    channels.slack = { botToken: v(sl[0]) };
+    channels.slack = { botToken: v(sl[0]), allowedUsers: list(v(sl[3])) };
     if (v(sl[1])) channels.slack.appToken = v(sl[1]);
     if (v(sl[2])) channels.slack.channelId = v(sl[2]);
   }

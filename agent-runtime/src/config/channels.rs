@@ -1,8 +1,10 @@
 //! `[channels_config]`: the messaging channels an agent is configured for.
 //!
 //! agent-runtime accepts and validates the upstream tables (`cli`, `telegram`, `discord`,
-//! `slack`) and reports each configured channel as a `channel:<name>` component of `/health`
-//! in status `starting`; the channel clients themselves are a later issue.
+//! `slack`) and reports each enabled channel as a `channel:<name>` component of `/health`
+//! in status `starting`; the channel clients themselves are a later issue. `enabled` defaults
+//! to true in V1 (a present table is a configured channel); the V3 reader
+//! ([`super::v3`]) fills these same structs, where it defaults to false as upstream's does.
 
 use super::file::Section;
 use super::ConfigError;
@@ -13,7 +15,7 @@ use crate::secret::Secret;
 pub struct TelegramConfig {
     /// `bot_token` (non-empty).
     pub bot_token: Secret,
-    /// `allowed_users`: `@names` or numeric ids; empty = everyone.
+    /// `allowed_users`: `@names` or numeric ids, `"*"` = everyone.
     pub allowed_users: Vec<String>,
 }
 
@@ -24,7 +26,7 @@ pub struct DiscordConfig {
     pub bot_token: Secret,
     /// `guild_id`: restrict to one server.
     pub guild_id: Option<String>,
-    /// `allowed_users`; empty = everyone.
+    /// `allowed_users`: user ids, `"*"` = everyone.
     pub allowed_users: Vec<String>,
 }
 
@@ -37,6 +39,8 @@ pub struct SlackConfig {
     pub app_token: Option<Secret>,
     /// `channel_id`: restrict to one channel.
     pub channel_id: Option<String>,
+    /// `allowed_users`: member ids (`U…`), `"*"` = everyone.
+    pub allowed_users: Vec<String>,
 }
 
 /// `[channels_config]` as a whole.
@@ -99,30 +103,81 @@ pub(super) fn parse(
     };
     if let Some(t) = top.table("telegram")? {
         let mut s = Section::new(t, "channels_config.telegram");
-        out.telegram = Some(TelegramConfig {
-            bot_token: required_token(&mut s, "bot_token")?,
-            allowed_users: s.strings("allowed_users")?.unwrap_or_default(),
-        });
+        out.telegram = telegram(&mut s, true)?;
         s.finish(warnings);
     }
     if let Some(t) = top.table("discord")? {
         let mut s = Section::new(t, "channels_config.discord");
-        out.discord = Some(DiscordConfig {
-            bot_token: required_token(&mut s, "bot_token")?,
-            guild_id: s.id("guild_id")?.filter(|g| !g.is_empty()),
-            allowed_users: s.strings("allowed_users")?.unwrap_or_default(),
-        });
+        out.discord = discord(&mut s, true)?;
         s.finish(warnings);
     }
     if let Some(t) = top.table("slack")? {
         let mut s = Section::new(t, "channels_config.slack");
-        out.slack = Some(SlackConfig {
-            bot_token: required_token(&mut s, "bot_token")?,
-            app_token: optional_token(&mut s, "app_token")?,
-            channel_id: s.id("channel_id")?.filter(|c| !c.is_empty()),
-        });
+        out.slack = slack(&mut s, true)?;
         s.finish(warnings);
     }
     top.finish(warnings);
     Ok(out)
+}
+
+/// Reads `enabled` (absent: `default`). A disabled table is not read
+/// further: its other keys are dropped without warnings or checks.
+fn enabled(s: &mut Section<'_>, default: bool) -> Result<bool, ConfigError> {
+    let on = s.bool("enabled")?.unwrap_or(default);
+    if !on {
+        s.table.clear();
+    }
+    Ok(on)
+}
+
+/// One Telegram table (V1 `[channels_config.telegram]` or V3
+/// `[channels.telegram.<alias>]`); `None` when `enabled = false` (absent:
+/// `enabled_default`).
+pub(super) fn telegram(
+    s: &mut Section<'_>,
+    enabled_default: bool,
+) -> Result<Option<TelegramConfig>, ConfigError> {
+    if !enabled(s, enabled_default)? {
+        return Ok(None);
+    }
+    Ok(Some(TelegramConfig {
+        bot_token: required_token(s, "bot_token")?,
+        allowed_users: s.strings("allowed_users")?.unwrap_or_default(),
+    }))
+}
+
+/// One Discord table; see [`telegram`]. V3's `guild_ids` (first entry)
+/// stands for V1's `guild_id`.
+pub(super) fn discord(
+    s: &mut Section<'_>,
+    enabled_default: bool,
+) -> Result<Option<DiscordConfig>, ConfigError> {
+    if !enabled(s, enabled_default)? {
+        return Ok(None);
+    }
+    let guild_id = match s.id("guild_id")? {
+        Some(g) => Some(g),
+        None => s.strings("guild_ids")?.and_then(|g| g.into_iter().next()),
+    };
+    Ok(Some(DiscordConfig {
+        bot_token: required_token(s, "bot_token")?,
+        guild_id: guild_id.filter(|g| !g.is_empty()),
+        allowed_users: s.strings("allowed_users")?.unwrap_or_default(),
+    }))
+}
+
+/// One Slack table; see [`telegram`].
+pub(super) fn slack(
+    s: &mut Section<'_>,
+    enabled_default: bool,
+) -> Result<Option<SlackConfig>, ConfigError> {
+    if !enabled(s, enabled_default)? {
+        return Ok(None);
+    }
+    Ok(Some(SlackConfig {
+        bot_token: required_token(s, "bot_token")?,
+        app_token: optional_token(s, "app_token")?,
+        channel_id: s.id("channel_id")?.filter(|c| !c.is_empty()),
+        allowed_users: s.strings("allowed_users")?.unwrap_or_default(),
+    }))
 }

@@ -175,6 +175,12 @@ pub(super) fn apply(
     super::is_loopback_host(&cfg.gateway.host)?;
 
     cfg.channels = file.channels;
+    // A V3 file's workspace, unless the environment chose one (ZEROCLAW_WORKSPACE wins).
+    if let Some(ws) = file.workspace {
+        if first(env, &["ZEROCLAW_WORKSPACE"]).is_none() {
+            cfg.paths.workspace = ws;
+        }
+    }
     Ok(())
 }
 
@@ -204,6 +210,24 @@ mod tests {
             &|k: &str| map.get(k).cloned(),
             cli,
         )
+    }
+
+    #[test]
+    fn a_v3_workspace_applies_unless_the_environment_names_one() {
+        let text = "schema_version = 3\n[agents.default]\nmodel_provider = \"custom.default\"\n\
+                    [agents.default.workspace]\npath = \"/srv/ws\"\n\
+                    [providers.models.custom.default]\napi_url = \"http://stub:1/v1\"\nmodel = \"m\"\n";
+        let c = load(Some(text), &[]).expect("v3");
+        assert_eq!(c.paths.workspace, Path::new("/srv/ws"));
+        assert_eq!(c.provider.spec.name, "custom");
+        assert_eq!(c.provider.base_url(), "http://stub:1/v1");
+        assert_eq!(c.provider.model, "m");
+        let c = load(Some(text), &[("ZEROCLAW_WORKSPACE", "/env/ws")]).expect("v3");
+        assert_eq!(
+            c.paths.workspace,
+            Path::new("/d/workspace"),
+            "paths came from the env"
+        );
     }
 
     #[test]

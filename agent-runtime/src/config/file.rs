@@ -1,8 +1,11 @@
-//! Parsing `config.toml` (the upstream V1 keys) into [`FileConfig`].
+//! Parsing `config.toml` into [`FileConfig`]: the upstream V1 keys here, and a file with
+//! `schema_version = 3` or later (upstream 0.8) through [`super::v3`].
 //!
 //! The TOML is walked by hand rather than through `serde` so that an unknown key becomes a
 //! warning naming its full path (`gateway.foo`), a bad value becomes an error naming its key,
 //! and no error message ever echoes a value (the file holds the API key).
+
+use std::path::PathBuf;
 
 use toml::{Table, Value};
 
@@ -42,8 +45,11 @@ pub struct FileConfig {
     pub persist_tokens: Option<bool>,
     /// `[gateway] webhook_rate_limit_per_minute` (an upstream key; 0 = unlimited).
     pub webhook_rate_limit_per_minute: Option<u32>,
-    /// `[channels_config]`.
+    /// `[channels_config]` (V3: the agent's `[channels.<type>.<alias>]` and peer groups).
     pub channels: ChannelsConfig,
+    /// The workspace (V3 `[agents.<alias>.workspace] path`; V1 has none). The environment's
+    /// `ZEROCLAW_WORKSPACE` wins over it.
+    pub workspace: Option<PathBuf>,
 }
 
 /// Takes typed values out of a TOML table, naming `prefix.key` in every error.
@@ -98,7 +104,7 @@ impl<'a> Section<'a> {
         }
     }
 
-    fn integer(&mut self, key: &str) -> Result<Option<i64>, ConfigError> {
+    pub(super) fn integer(&mut self, key: &str) -> Result<Option<i64>, ConfigError> {
         match self.table.remove(key) {
             None => Ok(None),
             Some(Value::Integer(i)) => Ok(Some(i)),
@@ -106,7 +112,7 @@ impl<'a> Section<'a> {
         }
     }
 
-    fn float(&mut self, key: &str) -> Result<Option<f64>, ConfigError> {
+    pub(super) fn float(&mut self, key: &str) -> Result<Option<f64>, ConfigError> {
         match self.table.remove(key) {
             None => Ok(None),
             Some(Value::Float(f)) => Ok(Some(f)),
@@ -169,6 +175,9 @@ pub fn parse(text: &str) -> Result<(FileConfig, Vec<String>), ConfigError> {
             message: e.message().trim().to_owned(),
         }
     })?;
+    if root.contains_key("schema_version") {
+        return super::v3::parse(root);
+    }
     let mut warnings = Vec::new();
     let mut top = Section::new(root, "");
     let mut out = FileConfig {
@@ -183,6 +192,22 @@ pub fn parse(text: &str) -> Result<(FileConfig, Vec<String>), ConfigError> {
         ..FileConfig::default()
     };
 
+    memory_and_gateway(&mut top, &mut out, &mut warnings)?;
+
+    if let Some(t) = top.table("channels_config")? {
+        out.channels = channels::parse(Section::new(t, "channels_config"), &mut warnings)?;
+    }
+
+    top.finish(&mut warnings);
+    Ok((out, warnings))
+}
+
+/// `[memory]` and `[gateway]`, the same in V1 and V3.
+pub(super) fn memory_and_gateway(
+    top: &mut Section<'_>,
+    out: &mut FileConfig,
+    warnings: &mut Vec<String>,
+) -> Result<(), ConfigError> {
     if let Some(t) = top.table("memory")? {
         let mut memory = Section::new(t, "memory");
         if let Some(b) = memory.string("backend")? {
@@ -193,7 +218,7 @@ pub fn parse(text: &str) -> Result<(FileConfig, Vec<String>), ConfigError> {
                 })?);
         }
         out.auto_save = memory.bool("auto_save")?;
-        memory.finish(&mut warnings);
+        memory.finish(warnings);
     }
 
     if let Some(t) = top.table("gateway")? {
@@ -222,15 +247,11 @@ pub fn parse(text: &str) -> Result<(FileConfig, Vec<String>), ConfigError> {
                     reason: "expected a non-negative integer".into(),
                 })?);
         }
-        gw.finish(&mut warnings);
+        // Upstream V3 gateways carry `enabled`; ours always runs.
+        let _ = gw.bool("enabled")?;
+        gw.finish(warnings);
     }
-
-    if let Some(t) = top.table("channels_config")? {
-        out.channels = channels::parse(Section::new(t, "channels_config"), &mut warnings)?;
-    }
-
-    top.finish(&mut warnings);
-    Ok((out, warnings))
+    Ok(())
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod channels;
 mod env;
 pub mod file;
 pub mod paths;
+pub mod v3;
 
 use std::net::IpAddr;
 use std::path::PathBuf;

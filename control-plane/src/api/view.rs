@@ -164,10 +164,17 @@ static PAIRING_LINE: LazyLock<Option<Regex>> =
 static SIX_DIGITS: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(r"\b\d{6}\b").ok());
 static AGENT_TOKEN: LazyLock<Option<Regex>> =
     LazyLock::new(|| Regex::new(r"zc_[0-9a-fA-F]{64}").ok());
+/// Upstream's Telegram channel, with no allowed user, prints a one-time
+/// `/bind <code>` that lets whoever sends it add themselves: the code after
+/// `/bind` is hidden, whatever its form.
+static BIND_CODE: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r#"(?i)(/bind)(\s+)[^\s`'"]+"#).ok());
 
 /// A log line safe to show: pairing codes (six digits on a line matching
-/// either pairing pattern), agent bearer tokens (`zc_<64 hex>`) and any of
-/// `secrets` (the agent's own API key and bot tokens) are replaced.
+/// either pairing pattern), upstream's Telegram `/bind <code>` (the code,
+/// and any six digits on that line), agent bearer tokens (`zc_<64 hex>`)
+/// and any of `secrets` (the agent's own API key and bot tokens) are
+/// replaced.
 pub fn redact_line(text: &str, secrets: &[String]) -> String {
     let mut out = text.to_owned();
     for s in secrets.iter().filter(|s| s.len() >= 6) {
@@ -180,6 +187,12 @@ pub fn redact_line(text: &str, secrets: &[String]) -> String {
     }
     if let (Some(line), Some(digits)) = (PAIRING_LINE.as_ref(), SIX_DIGITS.as_ref()) {
         if line.is_match(&out) {
+            out = digits.replace_all(&out, "******").into_owned();
+        }
+    }
+    if let (Some(bind), Some(digits)) = (BIND_CODE.as_ref(), SIX_DIGITS.as_ref()) {
+        if bind.is_match(&out) {
+            out = bind.replace_all(&out, "${1}${2}******").into_owned();
             out = digits.replace_all(&out, "******").into_owned();
         }
     }
@@ -206,6 +219,7 @@ mod tests {
                 bot_token: "xoxb-1111111111111-secret".into(),
                 app_token: Some("xapp-1-secret-app-token".into()),
                 channel_id: Some("C1".into()),
+                allowed_users: vec!["U012345".into()],
             }),
             discord: None,
         });
@@ -215,6 +229,24 @@ mod tests {
             "{json}"
         );
         assert!(json.contains("botToken"), "{json}");
+    }
+
+    #[test]
+    fn the_bind_code_is_redacted() {
+        for (line, code) in [
+            ("Send `/bind 482913` from your Telegram account", "482913"),
+            (
+                "telegram: to bind, send /bind AbC-9x7_kq to the bot",
+                "AbC-9x7_kq",
+            ),
+            ("/BIND\tz9z9z9z9", "z9z9z9z9"),
+            ("{\"msg\":\"send /bind 123456 (code 123456)\"}", "123456"),
+        ] {
+            let out = redact_line(line, &[]);
+            assert!(!out.contains(code), "{line} -> {out}");
+            assert!(out.to_lowercase().contains("/bind"), "{out}");
+        }
+        assert_eq!(redact_line("bound 123456 users", &[]), "bound 123456 users");
     }
 
     #[test]

@@ -294,5 +294,9 @@ mod tests {
         );
         assert!(AGENT_DOCKERFILE.contains("agent-runtime"));
         assert!(AGENT_DOCKERFILE.contains("zeroclaw-data"));
+        assert!(
+            AGENT_DOCKERFILE.contains("LABEL io.zcaas.runtime-profile=zcaas"),
+            "the image names its runtime profile"
+        );
     }
 }

@@ -36,7 +36,7 @@ pub use archive::FileEntry;
 pub use spec::ContainerSpec;
 
 pub use crate::orchestrator::{
-    ownership_of, ContainerEvent, ContainerStats, LogLine, ObservedContainer, Ownership,
+    ownership_of, ContainerEvent, ContainerStats, ImageInfo, LogLine, ObservedContainer, Ownership,
     AGENT_ID_LABEL, AGENT_PORT, DATA_DIR, INSTALLATION_LABEL, MANAGED_LABEL, SPEC_HASH_LABEL,
 };
 
@@ -204,6 +204,23 @@ impl DockerRuntime {
         match self.docker.inspect_image(image).await {
             Ok(_) => Ok(true),
             Err(e) if status_of(&e) == Some(404) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The id and labels of `image` (a tag or id); `None` if absent.
+    pub async fn image_labels(&self, image: &str) -> Result<Option<ImageInfo>, DockerError> {
+        match self.docker.inspect_image(image).await {
+            Ok(inspect) => Ok(Some(ImageInfo {
+                id: inspect.id.unwrap_or_else(|| image.to_owned()),
+                labels: inspect
+                    .config
+                    .and_then(|c| c.labels)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+            })),
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }

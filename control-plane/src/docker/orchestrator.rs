@@ -11,8 +11,8 @@ use futures::stream::{BoxStream, StreamExt};
 
 use super::{DockerError, DockerRuntime};
 use crate::orchestrator::{
-    ContainerEvent, ContainerSpec, ContainerStats, FileEntry, Incarnation, Labels, LogLine,
-    ObservedContainer, Orchestrator, OrchestratorError, Ownership, Result,
+    ContainerEvent, ContainerSpec, ContainerStats, FileEntry, ImageInfo, Incarnation, Labels,
+    LogLine, ObservedContainer, Orchestrator, OrchestratorError, Ownership, Result,
 };
 
 impl From<DockerError> for OrchestratorError {
@@ -68,6 +68,10 @@ impl Orchestrator for DockerRuntime {
 
     async fn image_exists(&self, image: &str) -> Result<bool> {
         Ok(DockerRuntime::image_exists(self, image).await?)
+    }
+
+    async fn image_labels(&self, image: &str) -> Result<Option<ImageInfo>> {
+        Ok(DockerRuntime::image_labels(self, image).await?)
     }
 
     async fn build_agent_image(&self, tag: &str, binary: &Path) -> Result<()> {

@@ -39,16 +39,15 @@ pub fn agent_port_key() -> String {
     format!("{AGENT_PORT}/tcp")
 }
 
-/// The environment every agent gets, after [`ContainerSpec::env`]. These keys
-/// cannot be overridden by the spec (entries of `spec.env` with the same key
-/// are dropped: duplicates in `Env` are ambiguous to the process).
+/// The environment every agent gets, after [`ContainerSpec::env`] (the
+/// runtime profile's gateway overrides): where its home and workspace are.
+/// These keys cannot be overridden by the spec (entries of `spec.env` with
+/// the same key are dropped: duplicates in `Env` are ambiguous to the
+/// process).
 pub fn fixed_env() -> Vec<String> {
     vec![
         format!("HOME={DATA_DIR}"),
         format!("ZEROCLAW_WORKSPACE={DATA_DIR}/workspace"),
-        format!("ZEROCLAW_GATEWAY_PORT={AGENT_PORT}"),
-        "ZEROCLAW_ALLOW_PUBLIC_BIND=true".to_owned(),
-        "ZEROCLAW_GATEWAY_HOST=0.0.0.0".to_owned(),
     ]
 }
 
@@ -81,6 +80,11 @@ pub fn container_config(spec: &ContainerSpec) -> Config<String> {
     )]);
 
     let host_config = HostConfig {
+        // Docker's init (tini) as PID 1: it forwards SIGTERM to the agent and
+        // reaps zombies. Upstream ZeroClaw's `gateway` does not handle SIGTERM
+        // as PID 1, so without it every stop waited the full timeout and
+        // ended in SIGKILL (exit 137, ~10 s; issue 11).
+        init: Some(true),
         port_bindings: Some(port_bindings),
         memory: Some(spec.memory_bytes),
         nano_cpus: Some(spec.nano_cpus),
@@ -120,7 +124,7 @@ pub fn container_config(spec: &ContainerSpec) -> Config<String> {
 
     Config {
         image: Some(spec.image.clone()),
-        cmd: Some(vec!["gateway".to_owned()]),
+        cmd: Some(spec.command.clone()),
         env: Some(env),
         exposed_ports: Some(HashMap::from([(port_key, HashMap::new())])),
         tty: Some(false),
@@ -190,10 +194,12 @@ mod tests {
             host_port: 40123,
             memory_bytes: 256 * 1024 * 1024,
             nano_cpus: 500_000_000,
+            command: vec!["daemon".into()],
             env: vec![
                 "RUST_LOG=info".into(),
                 "HOME=/root".into(),
                 "NOVALUE".into(),
+                "ZEROCLAW_GATEWAY_PORT=42617".into(),
             ],
             volume: "zeroclaw-ada-data".into(),
             host: "ada.example.com".into(),
@@ -222,7 +228,7 @@ mod tests {
     fn image_cmd_tty_user() {
         let c = container_config(&spec());
         assert_eq!(c.image.as_deref(), Some("zcaas/agent-runtime:latest"));
-        assert_eq!(c.cmd, Some(vec!["gateway".to_owned()]));
+        assert_eq!(c.cmd, Some(vec!["daemon".to_owned()]), "the spec's command");
         assert_eq!(c.tty, Some(false));
         assert_eq!(c.open_stdin, Some(false));
         assert_eq!(c.user.as_deref(), Some("65534:65534"));
@@ -237,11 +243,9 @@ mod tests {
             vec![
                 "RUST_LOG=info",
                 "NOVALUE",
+                "ZEROCLAW_GATEWAY_PORT=42617",
                 "HOME=/zeroclaw-data",
                 "ZEROCLAW_WORKSPACE=/zeroclaw-data/workspace",
-                "ZEROCLAW_GATEWAY_PORT=42617",
-                "ZEROCLAW_ALLOW_PUBLIC_BIND=true",
-                "ZEROCLAW_GATEWAY_HOST=0.0.0.0",
             ]
         );
     }
@@ -312,6 +316,14 @@ mod tests {
     }
 
     #[test]
+    fn an_init_process_runs_as_pid_1() {
+        let c = container_config(&spec());
+        assert_eq!(host(&c).init, Some(true));
+        let json = serde_json::to_value(&c).expect("json");
+        assert_eq!(json["HostConfig"]["Init"], true);
+    }
+
+    #[test]
     fn logs_are_json_file_and_rotated() {
         let c = container_config(&spec());
         assert_eq!(
@@ -362,7 +374,7 @@ mod tests {
     #[test]
     fn serialized_body_uses_docker_field_names() {
         let json = serde_json::to_value(container_config(&spec())).expect("json");
-        assert_eq!(json["Cmd"], serde_json::json!(["gateway"]));
+        assert_eq!(json["Cmd"], serde_json::json!(["daemon"]));
         assert_eq!(json["HostConfig"]["ReadonlyRootfs"], true);
         assert_eq!(
             json["HostConfig"]["RestartPolicy"]["Name"],

@@ -18,9 +18,9 @@ use futures::stream::{self, BoxStream, StreamExt};
 use tokio::sync::broadcast;
 
 use super::{
-    ownership_of, ContainerEvent, ContainerSpec, ContainerStats, FileEntry, Incarnation, Labels,
-    LogLine, ObservedContainer, Orchestrator, OrchestratorError, Ownership, Result, AGENT_ID_LABEL,
-    INSTALLATION_LABEL, MANAGED_LABEL, SPEC_HASH_LABEL,
+    ownership_of, ContainerEvent, ContainerSpec, ContainerStats, FileEntry, ImageInfo, Incarnation,
+    Labels, LogLine, ObservedContainer, Orchestrator, OrchestratorError, Ownership, Result,
+    AGENT_ID_LABEL, INSTALLATION_LABEL, MANAGED_LABEL, SPEC_HASH_LABEL,
 };
 
 /// How often a follow of the fake's logs looks for new lines.
@@ -103,6 +103,8 @@ struct State {
     volumes: BTreeMap<String, Labels>,
     networks: BTreeMap<String, Labels>,
     images: BTreeSet<String>,
+    /// Labels of images, by name (an image not listed has none).
+    image_labels: BTreeMap<String, Labels>,
     next_id: u64,
     /// The last instant handed out: start and finish instants only grow.
     clock: Option<DateTime<Utc>>,
@@ -163,6 +165,18 @@ impl FakeOrchestrator {
     /// Scripts every start from now on (by default a start prints nothing).
     pub fn on_start(&self, script: impl Fn(&str, u32) -> OnStart + Send + Sync + 'static) {
         self.lock().on_start = Some(Arc::new(script));
+    }
+
+    /// Gives image `image` (present or added now) these `labels`.
+    pub fn set_image_labels(&self, image: &str, labels: Labels) {
+        let mut st = self.lock();
+        st.images.insert(image.to_owned());
+        st.image_labels.insert(image.to_owned(), labels);
+    }
+
+    /// The spec the workload was created from.
+    pub fn spec(&self, id_or_name: &str) -> Option<ContainerSpec> {
+        self.lock().find(id_or_name).map(|w| w.spec.clone())
     }
 
     /// The workload named (or with id) `id_or_name`, as observed now.
@@ -437,6 +451,21 @@ impl Orchestrator for FakeOrchestrator {
 
     async fn image_exists(&self, image: &str) -> Result<bool> {
         Ok(self.lock().images.contains(image))
+    }
+
+    async fn image_labels(&self, image: &str) -> Result<Option<ImageInfo>> {
+        use sha2::Digest;
+        let st = self.lock();
+        if !st.images.contains(image) {
+            return Ok(None);
+        }
+        let labels = st.image_labels.get(image).cloned().unwrap_or_default();
+        // Content-addressed like an engine's: same name and labels, same id.
+        let digest = sha2::Sha256::digest(format!("{image}\n{labels:?}").as_bytes());
+        Ok(Some(ImageInfo {
+            id: format!("sha256:{}", hex::encode(digest)),
+            labels,
+        }))
     }
 
     async fn build_agent_image(&self, tag: &str, _binary: &Path) -> Result<()> {

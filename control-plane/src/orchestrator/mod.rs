@@ -183,7 +183,11 @@ pub struct ContainerSpec {
     pub host_port: u16,
     pub memory_bytes: i64,
     pub nano_cpus: i64,
-    /// Extra `KEY=value` environment (never a secret).
+    /// The container command (the image's entrypoint is kept), e.g.
+    /// `["daemon"]`: the runtime profile's.
+    pub command: Vec<String>,
+    /// Extra `KEY=value` environment (never a secret): the runtime
+    /// profile's gateway overrides.
     pub env: Vec<String>,
     /// Named volume mounted at `/zeroclaw-data`.
     pub volume: String,
@@ -193,6 +197,16 @@ pub struct ContainerSpec {
     pub traefik_cert_resolver: String,
     pub spec_hash: String,
     /// Ownership labels (ours plus the runtime's extra labels).
+    pub labels: Labels,
+}
+
+/// What the engine says about one image ([`Orchestrator::image_labels`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// The image id (`sha256:…` for Docker): a digest of its content, so
+    /// whatever is read from it never changes for that id.
+    pub id: String,
+    /// The image's labels (`LABEL` lines of its Dockerfile, build labels).
     pub labels: Labels,
 }
 
@@ -264,6 +278,10 @@ pub trait Orchestrator: Send + Sync + 'static {
     async fn ensure_network(&self, name: &str) -> Result<()>;
     /// Whether `image` is present.
     async fn image_exists(&self, image: &str) -> Result<bool>;
+    /// The id and labels of `image` (a tag or id); `None` if it is not
+    /// present. Read to choose the runtime profile
+    /// ([`crate::runtime_profile`]).
+    async fn image_labels(&self, image: &str) -> Result<Option<ImageInfo>>;
     /// Builds the agent runtime image `tag` from the binary at `binary`.
     async fn build_agent_image(&self, tag: &str, binary: &Path) -> Result<()>;
 

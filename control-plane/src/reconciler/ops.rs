@@ -17,6 +17,7 @@ use crate::agent_files;
 use crate::gateway::GatewayError;
 use crate::model::{Agent, Channels};
 use crate::orchestrator::{ContainerSpec, ObservedContainer, Ownership, AGENT_ID_LABEL};
+use crate::runtime_profile::{ProfileCache, RuntimeProfile};
 use crate::secrets::SecretField;
 use crate::status::{DesiredState, Status};
 
@@ -83,8 +84,15 @@ async fn until_cancelled<T>(
     }
 }
 
-/// The container spec for `agent` on host port `port` (pure).
-pub fn container_spec(ctx: &Context, agent: &Agent, port: u16, spec_hash: &str) -> ContainerSpec {
+/// The container spec for `agent` on host port `port`, driven as `profile`
+/// (pure).
+pub fn container_spec(
+    ctx: &Context,
+    agent: &Agent,
+    profile: RuntimeProfile,
+    port: u16,
+    spec_hash: &str,
+) -> ContainerSpec {
     let mut labels = ctx.orchestrator.ownership_labels();
     labels.insert(AGENT_ID_LABEL.to_owned(), agent.id.clone());
     ContainerSpec {
@@ -96,7 +104,8 @@ pub fn container_spec(ctx: &Context, agent: &Agent, port: u16, spec_hash: &str) 
         host_port: port,
         memory_bytes: agent.memory_limit_mb * 1024 * 1024,
         nano_cpus: agent.nano_cpus,
-        env: Vec::new(),
+        command: profile.command(),
+        env: profile.env(),
         volume: agent.volume_name(),
         host: format!("{}.{}", agent.slug, ctx.config.domain),
         traefik_entrypoint: ctx.config.traefik_entrypoint.clone(),
@@ -151,6 +160,25 @@ async fn ensure_image(inner: &Inner, image: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The runtime profile `image` is driven as: the forced one of the
+/// `runtime_profile` setting, else read from the image's labels once per
+/// image id ([`ProfileCache`]).
+async fn runtime_profile(ctx: &Context, image: &str) -> anyhow::Result<RuntimeProfile> {
+    if let Some(forced) = ctx.config.runtime_profile.forced() {
+        return Ok(forced);
+    }
+    let info = ctx
+        .orchestrator
+        .image_labels(image)
+        .await?
+        .ok_or_else(|| anyhow!("image {image} vanished before its profile was read"))?;
+    let (profile, fresh) = ProfileCache::global().get_or_detect(&info.id, &info.labels);
+    if fresh {
+        tracing::info!(image, image_id = %info.id, %profile, "runtime profile read from the image");
+    }
+    Ok(profile)
+}
+
 /// STARTING → RUNNING: create or adopt the container, inject config and
 /// persona, start it, pair with the code printed since this start, wait for
 /// `/health`. If the agent's configuration changed meanwhile (a PATCH during
@@ -171,6 +199,7 @@ pub(crate) async fn start(
         .await
         .context("ensuring the agents' network")?;
     ensure_image(inner, &agent.image).await?;
+    let profile = runtime_profile(ctx, &agent.image).await?;
 
     let port = match agent.container_port {
         Some(p) => u16::try_from(p).context("stored port out of range")?,
@@ -192,9 +221,9 @@ pub(crate) async fn start(
         }
         None => Channels::default(),
     };
-    let files = agent_files::render(agent, api_key.as_deref(), &channels)?;
-    let hash = agent_files::spec_hash(agent, &files);
-    let spec = container_spec(ctx, agent, port, &hash);
+    let files = agent_files::render(agent, api_key.as_deref(), &channels, profile.dialect())?;
+    let hash = agent_files::spec_hash(agent, profile, &files);
+    let spec = container_spec(ctx, agent, profile, port, &hash);
 
     let name = agent.container_name();
     // Whether the container we end up with runs: only an adopted one can (a

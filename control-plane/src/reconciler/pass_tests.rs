@@ -258,15 +258,75 @@ async fn a_pending_agent_is_deployed_started_and_paired() {
     assert!(h.fake.volume_exists(&agent.volume_name()));
 }
 
+/// The profile the harness's image (no labels) is driven as.
+fn unlabelled_image_profile() -> crate::runtime_profile::RuntimeProfile {
+    crate::runtime_profile::detect(&Default::default())
+}
+
+/// The image's profile label chooses the command and the config dialect:
+/// a `zeroclaw-v3` image gets `daemon`, a V3 file and the path-form env.
+#[tokio::test]
+async fn the_image_label_chooses_the_runtime_profile() {
+    use crate::runtime_profile::PROFILE_LABEL;
+    let h = Harness::new().await;
+    h.fake.set_image_labels(
+        IMAGE,
+        [(PROFILE_LABEL.to_owned(), "zeroclaw-v3".to_owned())].into(),
+    );
+    let agent = h.agent("vthree").await;
+    h.running(&agent.id).await;
+    let name = agent.container_name();
+    let spec = h.fake.spec(&name).expect("workload");
+    assert_eq!(spec.command, vec!["daemon"]);
+    assert!(
+        spec.env
+            .contains(&"ZEROCLAW_gateway__port=42617".to_owned()),
+        "{:?}",
+        spec.env
+    );
+    let config = h
+        .fake
+        .files(&name)
+        .into_iter()
+        .find(|f| f.path == ".zeroclaw/config.toml")
+        .expect("config");
+    let table: toml::Table = String::from_utf8(config.contents).unwrap().parse().unwrap();
+    assert_eq!(table["schema_version"].as_integer(), Some(3));
+}
+
+/// An unlabelled image is driven as upstream V1: `daemon`, a V1 file.
+#[tokio::test]
+async fn an_unlabelled_image_gets_v1() {
+    let h = Harness::new().await;
+    let agent = h.agent("vone").await;
+    h.running(&agent.id).await;
+    let name = agent.container_name();
+    let spec = h.fake.spec(&name).expect("workload");
+    assert_eq!(spec.command, vec!["daemon"]);
+    assert!(spec.env.contains(&"ZEROCLAW_GATEWAY_PORT=42617".to_owned()));
+    let config = h
+        .fake
+        .files(&name)
+        .into_iter()
+        .find(|f| f.path == ".zeroclaw/config.toml")
+        .expect("config");
+    let table: toml::Table = String::from_utf8(config.contents).unwrap().parse().unwrap();
+    assert!(table.get("schema_version").is_none());
+    assert!(table.contains_key("default_provider"));
+}
+
 /// A workload left by a previous process (created from this spec, never
 /// started) is adopted: no second workload, started once.
 #[tokio::test]
 async fn an_existing_workload_is_adopted() {
     let h = Harness::new().await;
     let agent = h.agent("adopt").await;
-    let files = crate::agent_files::render(&agent, None, &Default::default()).unwrap();
-    let hash = crate::agent_files::spec_hash(&agent, &files);
-    let spec: ContainerSpec = ops::container_spec(&h.handle.inner.ctx, &agent, h.port, &hash);
+    let profile = unlabelled_image_profile();
+    let files =
+        crate::agent_files::render(&agent, None, &Default::default(), profile.dialect()).unwrap();
+    let hash = crate::agent_files::spec_hash(&agent, profile, &files);
+    let spec: ContainerSpec =
+        ops::container_spec(&h.handle.inner.ctx, &agent, profile, h.port, &hash);
     let id = h.fake.preexisting(&spec, &[]);
     h.running(&agent.id).await;
     let all = h.fake.list_managed().await.unwrap();
@@ -297,9 +357,11 @@ async fn a_deploy_cut_short_after_the_create_is_resumed() {
         .unwrap()
         .expect("PENDING → STARTING");
     let agent = h.get(&agent.id).await.unwrap();
-    let files = crate::agent_files::render(&agent, None, &Default::default()).unwrap();
-    let hash = crate::agent_files::spec_hash(&agent, &files);
-    let spec = ops::container_spec(&h.handle.inner.ctx, &agent, h.port, &hash);
+    let profile = unlabelled_image_profile();
+    let files =
+        crate::agent_files::render(&agent, None, &Default::default(), profile.dialect()).unwrap();
+    let hash = crate::agent_files::spec_hash(&agent, profile, &files);
+    let spec = ops::container_spec(&h.handle.inner.ctx, &agent, profile, h.port, &hash);
     let id = h.fake.preexisting(&spec, &files);
     let done = h.running(&agent.id).await;
     assert_eq!(done.container_id.as_deref(), Some(id.as_str()));

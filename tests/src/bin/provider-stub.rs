@@ -10,7 +10,9 @@
 //!   (the last 100 chat requests: format, path, model, whether a key came,
 //!   the last user message), for assertions.
 //! - A last user message `!status <code>` answers that HTTP status with an
-//!   error body (to test the agent's error path); `!sleep <ms>` waits first.
+//!   error body (to test the agent's error path); `!sleep <ms>` waits first;
+//!   `!system` (OpenAI format) answers `system: <the system prompt>`, so a
+//!   test sees the persona the agent sent.
 //! - With `STUB_BANNER=1` it prints a random pairing-code banner at start, in
 //!   the agent gateway's two forms, so the Docker layer's code-from-logs
 //!   logic can be tested without an agent image.
@@ -136,6 +138,18 @@ fn last_user(messages: Option<&Value>) -> String {
         .unwrap_or_default()
 }
 
+/// The text of the first `system` message (OpenAI format).
+fn system_prompt(messages: Option<&Value>) -> String {
+    messages
+        .and_then(Value::as_array)
+        .and_then(|m| {
+            m.iter()
+                .find(|m| m.get("role").and_then(Value::as_str) == Some("system"))
+        })
+        .map(|m| content_text(m.get("content").unwrap_or(&Value::Null)))
+        .unwrap_or_default()
+}
+
 fn gemini_last_user(body: &Value) -> String {
     body.get("contents")
         .and_then(Value::as_array)
@@ -225,7 +239,11 @@ async fn openai(
     {
         return r;
     }
-    let reply = format!("echo: {message}");
+    let reply = if message.trim() == "!system" {
+        format!("system: {}", system_prompt(body.get("messages")))
+    } else {
+        format!("echo: {message}")
+    };
     let (p, c) = (words(&message), words(&reply));
     if body.get("stream").and_then(Value::as_bool) == Some(true) {
         let chunk = json!({"id": "chatcmpl-stub", "object": "chat.completion.chunk", "model": model,

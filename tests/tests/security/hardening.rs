@@ -175,12 +175,9 @@ async fn hostile_persona_and_channel_text_cannot_change_the_config() {
     let name = format!("Eve \"]] [gateway] x {}", env.prefix);
     let name = name.as_str();
     let bot_token = "tok\"en'''[]]=#\\u0041";
-    let allowed = [
-        "\"]]",
-        "'''",
-        "a\" = true, require_pairing = false #",
-        "[gateway]",
-    ];
+    // Allow-list entries are user ids now (validation refuses anything
+    // else, so they cannot carry TOML); the hostile text rides the token.
+    let allowed = ["@alice_b", "123456789", "*"];
     let mut body = env.agent_body(name);
     body["communicationStyle"] = json!(style);
     body["userName"] = json!(user_name);
@@ -229,6 +226,7 @@ async fn hostile_persona_and_channel_text_cannot_change_the_config() {
         assert_eq!(channel_keys, ["cli", "telegram"], "{config}");
         let telegram = channels["telegram"].as_table().unwrap();
         assert_eq!(telegram["bot_token"].as_str(), Some(bot_token));
+        assert_eq!(telegram["enabled"].as_bool(), Some(true), "{config}");
         let users: Vec<&str> = telegram["allowed_users"]
             .as_array()
             .unwrap()

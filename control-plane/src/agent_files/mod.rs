@@ -3,13 +3,20 @@
 //! interpolation; mode 0600 because it holds the LLM key) and the persona files
 //! `workspace/IDENTITY.md`, `USER.md`, `SOUL.md` (seed 003).
 //!
-//! The config uses upstream ZeroClaw's V1 keys, so the stock image reads it
-//! too: `[memory]` always carries both `backend` and `auto_save` (upstream
-//! refuses the file otherwise). Persona files are markdown for the model to
-//! read; user text goes in verbatim as their body.
+//! The config is rendered in the dialect of the runtime profile
+//! ([`crate::runtime_profile`]): upstream ZeroClaw's V1 keys here (our
+//! runtime and upstream ≤ 0.7), V3 in [`v3`] (upstream ≥ 0.8). In V1
+//! `[memory]` always carries both `backend` and `auto_save` (upstream
+//! refuses the file otherwise); every channel section is rendered with
+//! `enabled = true` and its allow-list (`"*"` = everyone; upstream reads an
+//! empty list as nobody). Persona files are markdown for the model to read;
+//! user text goes in verbatim as their body.
+
+pub mod v3;
 
 use crate::model::{Agent, Channels};
 use crate::orchestrator::{FileEntry, AGENT_PORT};
+use crate::runtime_profile::{ConfigDialect, RuntimeProfile};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -26,6 +33,10 @@ pub const CONFIG_PATH: &str = ".zeroclaw/config.toml";
 pub const CONFIG_MODE: u32 = 0o600;
 /// Mode of the persona files.
 pub const PERSONA_MODE: u32 = 0o644;
+/// Directory of the persona files, relative to the data volume: the
+/// workspace every dialect points the runtime at (`ZEROCLAW_WORKSPACE` for
+/// V1, `[agents.<alias>.workspace] path` for V3).
+pub const WORKSPACE_DIR: &str = "workspace";
 
 /// `config.toml`, upstream V1 schema (only the keys we set).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,33 +85,44 @@ pub struct ChannelsConfig {
     pub slack: Option<SlackConfig>,
 }
 
-/// `[channels_config.telegram]`.
+/// `[channels_config.telegram]`. `allowed_users`: usernames or numeric ids,
+/// `"*"` = everyone (upstream: an empty list prints a one-time `/bind`
+/// code instead, which the API never lets happen).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TelegramConfig {
+    /// Always `true`: rendered explicitly, never left to a default.
+    pub enabled: bool,
     pub bot_token: String,
     pub allowed_users: Vec<String>,
 }
 
-/// `[channels_config.discord]`.
+/// `[channels_config.discord]`. `allowed_users`: user ids (snowflakes),
+/// `"*"` = everyone.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiscordConfig {
+    /// Always `true`.
+    pub enabled: bool,
     pub bot_token: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guild_id: Option<String>,
     pub allowed_users: Vec<String>,
 }
 
-/// `[channels_config.slack]`.
+/// `[channels_config.slack]`. `allowed_users`: member ids (`U…`, `W…`),
+/// `"*"` = everyone (upstream: an empty or missing list ignores every user).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SlackConfig {
+    /// Always `true`.
+    pub enabled: bool,
     pub bot_token: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel_id: Option<String>,
+    pub allowed_users: Vec<String>,
 }
 
 /// The config for `agent` (pure).
@@ -127,32 +149,40 @@ pub fn config_file(agent: &Agent, api_key: Option<&str>, channels: &Channels) ->
         channels_config: ChannelsConfig {
             cli: true,
             telegram: channels.telegram.as_ref().map(|t| TelegramConfig {
+                enabled: true,
                 bot_token: t.bot_token.clone(),
                 allowed_users: t.allowed_users.clone(),
             }),
             discord: channels.discord.as_ref().map(|d| DiscordConfig {
+                enabled: true,
                 bot_token: d.bot_token.clone(),
                 guild_id: d.guild_id.clone(),
                 allowed_users: d.allowed_users.clone(),
             }),
             slack: channels.slack.as_ref().map(|s| SlackConfig {
+                enabled: true,
                 bot_token: s.bot_token.clone(),
                 app_token: s.app_token.clone(),
                 channel_id: s.channel_id.clone(),
+                allowed_users: s.allowed_users.clone(),
             }),
         },
     }
 }
 
-/// The files for `agent`, with its decrypted API key and channels:
-/// `.zeroclaw/config.toml` (0600) and `workspace/IDENTITY.md`, `USER.md`,
-/// `SOUL.md` (0644), in that order.
+/// The files for `agent`, with its decrypted API key and channels, the
+/// config in `dialect`: `.zeroclaw/config.toml` (0600) and
+/// `workspace/IDENTITY.md`, `USER.md`, `SOUL.md` (0644), in that order.
 pub fn render(
     agent: &Agent,
     api_key: Option<&str>,
     channels: &Channels,
+    dialect: ConfigDialect,
 ) -> Result<Vec<FileEntry>, RenderError> {
-    let config = toml::to_string(&config_file(agent, api_key, channels))?;
+    let config = match dialect {
+        ConfigDialect::V1 => toml::to_string(&config_file(agent, api_key, channels))?,
+        ConfigDialect::V3 => toml::to_string(&v3::config_file(agent, api_key, channels))?,
+    };
     let identity = format!(
         "# Identity\n\nYour name is {}.\n\nYou are the agent \"{}\", hosted on zcaas.\n",
         agent.agent_name, agent.name
@@ -179,11 +209,12 @@ pub fn render(
         contents: contents.into_bytes(),
         mode,
     };
+    let persona = |name: &str| format!("{WORKSPACE_DIR}/{name}");
     Ok(vec![
         file(CONFIG_PATH, config, CONFIG_MODE),
-        file("workspace/IDENTITY.md", identity, PERSONA_MODE),
-        file("workspace/USER.md", user, PERSONA_MODE),
-        file("workspace/SOUL.md", soul, PERSONA_MODE),
+        file(&persona("IDENTITY.md"), identity, PERSONA_MODE),
+        file(&persona("USER.md"), user, PERSONA_MODE),
+        file(&persona("SOUL.md"), soul, PERSONA_MODE),
     ])
 }
 
@@ -194,7 +225,8 @@ const SECRET_KEYS: [&str; 3] = ["api_key", "bot_token", "app_token"];
 /// the injected files, so a change is visible as drift. Secrets enter only
 /// through their ciphertexts' presence, never in clear.
 ///
-/// Hashed: a format version, the image, memory and CPU limits, the slug
+/// Hashed: a format version, the runtime profile (its command and env), the
+/// image, memory and CPU limits, the slug
 /// (container, volume, router and host names derive from it), whether an API
 /// key is stored, and every file's path, mode and contents — with the values
 /// of `api_key`, `bot_token` and `app_token` in `config.toml` replaced by a
@@ -203,7 +235,7 @@ const SECRET_KEYS: [&str; 3] = ["api_key", "bot_token", "app_token"];
 /// not drift, and whoever changes a secret re-injects the files. The host
 /// port is left out (the reconciler compares it on its own, and it is
 /// claimed after the first hash is computed).
-pub fn spec_hash(agent: &Agent, files: &[FileEntry]) -> String {
+pub fn spec_hash(agent: &Agent, profile: RuntimeProfile, files: &[FileEntry]) -> String {
     let mut sorted: Vec<&FileEntry> = files.iter().collect();
     sorted.sort_by(|a, b| a.path.cmp(&b.path));
     let files: Vec<serde_json::Value> = sorted
@@ -225,7 +257,9 @@ pub fn spec_hash(agent: &Agent, files: &[FileEntry]) -> String {
         // 2: containers gained log rotation and the installation label; a
         // container created from an older spec is recreated at its next
         // start (its volume kept), so it gets both.
-        "v": 2,
+        // 3: containers run with an init process (`HostConfig.Init`).
+        "v": 3,
+        "profile": profile.name(),
         "image": agent.image,
         "memory_limit_mb": agent.memory_limit_mb,
         "nano_cpus": agent.nano_cpus,
@@ -269,6 +303,9 @@ mod tests {
     use crate::model::{DiscordChannel, SlackChannel, TelegramChannel};
     use crate::status::Status;
 
+    /// The profile the hash tests render for.
+    const P: RuntimeProfile = RuntimeProfile::Zcaas;
+
     /// The reconciler's fixture row (kept in step with the model), made
     /// distinctive.
     fn agent() -> Agent {
@@ -298,7 +335,13 @@ mod tests {
 
     #[test]
     fn files_paths_and_modes() {
-        let files = render(&agent(), Some("sk-or-key"), &Channels::default()).expect("render");
+        let files = render(
+            &agent(),
+            Some("sk-or-key"),
+            &Channels::default(),
+            ConfigDialect::V1,
+        )
+        .expect("render");
         let shape: Vec<(&str, u32)> = files.iter().map(|f| (f.path.as_str(), f.mode)).collect();
         assert_eq!(
             shape,
@@ -316,7 +359,13 @@ mod tests {
         let mut a = agent();
         a.provider_url = Some("http://stub:8080/v1".into());
         a.auto_save = "false".into();
-        let files = render(&a, Some("sk-or-key"), &Channels::default()).expect("render");
+        let files = render(
+            &a,
+            Some("sk-or-key"),
+            &Channels::default(),
+            ConfigDialect::V1,
+        )
+        .expect("render");
         let (_, config) = config_of(&files);
         assert_eq!(
             config,
@@ -348,7 +397,8 @@ mod tests {
 
     #[test]
     fn absent_key_and_url_are_omitted_and_memory_always_has_both_keys() {
-        let files = render(&agent(), None, &Channels::default()).expect("render");
+        let files =
+            render(&agent(), None, &Channels::default(), ConfigDialect::V1).expect("render");
         let (text, config) = config_of(&files);
         assert!(!text.contains("api_key"), "{text}");
         assert!(!text.contains("api_url"), "{text}");
@@ -359,6 +409,37 @@ mod tests {
         assert_eq!(memory["auto_save"].as_bool(), Some(true));
         assert_eq!(raw["channels_config"]["cli"].as_bool(), Some(true));
         assert_eq!(config.api_key, None);
+    }
+
+    #[test]
+    fn v1_channels_are_enabled_with_their_allow_lists() {
+        let channels = Channels {
+            telegram: Some(TelegramChannel {
+                bot_token: "1:tg".into(),
+                allowed_users: vec!["*".into()],
+            }),
+            discord: None,
+            slack: Some(SlackChannel {
+                bot_token: "xoxb-1".into(),
+                app_token: None,
+                channel_id: None,
+                allowed_users: vec!["U0123ABCD".into()],
+            }),
+        };
+        let files = render(&agent(), None, &channels, ConfigDialect::V1).expect("render");
+        let (text, _) = config_of(&files);
+        let raw: toml::Table = text.parse().expect("table");
+        let tg = raw["channels_config"]["telegram"]
+            .as_table()
+            .expect("telegram");
+        assert_eq!(tg["enabled"].as_bool(), Some(true), "{text}");
+        assert_eq!(tg["allowed_users"], toml::Value::Array(vec!["*".into()]));
+        let sl = raw["channels_config"]["slack"].as_table().expect("slack");
+        assert_eq!(sl["enabled"].as_bool(), Some(true));
+        assert_eq!(
+            sl["allowed_users"],
+            toml::Value::Array(vec!["U0123ABCD".into()])
+        );
     }
 
     fn hostile() -> Vec<&'static str> {
@@ -391,12 +472,13 @@ mod tests {
                     bot_token: value.into(),
                     app_token: None,
                     channel_id: Some(value.into()),
+                    allowed_users: vec![value.into()],
                 }),
             };
             let mut a = agent();
             a.model = value.into();
             a.provider_url = Some(value.into());
-            let files = render(&a, Some(value), &channels).expect("render");
+            let files = render(&a, Some(value), &channels, ConfigDialect::V1).expect("render");
             // deny_unknown_fields on every table: an injected key fails here.
             let (text, config) = config_of(&files);
             assert_eq!(config.api_key.as_deref(), Some(value), "{text}");
@@ -417,6 +499,8 @@ mod tests {
                 (sl.app_token, sl.channel_id.as_deref()),
                 (None, Some(value))
             );
+            assert_eq!(sl.allowed_users, vec![value.to_owned()]);
+            assert!(tg.enabled && dc.enabled && sl.enabled, "{text}");
             let raw: toml::Table = text.parse().expect("table");
             let keys: Vec<&str> = raw.keys().map(String::as_str).collect();
             assert_eq!(
@@ -444,7 +528,7 @@ mod tests {
             a.user_name = Some(value.into());
             a.timezone = value.into();
             a.communication_style = Some(value.into());
-            let files = render(&a, None, &Channels::default()).expect("render");
+            let files = render(&a, None, &Channels::default(), ConfigDialect::V1).expect("render");
             assert!(text(&files, "workspace/IDENTITY.md").contains(value));
             let user = text(&files, "workspace/USER.md");
             assert!(user.starts_with("# User\n"));
@@ -454,7 +538,7 @@ mod tests {
             // The config is untouched by persona text.
             assert_eq!(
                 files[0],
-                render(&agent(), None, &Channels::default()).expect("r")[0]
+                render(&agent(), None, &Channels::default(), ConfigDialect::V1).expect("r")[0]
             );
         }
     }
@@ -464,7 +548,7 @@ mod tests {
         let mut a = agent();
         a.user_name = None;
         a.communication_style = Some("  ".into());
-        let files = render(&a, None, &Channels::default()).expect("render");
+        let files = render(&a, None, &Channels::default(), ConfigDialect::V1).expect("render");
         assert_eq!(text(&files, "workspace/IDENTITY.md"),
             "# Identity\n\nYour name is Ada.\n\nYou are the agent \"Ada's helper\", hosted on zcaas.\n");
         assert_eq!(
@@ -480,27 +564,33 @@ mod tests {
     #[test]
     fn spec_hash_is_stable_and_sees_what_matters() {
         let a = agent();
-        let files = render(&a, Some("sk-1"), &Channels::default()).expect("render");
-        let base = spec_hash(&a, &files);
+        let files =
+            render(&a, Some("sk-1"), &Channels::default(), ConfigDialect::V1).expect("render");
+        let base = spec_hash(&a, P, &files);
         assert_eq!(base.len(), 64);
-        assert_eq!(base, spec_hash(&a, &files), "deterministic");
+        assert_eq!(base, spec_hash(&a, P, &files), "deterministic");
         let mut reversed = files.clone();
         reversed.reverse();
-        assert_eq!(base, spec_hash(&a, &reversed), "file order does not matter");
+        assert_eq!(
+            base,
+            spec_hash(&a, P, &reversed),
+            "file order does not matter"
+        );
 
         // Not drift: the port (compared on its own), row state, re-encryption.
         let mut same = a.clone();
         same.container_port = Some(40001);
         same.status = Status::Running;
         same.encrypted_api_key = Some("v1:k2:other-ciphertext".into());
-        assert_eq!(base, spec_hash(&same, &files));
+        assert_eq!(base, spec_hash(&same, P, &files));
 
         // Drift: image, limits, slug, config, persona, modes.
         let changed = |f: &dyn Fn(&mut Agent)| {
             let mut b = a.clone();
             f(&mut b);
-            let files = render(&b, Some("sk-1"), &Channels::default()).expect("render");
-            spec_hash(&b, &files)
+            let files =
+                render(&b, Some("sk-1"), &Channels::default(), ConfigDialect::V1).expect("render");
+            spec_hash(&b, P, &files)
         };
         for h in [
             changed(&|b| b.image = "other:1".into()),
@@ -516,7 +606,9 @@ mod tests {
         }
         let mut modes = files.clone();
         modes[0].mode = 0o644;
-        assert_ne!(spec_hash(&a, &modes), base);
+        assert_ne!(spec_hash(&a, P, &modes), base);
+        // Another runtime profile (another command or env) is drift too.
+        assert_ne!(spec_hash(&a, RuntimeProfile::ZeroclawV1, &files), base);
     }
 
     #[test]
@@ -529,15 +621,17 @@ mod tests {
             }),
             ..Default::default()
         };
-        let one = render(&a, Some("sk-secret-1"), &channels("t1")).expect("render");
-        let two = render(&a, Some("sk-secret-2"), &channels("t2")).expect("render");
-        assert_eq!(spec_hash(&a, &one), spec_hash(&a, &two));
+        let one =
+            render(&a, Some("sk-secret-1"), &channels("t1"), ConfigDialect::V1).expect("render");
+        let two =
+            render(&a, Some("sk-secret-2"), &channels("t2"), ConfigDialect::V1).expect("render");
+        assert_eq!(spec_hash(&a, P, &one), spec_hash(&a, P, &two));
         // A non-secret channel field is drift.
         let mut users = channels("t1");
         if let Some(t) = users.telegram.as_mut() {
             t.allowed_users.push("@bob".into());
         }
-        let three = render(&a, Some("sk-secret-1"), &users).expect("render");
-        assert_ne!(spec_hash(&a, &one), spec_hash(&a, &three));
+        let three = render(&a, Some("sk-secret-1"), &users, ConfigDialect::V1).expect("render");
+        assert_ne!(spec_hash(&a, P, &one), spec_hash(&a, P, &three));
     }
 }
