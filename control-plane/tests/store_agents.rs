@@ -317,3 +317,33 @@ async fn list_owned_proves_the_owner_exists() {
         .unwrap()
         .is_none());
 }
+
+/// A move to RUNNING stamps `last_health_at` in the same statement: no
+/// reader sees a RUNNING agent without a health time (the deploy e2e test
+/// once caught the gap between the transition and a separate write).
+#[tokio::test]
+async fn running_carries_its_health_time() {
+    let (_fx, db) = fresh().await;
+    let u = user_row(&db, "h@x.io").await;
+    let (a, _) = db
+        .agents()
+        .insert_pending(&agent_row(&u, "healthy"), None)
+        .await
+        .unwrap();
+    assert!(a.last_health_at.is_none());
+    db.lifecycle()
+        .transition(&a.id, Status::Pending, Status::Starting, "deploy", None)
+        .await
+        .unwrap()
+        .expect("PENDING → STARTING");
+    let starting = db.lifecycle().get(&a.id).await.unwrap().unwrap();
+    assert!(starting.last_health_at.is_none());
+    db.lifecycle()
+        .transition_to_running(&starting, "deployed")
+        .await
+        .unwrap()
+        .expect("STARTING → RUNNING");
+    let running = db.lifecycle().get(&a.id).await.unwrap().unwrap();
+    assert_eq!(running.status, Status::Running);
+    assert!(running.last_health_at.is_some());
+}

@@ -308,11 +308,8 @@ pub(crate) async fn start(
         Some(event) => {
             tracing::info!(agent_id = %agent.id, slug = %agent.slug, from = %Status::Starting,
                 to = %Status::Running, reason, "status transition");
+            // `last_health_at` was stamped by the transition itself.
             ctx.events.publish(event);
-            ctx.store
-                .lifecycle()
-                .set_healthy(&agent.id, Utc::now())
-                .await?;
         }
         // A PATCH accepted during this deploy moved the generation (the
         // files injected above are stale), or the status moved. Either way

@@ -20,8 +20,10 @@ pub trait LifecycleStore: Send + Sync {
     /// Moves agent `id` from `from` to `to` if it is in `from`, records the
     /// event with `reason`, and optionally sets the desired state, in one
     /// transaction. Returns the event if applied, `None` if the agent was
-    /// not in `from` (or is gone). Moving to RUNNING clears `last_error` and
-    /// sets `ever_running`.
+    /// not in `from` (or is gone). Moving to RUNNING clears `last_error`, sets
+    /// `ever_running` and stamps `last_health_at` (every move to RUNNING
+    /// follows a passed health check), in the same statement: no reader
+    /// sees a RUNNING agent without a health time.
     ///
     /// Guarantees: conditional (compare-and-set on `status`); event ids
     /// become visible in increasing order, so a reader that saw id N and

@@ -274,6 +274,7 @@ async fn transition_guarded(
         "UPDATE agents SET status = $1, desired_state = COALESCE($2, desired_state), updated_at = $3,
                 last_error = CASE WHEN $7 THEN NULL ELSE last_error END,
                 ever_running = ever_running OR $7,
+                last_health_at = CASE WHEN $7 THEN $3 ELSE last_health_at END,
                 deployed_generation = COALESCE($6, deployed_generation)
          WHERE id = $4 AND status = $5 AND ($6::BIGINT IS NULL OR config_generation = $6)
          RETURNING user_id, slug",

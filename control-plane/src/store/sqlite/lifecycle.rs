@@ -231,6 +231,7 @@ async fn transition_guarded(
         "UPDATE agents SET status = ?1, desired_state = COALESCE(?2, desired_state), updated_at = ?3,
                 last_error = CASE WHEN ?1 = 'RUNNING' THEN NULL ELSE last_error END,
                 ever_running = CASE WHEN ?1 = 'RUNNING' THEN 1 ELSE ever_running END,
+                last_health_at = CASE WHEN ?1 = 'RUNNING' THEN ?3 ELSE last_health_at END,
                 deployed_generation = COALESCE(?6, deployed_generation)
          WHERE id = ?4 AND status = ?5 AND (?6 IS NULL OR config_generation = ?6)
          RETURNING user_id, slug",
