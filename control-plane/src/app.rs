@@ -270,3 +270,27 @@ async fn bootstrap_admin(db: &Store, config: &Config) -> anyhow::Result<()> {
         Err(e) => Err(e).context("creating the first admin"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn a_database_urls_password_never_shows() {
+        assert_eq!(
+            redact_url("postgres://zcaas:s3cret@db.internal:5432/zcaas"),
+            "postgres://zcaas:***@db.internal:5432/zcaas"
+        );
+        // A password holding '@' or ':' is hidden whole (the last '@' ends it).
+        assert_eq!(
+            redact_url("postgres://u:p@ss:w@host/db?sslmode=require"),
+            "postgres://u:***@host/db?sslmode=require"
+        );
+        assert_eq!(redact_url("postgres://u@host/db"), "postgres://u@host/db");
+        assert_eq!(
+            redact_url("sqlite:///srv/zcaas/zcaas.db"),
+            "sqlite:///srv/zcaas/zcaas.db"
+        );
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
+}
