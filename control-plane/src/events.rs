@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, watch};
 use crate::status::Status;
 
 /// One status transition of one agent.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentEvent {
     /// Row id in `agent_events` (monotonic; SSE event id).
@@ -28,7 +28,9 @@ pub struct AgentEvent {
     pub user_id: String,
     pub slug: String,
     /// `None` for the creation event.
+    #[sqlx(rename = "from_status")]
     pub from: Option<Status>,
+    #[sqlx(rename = "to_status")]
     pub to: Status,
     pub reason: String,
     pub at: DateTime<Utc>,

@@ -55,15 +55,11 @@ impl FromRequestParts<AppState> for AuthUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts).ok_or(ApiError::Unauthorized("missing bearer token"))?;
-        let claims = state
-            .jwt
-            .verify(token)
-            .map_err(|_| ApiError::Unauthorized("invalid or expired token"))?;
+        let BearerSubject(id) = BearerSubject::from_request_parts(parts, state).await?;
         let user = state
             .store
             .users()
-            .get_by_id(&claims.sub)
+            .get_by_id(&id)
             .await?
             .ok_or(ApiError::Unauthorized("invalid or expired token"))?;
         Ok(user.into())

@@ -32,6 +32,16 @@ impl Scope {
     }
 }
 
+/// The answer of [`HistoryStore::newest`] from rows read newest first with
+/// one row more than `limit` (which tells whether older ones were left
+/// out): the newest `limit`, oldest first, and that flag.
+pub(crate) fn newest_page(mut rows: Vec<AgentEvent>, limit: u32) -> (Vec<AgentEvent>, bool) {
+    let truncated = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    rows.reverse();
+    (rows, truncated)
+}
+
 /// Reads of `agent_events`.
 #[async_trait::async_trait]
 pub trait HistoryStore: Send + Sync {

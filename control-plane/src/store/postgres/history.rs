@@ -2,13 +2,9 @@
 //! (see `lifecycle::insert_event`), so `id > N` is exactly what a reader
 //! that saw N has not seen.
 
-use sqlx::postgres::PgRow;
-use sqlx::Row;
-
 use super::{has_nul, PgStore};
 use crate::events::AgentEvent;
-use crate::status::Status;
-use crate::store::history::{HistoryStore, Scope};
+use crate::store::history::{newest_page, HistoryStore, Scope};
 
 /// The SQL condition and its bound value (`$2`) for `scope`; `$2` is
 /// bound (as NULL) even when the condition does not name it.
@@ -18,26 +14,6 @@ fn condition(scope: &Scope) -> (&'static str, Option<&str>) {
         Scope::User(id) => ("user_id = $2", Some(id)),
         Scope::Agent(id) => ("agent_id = $2", Some(id)),
     }
-}
-
-fn status(s: &str) -> Result<Status, sqlx::Error> {
-    s.parse()
-        .map_err(|e: crate::status::UnknownStatus| sqlx::Error::Decode(e.into()))
-}
-
-fn from_row(row: &PgRow) -> Result<AgentEvent, sqlx::Error> {
-    let from: Option<String> = row.try_get("from_status")?;
-    let to: String = row.try_get("to_status")?;
-    Ok(AgentEvent {
-        id: row.try_get("id")?,
-        agent_id: row.try_get("agent_id")?,
-        user_id: row.try_get("user_id")?,
-        slug: row.try_get("slug")?,
-        from: from.as_deref().map(status).transpose()?,
-        to: status(&to)?,
-        reason: row.try_get("reason")?,
-        at: row.try_get("at")?,
-    })
 }
 
 #[async_trait::async_trait]
@@ -57,20 +33,13 @@ impl HistoryStore for PgStore {
             "SELECT id, agent_id, user_id, slug, from_status, to_status, reason, at
              FROM agent_events WHERE id > $1 AND {condition} ORDER BY id DESC LIMIT $3"
         );
-        let rows = sqlx::query(&sql)
+        let rows = sqlx::query_as(&sql)
             .bind(after.unwrap_or(0))
             .bind(value)
             .bind(i64::from(limit) + 1)
             .fetch_all(&self.pool)
             .await?;
-        let truncated = rows.len() > limit as usize;
-        let mut events = rows
-            .iter()
-            .take(limit as usize)
-            .map(from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        events.reverse();
-        Ok((events, truncated))
+        Ok(newest_page(rows, limit))
     }
 
     async fn after(
@@ -87,15 +56,12 @@ impl HistoryStore for PgStore {
             "SELECT id, agent_id, user_id, slug, from_status, to_status, reason, at
              FROM agent_events WHERE id > $1 AND {condition} ORDER BY id LIMIT $3"
         );
-        sqlx::query(&sql)
+        sqlx::query_as(&sql)
             .bind(after)
             .bind(value)
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(from_row)
-            .collect()
+            .await
     }
 
     async fn last_id(&self) -> Result<i64, sqlx::Error> {
