@@ -2,19 +2,27 @@
 //! 3`) into the same [`FileConfig`] a V1 file gives, so a current-upstream config works with
 //! this runtime.
 //!
-//! The shape (upstream `crates/zeroclaw-config/src/schema/v2.rs`, the V2→V3 migration):
+//! The shape, as upstream 0.8 (zeroclaw-labs/zeroclaw v0.8.0–v0.8.4) defines it in
+//! `crates/zeroclaw-config/src/` (`schema.rs`, `providers.rs`, `multi_agent.rs`):
 //!
-//! - `[agents.<alias>]`: the agent run is `default` if present, else the first; its
-//!   `model_provider = "<type>.<alias>"` names `[providers.models.<type>.<alias>]` (`provider`,
-//!   `model`, `temperature`, `api_key`, `api_url` (or upstream's `base_url` / `uri`); type
-//!   `custom` with an `api_url` is
-//!   `custom:<url>`), its `channels = ["<type>.<alias>", …]` the channel instances it serves
-//!   (absent: every enabled one), `[agents.<alias>.workspace] path` the workspace;
+//! - `[agents.<alias>]` (`AliasedAgentConfig`): the agent run is `default` if present, else the
+//!   first; its `model_provider = "<type>.<alias>"` names `[providers.models.<type>.<alias>]`
+//!   (`ModelProviderConfig`: `model`, `temperature`, `api_key`, and `uri` the endpoint; type
+//!   `custom` with a `uri` is `custom:<url>`, another type's `uri` replaces its base URL), its
+//!   `channels = ["<type>.<alias>", …]` the channel instances it serves (absent: every enabled
+//!   one), `[agents.<alias>.workspace] path` the workspace, `[agents.<alias>.memory] backend`
+//!   its memory backend (over `[memory] backend`);
 //! - `[channels] cli` and `[channels.<type>.<alias>]` with `enabled` defaulting to **false**;
-//! - `[peer_groups.<name>] channel, agents, external_peers`: the allow-list of channel type
-//!   `channel` for the agents listed (absent: every agent); `"*"` = everyone;
-//! - `[gateway]` and `[memory]` as in V1; `[risk_profiles]`, `[runtime_profiles]` accepted and
-//!   not used; anything else is an unknown-key warning, as in V1.
+//!   Discord's `guild_ids` and Slack's `channel_ids` are lists (their first entry is used);
+//! - `[peer_groups.<name>] channel, external_peers`: the allow-list of channel `channel`, a type
+//!   (`"telegram"`) or one instance (`"telegram.work"`), whatever its `agents`, as upstream's
+//!   `Config::channel_external_peers`; `"*"` = everyone;
+//! - `[gateway]` and `[memory]` as in V1 (`[memory] backend` may be upstream's dotted
+//!   `<backend>.<alias>`); `[risk_profiles]`, `[runtime_profiles]` accepted and not used;
+//!   anything else is an unknown-key warning, as in V1.
+//!
+//! Files zcaas rendered before it wrote `uri` named the endpoint `api_url`; that key (and
+//! `base_url`) is still read when `uri` is absent.
 
 use std::path::PathBuf;
 
@@ -84,13 +92,14 @@ pub fn parse(root: Table) -> Result<(FileConfig, Vec<String>), ConfigError> {
         ));
     }
     let mut out = FileConfig::default();
+    undot_memory_backend(&mut top.table);
     memory_and_gateway(&mut top, &mut out, &mut warnings)?;
-    let _ = top.table("risk_profiles")?;
-    let _ = top.table("runtime_profiles")?;
+    for key in ["risk_profiles", "runtime_profiles", "storage"] {
+        let _ = top.table(key)?;
+    }
 
     let agent = pick_agent(&mut top)?;
     let mut served: Option<Vec<String>> = None;
-    let mut agent_alias = None;
     if let Some((alias, table)) = agent {
         let prefix = format!("agents.{alias}");
         let mut a = Section::new(table, &prefix);
@@ -105,22 +114,38 @@ pub fn parse(root: Table) -> Result<(FileConfig, Vec<String>), ConfigError> {
                 .string("path")?
                 .filter(|p| !p.is_empty())
                 .map(PathBuf::from);
+            // Cross-agent grants: there is one agent here.
+            for key in ["access", "unrestricted_filesystem", "read_memory_from"] {
+                ws.table.remove(key);
+            }
             ws.finish(&mut warnings);
         }
-        for key in ["risk_profile", "runtime_profile", "identity", "memory"] {
+        if let Some(memory) = a.table("memory")? {
+            let memory_prefix = format!("{prefix}.memory");
+            let mut memory = Section::new(memory, &memory_prefix);
+            // Upstream runs the agent's turns on this backend, not on `[memory] backend`.
+            if let Some(b) = memory.string("backend")? {
+                out.memory_backend = Some(
+                    b.parse()
+                        .map_err(|reason: String| invalid(&memory.path("backend"), &reason))?,
+                );
+            }
+            memory.finish(&mut warnings);
+        }
+        for key in ["enabled", "risk_profile", "runtime_profile", "identity"] {
             a.table.remove(key);
         }
         a.finish(&mut warnings);
-        agent_alias = Some(alias);
     }
     // Providers not referenced by the agent are not used.
     let _ = top.table("providers")?;
 
+    let mut run = RunAliases::default();
     if let Some(t) = top.table("channels")? {
-        channels_v3(t, served.as_deref(), &mut out, &mut warnings)?;
+        run = channels_v3(t, served.as_deref(), &mut out, &mut warnings)?;
     }
     if let Some(groups) = top.table("peer_groups")? {
-        peer_groups(groups, agent_alias.as_deref(), &mut out)?;
+        peer_groups(groups, &run, &mut out)?;
     }
     top.finish(&mut warnings);
     Ok((out, warnings))
@@ -145,18 +170,17 @@ fn provider(
         .ok_or_else(|| invalid(key, "names no [providers.models.<type>.<alias>] table"))?;
     let prefix = format!("providers.models.{ty}.{alias}");
     let mut p = Section::new(entry, &prefix);
-    let name = p.string("provider")?.unwrap_or_else(|| ty.to_owned());
-    // Upstream's V3 has named the endpoint `base_url` and later `uri`; zcaas writes `api_url`.
-    out.api_url = match p.string("api_url")? {
-        Some(u) => Some(u),
-        None => match p.string("base_url")? {
-            Some(u) => Some(u),
-            None => p.string("uri")?,
-        },
-    };
-    out.default_provider = Some(match (&*name, &out.api_url) {
-        ("custom", Some(url)) => format!("custom:{url}"),
-        _ => name,
+    // The type is the table's key (upstream has no `provider` field). The endpoint is `uri`;
+    // zcaas wrote `api_url` before it knew, and `base_url` is read for the same reason.
+    let mut uri = None;
+    for key in ["uri", "api_url", "base_url"] {
+        let value = p.string(key)?.filter(|u| !u.trim().is_empty());
+        uri = uri.or(value);
+    }
+    out.api_url = uri;
+    out.default_provider = Some(match &out.api_url {
+        Some(url) if ty == "custom" => format!("custom:{url}"),
+        _ => ty.to_owned(),
     });
     out.default_model = p.string("model")?;
     out.default_temperature = p.float("temperature")?;
@@ -168,13 +192,60 @@ fn provider(
     Ok(())
 }
 
-/// `[channels]`: `cli` and the instances the agent serves.
+/// The alias of the instance run for each channel type.
+#[derive(Debug, Default)]
+struct RunAliases {
+    telegram: Option<String>,
+    discord: Option<String>,
+    slack: Option<String>,
+}
+
+/// `[memory] backend`: upstream's dotted `<backend>.<alias>` (a storage instance) is read as
+/// `<backend>`.
+fn undot_memory_backend(root: &mut Table) {
+    if let Some(Value::String(b)) = root
+        .get_mut("memory")
+        .and_then(Value::as_table_mut)
+        .and_then(|m| m.get_mut("backend"))
+    {
+        if let Some((kind, _alias)) = b.split_once('.') {
+            *b = kind.to_owned();
+        }
+    }
+}
+
+/// Slack's `channel_ids` (upstream's list, `"*"` or empty = every channel) as the
+/// `channel_id` the channel reader takes: the first real entry.
+fn slack_channel_ids(s: &mut Section<'_>, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
+    let Some(ids) = s.strings("channel_ids")? else {
+        return Ok(());
+    };
+    let mut ids: Vec<String> = ids
+        .into_iter()
+        .filter(|c| !c.trim().is_empty() && c != "*")
+        .collect();
+    if ids.len() > 1 {
+        warnings.push(format!(
+            "`{}` lists {} channels; only the first is watched",
+            s.path("channel_ids"),
+            ids.len()
+        ));
+    }
+    if !ids.is_empty() && !s.table.contains_key("channel_id") {
+        s.table
+            .insert("channel_id".to_owned(), Value::String(ids.swap_remove(0)));
+    }
+    Ok(())
+}
+
+/// `[channels]`: `cli` and the instances the agent serves; returns the alias run per type.
 fn channels_v3(
     table: Table,
     served: Option<&[String]>,
     out: &mut FileConfig,
     warnings: &mut Vec<String>,
-) -> Result<(), ConfigError> {
+) -> Result<RunAliases, ConfigError> {
+    let mut run = RunAliases::default();
     let mut top = Section::new(table, "channels");
     out.channels.cli = top.bool("cli")?.unwrap_or(true);
     for ty in ["telegram", "discord", "slack"] {
@@ -198,12 +269,24 @@ fn channels_v3(
             match ty {
                 "telegram" if out.channels.telegram.is_none() => {
                     out.channels.telegram = channels::telegram(&mut s, false)?;
+                    if out.channels.telegram.is_some() {
+                        run.telegram = Some(alias);
+                    }
                 }
                 "discord" if out.channels.discord.is_none() => {
                     out.channels.discord = channels::discord(&mut s, false)?;
+                    if out.channels.discord.is_some() {
+                        run.discord = Some(alias);
+                    }
                 }
                 "slack" if out.channels.slack.is_none() => {
+                    if s.table.get("enabled").and_then(Value::as_bool) == Some(true) {
+                        slack_channel_ids(&mut s, warnings)?;
+                    }
                     out.channels.slack = channels::slack(&mut s, false)?;
+                    if out.channels.slack.is_some() {
+                        run.slack = Some(alias);
+                    }
                 }
                 _ => {
                     warnings.push(format!(
@@ -224,16 +307,14 @@ fn channels_v3(
         }
     }
     top.finish(warnings);
-    Ok(())
+    Ok(run)
 }
 
 /// `[peer_groups.*]`: adds each group's `external_peers` to the allow-list of its channel,
-/// when the group names the agent (or no agents at all).
-fn peer_groups(
-    groups: Table,
-    agent: Option<&str>,
-    out: &mut FileConfig,
-) -> Result<(), ConfigError> {
+/// a type (`telegram`: every instance) or one instance (`telegram.<alias>`). As upstream's
+/// `Config::channel_external_peers` (`crates/zeroclaw-config/src/schema.rs`), the group's
+/// `agents` play no part in who may talk on the channel, nor does its `ignore`.
+fn peer_groups(groups: Table, run: &RunAliases, out: &mut FileConfig) -> Result<(), ConfigError> {
     for (name, value) in groups {
         let Value::Table(t) = value else {
             return Err(invalid(&format!("peer_groups.{name}"), "expected a table"));
@@ -243,17 +324,23 @@ fn peer_groups(
         let channel = g
             .string("channel")?
             .ok_or_else(|| invalid(&g.path("channel"), "expected a channel type"))?;
-        let agents = g.strings("agents")?;
+        let _ = g.strings("agents")?;
         let peers = g.strings("external_peers")?.unwrap_or_default();
-        if let (Some(agents), Some(me)) = (agents, agent) {
-            if !agents.iter().any(|a| a == me) {
-                continue;
+        let (ty, alias) = match channel.split_once('.') {
+            Some((ty, alias)) => (ty, Some(alias)),
+            None => (channel.as_str(), None),
+        };
+        let is_run = |run: &Option<String>| alias.is_none() || run.as_deref() == alias;
+        let list = match ty {
+            "telegram" if is_run(&run.telegram) => {
+                out.channels.telegram.as_mut().map(|c| &mut c.allowed_users)
             }
-        }
-        let list = match channel.as_str() {
-            "telegram" => out.channels.telegram.as_mut().map(|c| &mut c.allowed_users),
-            "discord" => out.channels.discord.as_mut().map(|c| &mut c.allowed_users),
-            "slack" => out.channels.slack.as_mut().map(|c| &mut c.allowed_users),
+            "discord" if is_run(&run.discord) => {
+                out.channels.discord.as_mut().map(|c| &mut c.allowed_users)
+            }
+            "slack" if is_run(&run.slack) => {
+                out.channels.slack.as_mut().map(|c| &mut c.allowed_users)
+            }
             _ => None,
         };
         if let Some(list) = list {
@@ -285,12 +372,17 @@ channels = ["telegram.default", "slack.default"]
 [agents.default.workspace]
 path = "/zeroclaw-data/workspace"
 
+[agents.default.memory]
+backend = "markdown"
+
 [channels]
 cli = true
 
 [channels.slack.default]
 enabled = true
 bot_token = "xoxb-1"
+app_token = "xapp-1"
+channel_ids = ["C0123ABCD"]
 
 [channels.telegram.default]
 enabled = true
@@ -299,6 +391,7 @@ bot_token = "1:tg"
 [channels.discord.default]
 enabled = true
 bot_token = "dc"
+guild_ids = ["42"]
 
 [gateway]
 port = 42617
@@ -321,11 +414,10 @@ agents = ["default"]
 external_peers = ["*"]
 
 [providers.models.custom.default]
-provider = "custom"
 model = "stub-model"
 temperature = 0.2
 api_key = "sk-test"
-api_url = "http://stub:8080/v1"
+uri = "http://stub:8080/v1"
 
 [risk_profiles.default]
 
@@ -361,11 +453,79 @@ api_url = "http://stub:8080/v1"
         assert_eq!(tg.allowed_users, vec!["*"]);
         let sl = cfg.channels.slack.expect("slack");
         assert_eq!(sl.allowed_users, vec!["U0123ABCD"]);
+        assert_eq!(sl.channel_id.as_deref(), Some("C0123ABCD"));
+        assert!(sl.app_token.is_some());
+    }
+
+    /// A config as upstream 0.8 writes one: dotted storage reference, a non-custom provider
+    /// with its own endpoint, keys of upstream's that this runtime has no use for.
+    #[test]
+    fn an_upstream_written_v3_file_is_read() {
+        let text = r#"
+schema_version = 3
+[providers.models.openrouter.main]
+api_key = "sk-or"
+uri = "https://proxy.example/api/v1"
+model = "anthropic/claude-sonnet-4"
+temperature = 0.5
+timeout_secs = 90
+[agents.assistant]
+enabled = true
+model_provider = "openrouter.main"
+risk_profile = "default"
+runtime_profile = "default"
+channels = ["discord.work"]
+[agents.assistant.workspace]
+path = "/srv/assistant"
+access = {}
+unrestricted_filesystem = false
+read_memory_from = []
+[agents.assistant.memory]
+backend = "sqlite"
+[memory]
+backend = "sqlite.default"
+auto_save = true
+[storage.sqlite.default]
+[channels]
+cli = false
+[channels.discord.work]
+enabled = true
+bot_token = "dc"
+guild_ids = ["42", "43"]
+[peer_groups.discord_work]
+channel = "discord.work"
+agents = ["assistant"]
+external_peers = ["123456789012345678"]
+ignore = []
+[risk_profiles.default]
+level = "supervised"
+[runtime_profiles.default]
+agentic = true
+"#;
+        let (cfg, warnings) = parse(text).expect("parses");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(cfg.default_provider.as_deref(), Some("openrouter"));
+        assert_eq!(cfg.api_url.as_deref(), Some("https://proxy.example/api/v1"));
+        assert_eq!(
+            cfg.default_model.as_deref(),
+            Some("anthropic/claude-sonnet-4")
+        );
+        assert_eq!(cfg.default_temperature, Some(0.5));
+        assert_eq!(cfg.memory_backend, Some(MemoryBackend::Sqlite));
+        assert_eq!(cfg.auto_save, Some(true));
+        assert_eq!(
+            cfg.workspace.as_deref(),
+            Some(std::path::Path::new("/srv/assistant"))
+        );
+        assert!(!cfg.channels.cli);
+        let dc = cfg.channels.discord.expect("discord");
+        assert_eq!(dc.guild_id.as_deref(), Some("42"));
+        assert_eq!(dc.allowed_users, vec!["123456789012345678"]);
     }
 
     #[test]
-    fn upstream_endpoint_names_are_read_as_api_url() {
-        for key in ["base_url", "uri"] {
+    fn the_endpoint_is_uri_and_older_names_are_still_read() {
+        for key in ["uri", "api_url", "base_url"] {
             let text = format!(
                 "schema_version = 3\n[agents.default]\nmodel_provider = \"custom.default\"\n\
                  [providers.models.custom.default]\n{key} = \"http://llm:1/v1\"\n"
@@ -378,6 +538,25 @@ api_url = "http://stub:8080/v1"
                 Some("custom:http://llm:1/v1")
             );
         }
+        // `uri` wins; upstream has no `provider` key (the type is the table's).
+        let text = "schema_version = 3\n[agents.default]\nmodel_provider = \"openai.x\"\n\
+                    [providers.models.openai.x]\nprovider = \"groq\"\napi_url = \"http://old:1\"\n\
+                    uri = \"http://new:1\"\n";
+        let (cfg, _) = parse(text).expect("parses");
+        assert_eq!(cfg.api_url.as_deref(), Some("http://new:1"));
+        assert_eq!(cfg.default_provider.as_deref(), Some("openai"));
+    }
+
+    #[test]
+    fn the_agents_memory_backend_wins() {
+        let text = "schema_version = 3\n[memory]\nbackend = \"sqlite\"\n\
+                    [agents.default.memory]\nbackend = \"none\"\n";
+        let (cfg, warnings) = parse(text).expect("parses");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(cfg.memory_backend, Some(MemoryBackend::None));
+        let text = "schema_version = 3\n[memory]\nbackend = \"markdown.notes\"\n";
+        let (cfg, _) = parse(text).expect("parses");
+        assert_eq!(cfg.memory_backend, Some(MemoryBackend::Markdown));
     }
 
     #[test]
@@ -391,16 +570,44 @@ api_url = "http://stub:8080/v1"
     }
 
     #[test]
-    fn peer_groups_of_other_agents_are_not_ours() {
+    fn slack_channel_ids_give_the_first_channel() {
+        let slack = |ids: &str| {
+            let text = format!(
+                "schema_version = 3\n[channels.slack.default]\nenabled = true\n\
+                 bot_token = \"xoxb\"\nchannel_ids = {ids}\n"
+            );
+            parse(&text).expect("parses")
+        };
+        let (cfg, warnings) = slack("[\"*\"]");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(cfg.channels.slack.expect("slack").channel_id, None);
+        let (cfg, warnings) = slack("[\"C1\", \"C2\"]");
+        assert_eq!(
+            cfg.channels.slack.expect("slack").channel_id.as_deref(),
+            Some("C1")
+        );
+        assert_eq!(
+            warnings,
+            vec![
+                "`channels.slack.default.channel_ids` lists 2 channels; only the first is watched"
+            ]
+        );
+    }
+
+    #[test]
+    fn peer_groups_bind_a_channel_not_an_agent() {
+        // As upstream: a group adds its peers to its channel whatever agents it names; a
+        // dotted channel only to that instance.
         let text = "schema_version = 3\n[agents.default]\n\
                     [channels.telegram.default]\nenabled = true\nbot_token = \"1:tg\"\n\
                     [peer_groups.mine]\nchannel = \"telegram\"\nexternal_peers = [\"@alice\"]\n\
-                    [peer_groups.theirs]\nchannel = \"telegram\"\nagents = [\"other\"]\nexternal_peers = [\"@mallory\"]\n";
+                    [peer_groups.theirs]\nchannel = \"telegram\"\nagents = [\"other\"]\nexternal_peers = [\"@bob\"]\n\
+                    [peer_groups.here]\nchannel = \"telegram.default\"\nexternal_peers = [\"@carol\"]\n\
+                    [peer_groups.elsewhere]\nchannel = \"telegram.work\"\nexternal_peers = [\"@mallory\"]\n";
         let (cfg, _) = parse(text).expect("parses");
-        assert_eq!(
-            cfg.channels.telegram.expect("tg").allowed_users,
-            vec!["@alice"]
-        );
+        let mut users = cfg.channels.telegram.expect("tg").allowed_users;
+        users.sort();
+        assert_eq!(users, vec!["@alice", "@bob", "@carol"]);
     }
 
     #[test]
@@ -422,8 +629,22 @@ api_url = "http://stub:8080/v1"
                 "providers.models.openai.x.temperature",
             ),
             (
+                "schema_version = 3\n[agents.a]\nmodel_provider = \"openai.x\"\n\
+                 [providers.models.openai.x]\nuri = 1",
+                "providers.models.openai.x.uri",
+            ),
+            (
+                "schema_version = 3\n[agents.a.memory]\nbackend = \"postgres\"",
+                "agents.a.memory.backend",
+            ),
+            (
                 "schema_version = 3\n[channels.telegram.default]\nenabled = true\nbot_token = \"\"",
                 "channels.telegram.default.bot_token",
+            ),
+            (
+                "schema_version = 3\n[channels.slack.default]\nenabled = true\n\
+                 bot_token = \"x\"\nchannel_ids = \"C1\"",
+                "channels.slack.default.channel_ids",
             ),
             (
                 "schema_version = 3\n[peer_groups.x]\nexternal_peers = []",
