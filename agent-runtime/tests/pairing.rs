@@ -87,7 +87,7 @@ async fn pair_wrong_right_and_reused_code() {
     assert_eq!(status, 200);
     assert_eq!(
         body,
-        json!({"success": true, "pairing_required": false, "pairing_code": null})
+        json!({"success": true, "pairing_required": true, "pairing_code": null})
     );
 }
 

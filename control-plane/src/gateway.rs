@@ -1,5 +1,5 @@
 //! Client for the ZeroClaw gateway protocol (DESIGN.md §1) that every agent
-//! container speaks: `/health`, `/pair`, `/api/status`, `/webhook`. It speaks
+//! container speaks: `/health`, `/pair`, `/pair/code`, `/api/status`, `/webhook`. It speaks
 //! the protocol, not our runtime's implementation of it, so it drives the
 //! stock upstream image too.
 //!
@@ -51,6 +51,18 @@ pub enum GatewayError {
 pub struct WebhookReply {
     pub status: u16,
     pub body: serde_json::Value,
+}
+
+/// What `GET /pair/code` says ([`GatewayClient::pair_code`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PairCode {
+    /// The runtime is unpaired and this is its current one-time code.
+    Code(String),
+    /// No code to hand out: the runtime is paired already (or pairing is
+    /// off; [`GatewayClient::pairing_open`] tells which).
+    None,
+    /// The runtime does not answer `/pair/code` to us.
+    Unavailable,
 }
 
 /// Connect timeout for every request.
@@ -163,11 +175,7 @@ impl GatewayClient {
     /// answer over [`SMALL_ANSWER_LIMIT`] is an error like any other.
     pub async fn health(&self, base: &str) -> Result<serde_json::Value, GatewayError> {
         let request = self.http.get(format!("{base}/health"));
-        let response = self.send(request, self.request_timeout).await?;
-        let status = response.status().as_u16();
-        let body = self
-            .read_capped(response, SMALL_ANSWER_LIMIT, self.request_timeout)
-            .await?;
+        let (status, body) = self.small(request).await?;
         if status != 200 {
             return Err(unexpected(status, &body));
         }
@@ -178,19 +186,61 @@ impl GatewayClient {
     /// `Ok(false)` on 401, an error otherwise (a 3xx, or an answer over
     /// [`SMALL_ANSWER_LIMIT`], included).
     pub async fn token_valid(&self, base: &str, token: &str) -> Result<bool, GatewayError> {
-        let request = self
-            .http
-            .get(format!("{base}/api/status"))
-            .bearer_auth(token);
-        let response = self.send(request, self.request_timeout).await?;
-        let status = response.status().as_u16();
-        let body = self
-            .read_capped(response, SMALL_ANSWER_LIMIT, self.request_timeout)
-            .await?;
+        self.status_admits(base, Some(token)).await
+    }
+
+    /// `GET {base}/api/status` without credentials: `Ok(true)` when it
+    /// answers 200, i.e. the runtime does not enforce pairing (upstream's
+    /// `require_auth` lets everyone in when `require_pairing = false`),
+    /// `Ok(false)` on 401. Upstream does not count a 401 of `/api/status`
+    /// towards its failed-attempt lockout, so asking is free.
+    pub async fn pairing_open(&self, base: &str) -> Result<bool, GatewayError> {
+        self.status_admits(base, None).await
+    }
+
+    /// `GET {base}/api/status`, with `token` as bearer if any: 200 →
+    /// `Ok(true)`, 401 → `Ok(false)`, anything else an error.
+    async fn status_admits(&self, base: &str, token: Option<&str>) -> Result<bool, GatewayError> {
+        let mut request = self.http.get(format!("{base}/api/status"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let (status, body) = self.small(request).await?;
         match status {
             200 => Ok(true),
             401 => Ok(false),
             _ => Err(unexpected(status, &body)),
+        }
+    }
+
+    /// `GET {base}/pair/code`: the runtime's current one-time code while it
+    /// is unpaired (upstream 0.6+, `src/gateway/mod.rs` `handle_pair_code`:
+    /// `{"success":true,"pairing_required":bool,"pairing_code":"123456"|null}`).
+    ///
+    /// [`PairCode::Unavailable`] when the runtime does not answer it (404,
+    /// 405, or our runtime's 403 to non-loopback peers); a code that is not
+    /// six digits is [`GatewayError::Unexpected`], never sent anywhere.
+    pub async fn pair_code(&self, base: &str) -> Result<PairCode, GatewayError> {
+        let request = self.http.get(format!("{base}/pair/code"));
+        let (status, body) = self.small(request).await?;
+        match status {
+            200 => {}
+            403..=405 => return Ok(PairCode::Unavailable),
+            _ => return Err(unexpected(status, &body)),
+        }
+        let value: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|_| unexpected(status, &body))?;
+        match value.get("pairing_code") {
+            None | Some(serde_json::Value::Null) => Ok(PairCode::None),
+            Some(serde_json::Value::String(code))
+                if code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                Ok(PairCode::Code(code.clone()))
+            }
+            Some(_) => Err(GatewayError::Unexpected {
+                status,
+                body: "pairing_code is not six digits".into(),
+            }),
         }
     }
 
@@ -223,6 +273,20 @@ impl GatewayClient {
         let body = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| serde_json::json!({ "error": excerpt(&bytes) }));
         Ok(WebhookReply { status, body })
+    }
+
+    /// Sends `request` with the request timeout and reads its answer, up to
+    /// [`SMALL_ANSWER_LIMIT`]: `(status, body)`.
+    async fn small(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(u16, Vec<u8>), GatewayError> {
+        let response = self.send(request, self.request_timeout).await?;
+        let status = response.status().as_u16();
+        let body = self
+            .read_capped(response, SMALL_ANSWER_LIMIT, self.request_timeout)
+            .await?;
+        Ok((status, body))
     }
 
     /// Sends `request` with the whole-request `timeout` (which also bounds

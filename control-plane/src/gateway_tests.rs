@@ -560,3 +560,54 @@ async fn connection_closed_mid_request_is_unreachable_and_not_retried() {
         "the code was sent once"
     );
 }
+
+/// `/pair/code` as upstream answers it, and what is not a code.
+#[tokio::test]
+async fn pair_code_and_pairing_open() {
+    let router = Router::new()
+        .route(
+            "/unpaired/pair/code",
+            get(|| async {
+                Json(json!({"success": true, "pairing_required": true, "pairing_code": "654321"}))
+            }),
+        )
+        .route(
+            "/paired/pair/code",
+            get(|| async {
+                Json(json!({"success": true, "pairing_required": true, "pairing_code": null}))
+            }),
+        )
+        .route(
+            "/odd/pair/code",
+            get(|| async { Json(json!({"pairing_code": "12345; rm -rf /"})) }),
+        )
+        .route(
+            "/loopback/pair/code",
+            get(|| async { (StatusCode::FORBIDDEN, "loopback only") }),
+        )
+        .route("/open/api/status", get(|| async { Json(json!({})) }))
+        .route("/closed/api/status", get(status));
+    let base = serve(router).await;
+    let client = GatewayClient::new();
+    let code = |p: &str| {
+        let url = format!("{base}/{p}");
+        let client = client.clone();
+        async move { client.pair_code(&url).await.ok() }
+    };
+    assert_eq!(
+        code("unpaired").await,
+        Some(PairCode::Code("654321".into()))
+    );
+    assert_eq!(code("paired").await, Some(PairCode::None));
+    assert_eq!(code("loopback").await, Some(PairCode::Unavailable));
+    assert_eq!(code("missing").await, Some(PairCode::Unavailable));
+    assert_eq!(code("odd").await, None, "not six digits is an error");
+    assert!(client
+        .pairing_open(&format!("{base}/open"))
+        .await
+        .expect("answered"));
+    assert!(!client
+        .pairing_open(&format!("{base}/closed"))
+        .await
+        .expect("answered"));
+}

@@ -71,7 +71,9 @@ pub async fn pair(
 }
 
 /// `GET /pair/code`: `{"success":true,"pairing_required":bool,"pairing_code":"123456"|null}`
-/// to loopback peers; 403 to anyone else.
+/// to loopback peers; 403 to anyone else. As upstream 0.6.9 answers it
+/// (`src/gateway/mod.rs`, `handle_pair_code`): `pairing_required` is the configuration's
+/// `require_pairing`, and the code is there only while the gateway is unpaired.
 pub async fn code(
     State(st): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -81,7 +83,7 @@ pub async fn code(
     }
     Ok(Json(json!({
         "success": true,
-        "pairing_required": st.pairing.require_pairing() && !st.pairing.is_paired(),
-        "pairing_code": st.pairing.current_code(),
+        "pairing_required": st.pairing.require_pairing(),
+        "pairing_code": st.pairing.current_code().filter(|_| !st.pairing.is_paired()),
     })))
 }

@@ -88,6 +88,10 @@ impl Orchestrator for DockerRuntime {
         Ok(id)
     }
 
+    async fn write_files(&self, id: &str, files: &[FileEntry]) -> Result<()> {
+        Ok(DockerRuntime::upload_files(self, id, files).await?)
+    }
+
     async fn start(&self, id: &str) -> Result<Incarnation> {
         DockerRuntime::start(self, id).await?;
         self.incarnation(id).await

@@ -482,6 +482,14 @@ impl Orchestrator for FakeOrchestrator {
         self.create_locked(&mut st, spec, files)
     }
 
+    async fn write_files(&self, id: &str, files: &[FileEntry]) -> Result<()> {
+        let mut st = self.lock();
+        let id = st.id_of(id).ok_or_else(|| gone(id))?;
+        let w = st.workloads.get_mut(&id).ok_or_else(|| gone(&id))?;
+        w.files = files.to_vec();
+        Ok(())
+    }
+
     async fn start(&self, id: &str) -> Result<Incarnation> {
         let mut st = self.lock();
         let id = st.id_of(id).ok_or_else(|| gone(id))?;

@@ -291,6 +291,10 @@ pub trait Orchestrator: Send + Sync + 'static {
     /// in it, and returns its id; adopts an existing workload of that name
     /// carrying this agent's id (its files are written again).
     async fn create(&self, spec: &ContainerSpec, files: &[FileEntry]) -> Result<String>;
+    /// Writes `files` into the existing workload's data volume again (as
+    /// [`Orchestrator::create`] does), replacing what the runtime saved
+    /// there; a running workload reads them at its next start.
+    async fn write_files(&self, id: &str, files: &[FileEntry]) -> Result<()>;
     /// Starts the workload (already running is success) and returns the
     /// incarnation it runs as.
     async fn start(&self, id: &str) -> Result<Incarnation>;

@@ -14,16 +14,16 @@ use super::plan::{backoff, exit_reason};
 use super::{ports, Context, Inner};
 use crate::addressing::gateway_base;
 use crate::agent_files;
-use crate::gateway::GatewayError;
+use crate::gateway::{GatewayError, PairCode};
 use crate::model::{Agent, Channels};
-use crate::orchestrator::{ContainerSpec, ObservedContainer, Ownership, AGENT_ID_LABEL};
+use crate::orchestrator::{ContainerSpec, FileEntry, ObservedContainer, Ownership, AGENT_ID_LABEL};
 use crate::runtime_profile::{ProfileCache, RuntimeProfile};
 use crate::secrets::SecretField;
 use crate::status::{DesiredState, Status};
 
 /// How long `docker stop` waits before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
-/// Interval between `/health` (and stored-token) polls while starting.
+/// Interval between `/health` polls while starting.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Fault injection for the crash-safety tests: with `ZCAAS_CRASH_AT=<point>`
@@ -179,6 +179,38 @@ async fn runtime_profile(ctx: &Context, image: &str) -> anyhow::Result<RuntimePr
     Ok(profile)
 }
 
+/// The files injected into `agent`'s data volume (config and persona) in
+/// `profile`'s dialect, with its secrets decrypted. The config always
+/// requires pairing and lists no paired token.
+fn render_files(
+    ctx: &Context,
+    agent: &Agent,
+    profile: RuntimeProfile,
+) -> anyhow::Result<Vec<FileEntry>> {
+    let api_key = agent
+        .encrypted_api_key
+        .as_deref()
+        .map(|c| ctx.secrets.decrypt(&agent.id, SecretField::ApiKey, c))
+        .transpose()
+        .context("decrypting the API key")?;
+    let channels: Channels = match agent.encrypted_channels.as_deref() {
+        Some(c) => {
+            let json = ctx
+                .secrets
+                .decrypt(&agent.id, SecretField::Channels, c)
+                .context("decrypting channels")?;
+            serde_json::from_str(&json).context("stored channels are not valid JSON")?
+        }
+        None => Channels::default(),
+    };
+    Ok(agent_files::render(
+        agent,
+        api_key.as_deref(),
+        &channels,
+        profile.dialect(),
+    )?)
+}
+
 /// STARTING → RUNNING: create or adopt the container, inject config and
 /// persona, start it, pair with the code printed since this start, wait for
 /// `/health`. If the agent's configuration changed meanwhile (a PATCH during
@@ -205,23 +237,7 @@ pub(crate) async fn start(
         Some(p) => u16::try_from(p).context("stored port out of range")?,
         None => ports::claim(ctx, &agent.id).await?,
     };
-    let api_key = agent
-        .encrypted_api_key
-        .as_deref()
-        .map(|c| ctx.secrets.decrypt(&agent.id, SecretField::ApiKey, c))
-        .transpose()
-        .context("decrypting the API key")?;
-    let channels: Channels = match agent.encrypted_channels.as_deref() {
-        Some(c) => {
-            let json = ctx
-                .secrets
-                .decrypt(&agent.id, SecretField::Channels, c)
-                .context("decrypting channels")?;
-            serde_json::from_str(&json).context("stored channels are not valid JSON")?
-        }
-        None => Channels::default(),
-    };
-    let files = agent_files::render(agent, api_key.as_deref(), &channels, profile.dialect())?;
+    let files = render_files(ctx, agent, profile)?;
     let hash = agent_files::spec_hash(agent, profile, &files);
     let spec = container_spec(ctx, agent, profile, port, &hash);
 
@@ -291,7 +307,12 @@ pub(crate) async fn start(
             )
         })?;
     let started_at = incarnation.started_at;
-    until_cancelled(cancel, pair(inner, agent, &container_id, &base, started_at)).await??;
+    let target = PairingTarget {
+        container_id: &container_id,
+        port: Some(i64::from(port)),
+        files: &files,
+    };
+    let base = until_cancelled(cancel, pair(inner, agent, &target, base, started_at)).await??;
     until_cancelled(cancel, wait_healthy(inner, &container_id, &base)).await??;
 
     let reason = if agent.ever_running {
@@ -345,48 +366,122 @@ async fn remove_orphan_holding_name(
     Ok(None)
 }
 
-/// Obtains a token for the container start at `started_at`: pairs with the
-/// code printed since that start, or — for a runtime that keeps tokens across
-/// restarts and prints no code — keeps the stored token once `/api/status`
-/// accepts it. Stores the encrypted token with that start time.
+/// The container a pairing is for: its id, the host port it publishes (for
+/// host-port addressing) and the files to inject again if its runtime has to
+/// be reset ([`pair`]).
+pub(crate) struct PairingTarget<'a> {
+    pub container_id: &'a str,
+    pub port: Option<i64>,
+    pub files: &'a [FileEntry],
+}
+
+/// How the control plane came by a token for one start of the runtime, or
+/// why it could not ([`obtain_token`]).
+#[derive(Debug)]
+enum Obtained {
+    /// Paired with this start's code (from its logs, or from `/pair/code`
+    /// when the logs missed it): a new token.
+    Paired(String),
+    /// The runtime kept its tokens across the restart and printed no code;
+    /// `/api/status` accepts the stored one.
+    Kept(String),
+    /// The runtime does not enforce pairing (its own config says
+    /// `require_pairing = false`, e.g. the stock image's baked config).
+    PairingDisabled,
+    /// The runtime is paired with tokens the control plane does not hold
+    /// (the stored one is rejected or there is none), so it prints no code.
+    ForeignTokens,
+    /// No code within the pairing timeout from a runtime that runs, answers
+    /// and rejects the stored token, but does not say why (it has no
+    /// `/pair/code` for us): most likely tokens kept on its volume that the
+    /// control plane does not hold.
+    Silent,
+}
+
+/// Obtains a token for the container start at `started_at`, and stores it
+/// (encrypted) with that start. Returns the gateway base to use from now on.
+///
+/// Each state the runtime can be in has its branch, all bounded by the
+/// pairing timeout ([`obtain_token`]):
+/// - a code in the logs since this start (or from `GET /pair/code`): paired
+///   with it, the code sent once;
+/// - no code because the runtime kept its tokens: the stored token is kept
+///   once `/api/status` accepts it;
+/// - no code and the stored token rejected (tokens the control plane does
+///   not hold: `/pair/code` has no code although pairing is enforced, or —
+///   for a runtime that does not answer `/pair/code` to us — it stays
+///   silent for the whole pairing timeout), or pairing disabled by the
+///   runtime's own config: the control plane's files (`require_pairing =
+///   true`, no paired token) and an empty token store ([`reset_files`]) are
+///   written into the volume again and the container restarted **once**;
+///   if that start still cannot be paired, the error says which state the
+///   runtime was in (the reconciler's [`fail`] records it in `lastError`).
+///
+/// Upstream's `POST /api/pairing/initiate` is not a way out here: it runs
+/// `require_auth` first (0.6.9 `src/gateway/api_pairing.rs`), so it only
+/// mints a code for a caller whose token the runtime already accepts — the
+/// "kept" branch.
 pub(crate) async fn pair(
     inner: &Inner,
     agent: &Agent,
-    container_id: &str,
-    base: &str,
+    target: &PairingTarget<'_>,
+    base: String,
     started_at: DateTime<Utc>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<String> {
     let ctx = &inner.ctx;
     let stored = agent
         .encrypted_token
         .as_deref()
         .and_then(|c| ctx.secrets.decrypt(&agent.id, SecretField::Token, c).ok());
-    let code = super::pairing::wait_for_code(
-        ctx.orchestrator.as_ref(),
-        container_id,
-        started_at,
-        ctx.config.pairing_timeout,
-    );
-    let kept = async {
-        match stored.as_deref() {
-            Some(token) => loop {
-                if let Ok(true) = ctx.gateway.token_valid(base, token).await {
-                    return token.to_owned();
-                }
-                tokio::time::sleep(POLL_INTERVAL * 3).await;
-            },
-            None => std::future::pending().await,
-        }
-    };
-    let token = tokio::select! {
-        code = code => match code? {
-            Some(code) => {
-                crash_point("after-code");
-                pair_with_code(ctx, base, &code).await?
+    let (mut base, mut started_at, mut reset) = (base, started_at, None);
+    let token = loop {
+        let obtained = obtain_token(
+            ctx,
+            target.container_id,
+            &base,
+            started_at,
+            stored.as_deref(),
+        )
+        .await?;
+        let why = match obtained {
+            Obtained::Paired(token) | Obtained::Kept(token) => break token,
+            Obtained::PairingDisabled => {
+                "the runtime does not require pairing (its configuration says \
+                 require_pairing = false)"
             }
-            None => bail!("{}", no_code_reason(ctx, container_id).await),
-        },
-        token = kept => token,
+            Obtained::ForeignTokens => {
+                "the runtime is paired with tokens zcaas does not hold and prints no pairing code"
+            }
+            Obtained::Silent => {
+                "the runtime printed no pairing code in time and rejects the stored token"
+            }
+        };
+        if let Some(first) = reset {
+            bail!(
+                "{why}, still after zcaas wrote its configuration (require_pairing = true, \
+                 no paired tokens) and restarted the agent once (first: {first})"
+            );
+        }
+        tracing::warn!(agent_id = %agent.id, slug = %agent.slug, reason = why,
+            "resetting the runtime's pairing: writing the configuration again and restarting once");
+        reset = Some(why);
+        ctx.orchestrator
+            .write_files(target.container_id, &reset_files(target.files))
+            .await
+            .context("writing the configuration again")?;
+        let incarnation = ctx
+            .orchestrator
+            .restart(target.container_id, STOP_TIMEOUT)
+            .await
+            .context("restarting the agent to reset its pairing")?;
+        started_at = incarnation.started_at;
+        let endpoint = ctx
+            .orchestrator
+            .endpoint(target.container_id)
+            .await?
+            .ok_or_else(|| anyhow!("container vanished after the restart"))?;
+        base = gateway_base(&ctx.config, target.port, Some(&endpoint))
+            .ok_or_else(|| anyhow!("the agent has no gateway address after the restart"))?;
     };
     crash_point("after-pair");
     let encrypted = ctx.secrets.encrypt(&agent.id, SecretField::Token, &token)?;
@@ -395,7 +490,137 @@ pub(crate) async fn pair(
         .set_pairing(&agent.id, &encrypted, started_at)
         .await?;
     tracing::info!(agent_id = %agent.id, slug = %agent.slug, "paired");
-    Ok(())
+    Ok(base)
+}
+
+/// Where a runtime may keep paired tokens apart from `config.toml`: our
+/// runtime's `persist_tokens` store (upstream keeps them in `config.toml`,
+/// which the injected files replace).
+const TOKEN_STORE_PATH: &str = ".zeroclaw/paired_tokens.txt";
+
+/// The files a pairing reset writes: the agent's files and an empty token
+/// store, so that no runtime comes back holding tokens the control plane
+/// does not. (A file a runtime does not use is harmless.)
+fn reset_files(files: &[FileEntry]) -> Vec<FileEntry> {
+    let mut out: Vec<FileEntry> = files
+        .iter()
+        .filter(|f| f.path != TOKEN_STORE_PATH)
+        .cloned()
+        .collect();
+    out.push(FileEntry {
+        path: TOKEN_STORE_PATH.to_owned(),
+        contents: b"# emptied by zcaas: pairing reset\n".to_vec(),
+        mode: 0o600,
+    });
+    out
+}
+
+/// Finds out, within the pairing timeout, which state the runtime's start at
+/// `started_at` is in, and pairs when there is a code. Two sources race: the
+/// code in the logs since this start, and a probe of the gateway
+/// ([`probe_gateway`]) every [`PROBE_INTERVAL`]. Only the winner acts, so a
+/// code is sent once. Errors when neither decides in time (with why: the
+/// container died, or no code came).
+async fn obtain_token(
+    ctx: &Context,
+    container_id: &str,
+    base: &str,
+    started_at: DateTime<Utc>,
+    stored: Option<&str>,
+) -> anyhow::Result<Obtained> {
+    enum Found {
+        Code(String),
+        State(Obtained),
+    }
+    let timeout = ctx.config.pairing_timeout;
+    let logs = async {
+        match super::pairing::wait_for_code(
+            ctx.orchestrator.as_ref(),
+            container_id,
+            started_at,
+            timeout,
+        )
+        .await?
+        {
+            Some(code) => Ok::<_, anyhow::Error>(Some(Found::Code(code))),
+            None => Ok(None),
+        }
+    };
+    let probe = async {
+        loop {
+            match probe_gateway(ctx, base, stored).await {
+                Some(Probed::Code(code)) => return Found::Code(code),
+                Some(Probed::State(state)) => return Found::State(state),
+                None => tokio::time::sleep(PROBE_INTERVAL).await,
+            }
+        }
+    };
+    let found = tokio::select! {
+        found = logs => found?,
+        found = tokio::time::timeout(timeout, probe) => found.ok(),
+    };
+    match found {
+        Some(Found::Code(code)) => {
+            crash_point("after-code");
+            Ok(Obtained::Paired(pair_with_code(ctx, base, &code).await?))
+        }
+        Some(Found::State(state)) => Ok(state),
+        None => {
+            // Running, answering, enforcing pairing, and not taking the
+            // stored token: worth one reset. Anything else (it died, it
+            // does not answer) is reported as it is.
+            let running =
+                matches!(ctx.orchestrator.inspect(container_id).await, Ok(Some(c)) if c.running);
+            let enforced = matches!(ctx.gateway.pairing_open(base).await, Ok(false));
+            let rejected = match stored {
+                Some(token) => matches!(ctx.gateway.token_valid(base, token).await, Ok(false)),
+                None => true,
+            };
+            if running && enforced && rejected {
+                Ok(Obtained::Silent)
+            } else {
+                bail!("{}", no_code_reason(ctx, container_id).await)
+            }
+        }
+    }
+}
+
+/// How often [`obtain_token`] probes the gateway while no code is known.
+const PROBE_INTERVAL: Duration = Duration::from_millis(300);
+
+/// What one look at the gateway decided ([`probe_gateway`]).
+enum Probed {
+    /// `/pair/code` handed out the current code.
+    Code(String),
+    /// The state is known without a code.
+    State(Obtained),
+}
+
+/// One look at the gateway, `None` while it decides nothing (not up yet,
+/// unpaired with its code only in the logs, a route it does not answer):
+/// 1. `/api/status` without credentials answers 200 → pairing is disabled;
+/// 2. the stored token is accepted by `/api/status` → kept;
+/// 3. `/pair/code` hands out a code → pair with it (the logs missed it);
+/// 4. `/pair/code` has no code although pairing is enforced → the runtime
+///    is paired with tokens we do not hold (our stored one was just
+///    rejected, or there is none).
+///
+/// None of these counts towards upstream's failed-attempt lockout (only
+/// `/pair` and bearer checks of `/webhook` do).
+async fn probe_gateway(ctx: &Context, base: &str, stored: Option<&str>) -> Option<Probed> {
+    if ctx.gateway.pairing_open(base).await.ok()? {
+        return Some(Probed::State(Obtained::PairingDisabled));
+    }
+    if let Some(token) = stored {
+        if ctx.gateway.token_valid(base, token).await.ok()? {
+            return Some(Probed::State(Obtained::Kept(token.to_owned())));
+        }
+    }
+    match ctx.gateway.pair_code(base).await.ok()? {
+        PairCode::Code(code) => Some(Probed::Code(code)),
+        PairCode::None => Some(Probed::State(Obtained::ForeignTokens)),
+        PairCode::Unavailable => None,
+    }
 }
 
 /// `POST /pair` once with `code`. The gateway may print its banner a moment
@@ -515,7 +740,14 @@ pub(crate) async fn repair(
         .started_at
         .ok_or_else(|| anyhow!("container never started"))?;
     tracing::info!(agent_id = %agent.id, slug = %agent.slug, reason, "re-pairing");
-    until_cancelled(cancel, pair(inner, agent, &c.id, &base, started_at)).await??;
+    let profile = runtime_profile(ctx, &agent.image).await?;
+    let files = render_files(ctx, agent, profile)?;
+    let target = PairingTarget {
+        container_id: &c.id,
+        port: agent.container_port,
+        files: &files,
+    };
+    let base = until_cancelled(cancel, pair(inner, agent, &target, base, started_at)).await??;
     until_cancelled(cancel, wait_healthy(inner, &c.id, &base)).await??;
     ctx.store
         .lifecycle()

@@ -19,11 +19,19 @@ use std::sync::Mutex as StdMutex2;
 const IMAGE: &str = "zcaas/agent-runtime:latest";
 const BOUND: Duration = Duration::from_secs(15);
 
-/// The test gateway: one current code, the tokens it handed out.
+/// The test gateway: one current code, the tokens it accepts, and the
+/// knobs of the pairing-state tests.
 #[derive(Default)]
 struct Gateway {
     code: Option<String>,
     tokens: Vec<String>,
+    /// Tokens handed out so far (names them).
+    issued: usize,
+    /// Pairing not enforced: `/api/status` lets everyone in (upstream with
+    /// `require_pairing = false`).
+    open: bool,
+    /// Answers `GET /pair/code` (upstream 0.6+); 404 otherwise.
+    serves_pair_code: bool,
 }
 type SharedGateway = Arc<StdMutex2<Gateway>>;
 
@@ -32,7 +40,8 @@ async fn pair(State(g): State<SharedGateway>, headers: HeaderMap) -> (StatusCode
     let sent = headers.get("x-pairing-code").and_then(|v| v.to_str().ok());
     if sent.is_some() && sent == g.code.as_deref() {
         g.code = None;
-        let token = format!("zc_token_{}", g.tokens.len() + 1);
+        g.issued += 1;
+        let token = format!("zc_token_{}", g.issued);
         g.tokens.push(token.clone());
         return (
             StatusCode::OK,
@@ -51,11 +60,29 @@ async fn status(State(g): State<SharedGateway>, headers: HeaderMap) -> StatusCod
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned);
-    if sent.is_some_and(|t| g.lock().unwrap().tokens.contains(&t)) {
+    let g = g.lock().unwrap();
+    if g.open || sent.is_some_and(|t| g.tokens.contains(&t)) {
         StatusCode::OK
     } else {
         StatusCode::UNAUTHORIZED
     }
+}
+
+/// `GET /pair/code` as upstream 0.6.9 answers it: the code while unpaired.
+async fn pair_code(State(g): State<SharedGateway>) -> (StatusCode, Json<Value>) {
+    let g = g.lock().unwrap();
+    if !g.serves_pair_code {
+        return (StatusCode::NOT_FOUND, Json(json!({})));
+    }
+    let code = if g.open || !g.tokens.is_empty() {
+        None
+    } else {
+        g.code.clone()
+    };
+    (
+        StatusCode::OK,
+        Json(json!({"success": true, "pairing_required": !g.open, "pairing_code": code})),
+    )
 }
 
 /// A listener on a free port of the store's port range (40000–50000: the
@@ -89,6 +116,7 @@ impl Harness {
             .route("/pair", post(pair))
             .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
             .route("/api/status", get(status))
+            .route("/pair/code", get(pair_code))
             .with_state(gateway.clone());
         let listener = bind_in_port_range().await;
         let port = listener.local_addr().unwrap().port();
@@ -433,4 +461,135 @@ async fn delete_removes_the_workload_and_the_volume() {
     assert!(h.fake.workload(&agent.container_name()).is_none());
     assert!(!h.fake.volume_exists(&agent.volume_name()));
     assert!(h.gateway.lock().unwrap().code.is_none());
+}
+
+/// The logs missed the code (nothing printed), but `/pair/code` has it: the
+/// deploy pairs with it, sending it once.
+#[tokio::test]
+async fn a_code_the_logs_missed_is_taken_from_pair_code() {
+    let h = Harness::new().await;
+    h.gateway.lock().unwrap().serves_pair_code = true;
+    let codes = h.gateway.clone();
+    h.fake.on_start(move |_, n| {
+        codes.lock().unwrap().code = Some(format!("{:06}", 200_000 + n));
+        OnStart::Silent
+    });
+    let agent = h.agent("paircode").await;
+    let done = h.running(&agent.id).await;
+    assert_eq!(h.token_of(&done), "zc_token_1");
+    assert_eq!(h.fake.starts(&agent.container_name()), 1);
+}
+
+/// A runtime that kept tokens zcaas does not hold (ours rejected) prints no
+/// code: the configuration is written again with an empty token store and
+/// the container restarted once; that start prints a code and is paired.
+/// Known from `/pair/code` where the runtime answers it…
+#[tokio::test]
+async fn a_runtime_paired_with_foreign_tokens_is_reset_once() {
+    foreign_tokens_reset(true).await;
+}
+
+/// …and from its silence until the pairing timeout where it does not.
+#[tokio::test]
+async fn a_silent_runtime_rejecting_the_stored_token_is_reset_once() {
+    foreign_tokens_reset(false).await;
+}
+
+async fn foreign_tokens_reset(serves_pair_code: bool) {
+    let h = Harness::new().await;
+    h.gateway.lock().unwrap().serves_pair_code = serves_pair_code;
+    let agent = h.agent("foreign").await;
+    h.running(&agent.id).await;
+    let name = agent.container_name();
+    h.restart_into_a_state_then_reset(&agent, |g| {
+        // Came back with someone else's token only, no code.
+        g.tokens = vec!["zc_foreign".into()];
+    })
+    .await;
+    let files = h.fake.files(&name);
+    assert!(files.iter().any(|f| f.path == ".zeroclaw/config.toml"));
+    assert!(files
+        .iter()
+        .any(|f| f.path == ".zeroclaw/paired_tokens.txt" && f.mode == 0o600));
+}
+
+/// Pairing disabled by the runtime's own configuration is never accepted:
+/// one reset (files written again, one restart) per attempt, then ERROR
+/// with the reason in `lastError`; a runtime that honours the rewritten
+/// configuration is paired after that one restart.
+#[tokio::test]
+async fn pairing_disabled_by_the_runtime_is_reset_once_then_reported() {
+    let h = Harness::new().await;
+    h.gateway.lock().unwrap().open = true;
+    h.fake.on_start(|_, _| OnStart::Silent);
+    let agent = h.agent("open").await;
+    let done = h
+        .drive(&agent.id, |a| {
+            a.is_some_and(|a| {
+                a.status == Status::Error
+                    && a.last_error.as_deref().is_some_and(|e| {
+                        e.contains("does not require pairing")
+                            && e.contains("restarted the agent once")
+                    })
+            })
+        })
+        .await
+        .unwrap();
+    assert!(
+        done.encrypted_token.is_none(),
+        "an open runtime's 'token' is never stored"
+    );
+
+    // A runtime that reads the rewritten configuration.
+    let h = Harness::new().await;
+    h.gateway.lock().unwrap().serves_pair_code = true;
+    let agent = h.agent("reopen").await;
+    h.running(&agent.id).await;
+    h.restart_into_a_state_then_reset(&agent, |g| g.open = true)
+        .await;
+}
+
+impl Harness {
+    /// The RUNNING `agent` is restarted behind our back into the state
+    /// `at_restart` sets (printing nothing); the next start — the control
+    /// plane's one reset — reads the rewritten files: pairing enforced, no
+    /// tokens, a fresh code printed. Drives until that start is paired and
+    /// checks it took exactly that one reset.
+    async fn restart_into_a_state_then_reset(
+        &self,
+        agent: &Agent,
+        at_restart: impl Fn(&mut Gateway) + Send + Sync + 'static,
+    ) {
+        let name = agent.container_name();
+        let first = self.fake.workload(&name).unwrap().started_at;
+        let g = self.gateway.clone();
+        self.fake.on_start(move |_, n| {
+            let mut g = g.lock().unwrap();
+            g.code = None;
+            if n == 2 {
+                at_restart(&mut g);
+                OnStart::Silent
+            } else {
+                g.open = false;
+                g.tokens.clear();
+                let code = format!("{:06}", 300_000 + n);
+                g.code = Some(code.clone());
+                OnStart::PrintCode(code)
+            }
+        });
+        self.fake.restart_behind_our_back(&name);
+        let again = self
+            .drive(&agent.id, |a| {
+                a.is_some_and(|a| a.paired_started_at > first)
+            })
+            .await
+            .unwrap();
+        assert_eq!(again.status, Status::Running);
+        assert_eq!(self.token_of(&again), "zc_token_2");
+        assert_eq!(self.fake.starts(&name), 3, "one reset restart, no more");
+        assert_eq!(
+            again.paired_started_at,
+            self.fake.workload(&name).unwrap().started_at
+        );
+    }
 }
