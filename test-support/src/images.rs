@@ -80,3 +80,36 @@ pub async fn build_binary_image(
         .await
         .with_context(|| format!("building the {name} image {tag}"))
 }
+
+/// The version of upstream `zeroclawlabs` the stock tier drives: the newest
+/// in cargo's registry.
+pub const STOCK_VERSION: &str = "0.6.9";
+
+static STOCK_IMAGE_BUILT: OnceCell<String> = OnceCell::const_new();
+
+/// The stock upstream ZeroClaw image (`zcaas/zeroclaw-stock:<STOCK_VERSION>`),
+/// built by `scripts/build-stock-zeroclaw-image.sh` once per machine (the
+/// binary is cached outside the work tree; the first build takes minutes)
+/// and checked once per process. Returns its tag.
+pub async fn ensure_stock_image() -> String {
+    STOCK_IMAGE_BUILT
+        .get_or_try_init(|| async {
+            let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../scripts/build-stock-zeroclaw-image.sh");
+            let out = tokio::process::Command::new(&script)
+                .arg(STOCK_VERSION)
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .await
+                .with_context(|| format!("running {}", script.display()))?;
+            anyhow::ensure!(out.status.success(), "{} failed", script.display());
+            String::from_utf8(out.stdout)?
+                .lines()
+                .last()
+                .map(str::to_owned)
+                .context("the build script printed no tag")
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"))
+        .clone()
+}

@@ -45,7 +45,8 @@ pub use app::TestApp;
 pub use binaries::{agent_binary, built_binary, provider_stub_binary, target_dir};
 pub use cli::{agent_containers, docker_cli, docker_inspect, volume_exists};
 pub use images::{
-    build_binary_image, ensure_agent_image, ensure_stub_image, AGENT_IMAGE, STUB_IMAGE, STUB_PORT,
+    build_binary_image, ensure_agent_image, ensure_stock_image, ensure_stub_image, AGENT_IMAGE,
+    STOCK_VERSION, STUB_IMAGE, STUB_PORT,
 };
 pub use logs::LogBuffer;
 pub use scope::{labelled, random_prefix, test_labels, Cleanup, TestScope, TEST_LABEL};
