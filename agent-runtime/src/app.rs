@@ -42,6 +42,7 @@ pub struct App {
     state: AppState,
     stop: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
+    channels: Vec<JoinHandle<()>>,
 }
 
 impl App {
@@ -101,6 +102,11 @@ impl App {
 
         let router = http::router(state.clone(), gw.request_timeout);
         let stop = CancellationToken::new();
+        let channels = crate::channels::spawn(
+            &config.channels,
+            &crate::channels::ChannelContext::new(state.clone()),
+            &stop,
+        );
         let stopped = stop.clone();
         let server = tokio::spawn(async move {
             axum::serve(
@@ -115,6 +121,7 @@ impl App {
             state,
             stop,
             server,
+            channels,
         })
     }
 
@@ -174,6 +181,10 @@ impl App {
     /// server task is aborted. Returns `true` when it finished within `grace`.
     pub async fn shutdown(self, grace: Duration) -> bool {
         self.stop.cancel();
+        // The channel clients end at their next await on the token; none is waited for
+        // past `grace` (an in-flight send is abandoned with the process).
+        let channels = futures::future::join_all(self.channels);
+        let _ = tokio::time::timeout(grace, channels).await;
         let mut server = self.server;
         match tokio::time::timeout(grace, &mut server).await {
             Ok(Ok(Ok(()))) => true,

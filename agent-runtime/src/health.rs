@@ -112,6 +112,11 @@ impl Health {
         });
     }
 
+    /// Counts one more restart of `name` (a reconnect, a new attempt after a failure).
+    pub fn mark_restart(&self, name: &str) {
+        self.update(name, |c, _| c.restart_count += 1);
+    }
+
     /// The status of `name`, if registered.
     pub fn status(&self, name: &str) -> Option<Status> {
         self.components

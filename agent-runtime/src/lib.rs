@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod channels;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -30,6 +31,7 @@ pub mod providers;
 pub mod ratelimit;
 pub mod secret;
 pub mod tokens;
+pub mod turn;
 
 pub use app::App;
 pub use config::Config;

@@ -1,8 +1,9 @@
 //! `[channels_config]`: the messaging channels an agent is configured for.
 //!
 //! agent-runtime accepts and validates the upstream tables (`cli`, `telegram`, `discord`,
-//! `slack`) and reports each enabled channel as a `channel:<name>` component of `/health`
-//! in status `starting`; the channel clients themselves are a later issue. `enabled` defaults
+//! `slack`); each enabled channel runs its client ([`crate::channels`]) and is the `/health`
+//! component `channel:<name>`. `api_base_url` (ours, not upstream's) points a client at
+//! another server: a self-hosted Bot API, or a test's fake. `enabled` defaults
 //! to true in V1 (a present table is a configured channel); the V3 reader
 //! ([`super::v3`]) fills these same structs, where it defaults to false as upstream's does.
 
@@ -17,6 +18,9 @@ pub struct TelegramConfig {
     pub bot_token: Secret,
     /// `allowed_users`: `@names` or numeric ids, `"*"` = everyone.
     pub allowed_users: Vec<String>,
+    /// `api_base_url`: the Bot API server (default `https://api.telegram.org`; a self-hosted
+    /// Bot API server, or a test's fake).
+    pub api_base_url: Option<String>,
 }
 
 /// `[channels_config.discord]`.
@@ -28,6 +32,9 @@ pub struct DiscordConfig {
     pub guild_id: Option<String>,
     /// `allowed_users`: user ids, `"*"` = everyone.
     pub allowed_users: Vec<String>,
+    /// `api_base_url`: the REST API (default `https://discord.com/api/v10`); the gateway's
+    /// WebSocket URL comes from its `GET /gateway/bot`.
+    pub api_base_url: Option<String>,
 }
 
 /// `[channels_config.slack]`.
@@ -41,6 +48,8 @@ pub struct SlackConfig {
     pub channel_id: Option<String>,
     /// `allowed_users`: member ids (`U…`), `"*"` = everyone.
     pub allowed_users: Vec<String>,
+    /// `api_base_url`: the Web API (default `https://slack.com/api`).
+    pub api_base_url: Option<String>,
 }
 
 /// `[channels_config]` as a whole.
@@ -89,6 +98,20 @@ fn optional_token(section: &mut Section<'_>, key: &str) -> Result<Option<Secret>
         None => Ok(None),
         Some(v) if v.trim().is_empty() => Ok(None),
         Some(v) => Ok(Some(Secret::new(v))),
+    }
+}
+
+/// `api_base_url`: an `http://` or `https://` URL (a trailing `/` dropped), or absent.
+fn base_url(s: &mut Section<'_>) -> Result<Option<String>, ConfigError> {
+    match s.string("api_base_url")? {
+        None => Ok(None),
+        Some(v) if v.starts_with("http://") || v.starts_with("https://") => {
+            Ok(Some(v.trim_end_matches('/').to_owned()))
+        }
+        Some(_) => Err(ConfigError::Invalid {
+            key: s.path("api_base_url"),
+            reason: "must be an http:// or https:// URL".into(),
+        }),
     }
 }
 
@@ -143,6 +166,7 @@ pub(super) fn telegram(
     Ok(Some(TelegramConfig {
         bot_token: required_token(s, "bot_token")?,
         allowed_users: s.strings("allowed_users")?.unwrap_or_default(),
+        api_base_url: base_url(s)?,
     }))
 }
 
@@ -163,6 +187,7 @@ pub(super) fn discord(
         bot_token: required_token(s, "bot_token")?,
         guild_id: guild_id.filter(|g| !g.is_empty()),
         allowed_users: s.strings("allowed_users")?.unwrap_or_default(),
+        api_base_url: base_url(s)?,
     }))
 }
 
@@ -179,5 +204,6 @@ pub(super) fn slack(
         app_token: optional_token(s, "app_token")?,
         channel_id: s.id("channel_id")?.filter(|c| !c.is_empty()),
         allowed_users: s.strings("allowed_users")?.unwrap_or_default(),
+        api_base_url: base_url(s)?,
     }))
 }
