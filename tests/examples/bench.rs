@@ -9,7 +9,11 @@
 //! inject-before-start deploy vs the seed's start-sleep-inject-restart, 20
 //! runs each, interleaved, on the same engine), `concurrent` (50 creates at
 //! once), `repair` (docker restart → new token stored, 10 runs), `reconcile`
-//! (a full reconcile pass over 200 running agents).
+//! (a full reconcile pass over 200 running agents), and — only when named —
+//! `stock` (our runtime vs the stock upstream runtime, zeroclawlabs 0.6.9,
+//! side by side: POST → RUNNING, restart, stop; 10 rounds interleaved; the
+//! stock image is built by `scripts/build-stock-zeroclaw-image.sh`, once per
+//! machine).
 
 use std::time::{Duration, Instant};
 
@@ -288,6 +292,73 @@ async fn reconcile(env: &TestApp) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One round on `env`'s runtime: POST → RUNNING, then `POST …/restart` →
+/// RUNNING with a new token, then `POST …/stop` → STOPPED (exit code
+/// checked: 0, not the SIGKILL of the stop timeout). Returns the three
+/// durations in ms; the agent is deleted.
+async fn lifecycle_round(env: &TestApp, jwt: &str, name: &str) -> anyhow::Result<[f64; 3]> {
+    let t = Instant::now();
+    let id = create(env, jwt, name).await?;
+    env.wait_status(jwt, &id, &["RUNNING"], TIMEOUT).await;
+    let deploy = t.elapsed().as_secs_f64() * 1000.0;
+    let token = env.stored_token(&id).await;
+    let t = Instant::now();
+    env.restart(jwt, &id).await;
+    env.wait_repaired(jwt, &id, &token, TIMEOUT).await;
+    let restart = t.elapsed().as_secs_f64() * 1000.0;
+    let t = Instant::now();
+    env.stop(jwt, &id).await;
+    let agent = env.wait_status(jwt, &id, &["STOPPED"], TIMEOUT).await;
+    let stop = t.elapsed().as_secs_f64() * 1000.0;
+    let container = agent["containerId"].as_str().unwrap_or_default().to_owned();
+    if let Some(c) = docker_inspect(&container) {
+        if c["State"]["ExitCode"] != 0 {
+            bail!("{name}: stopped with {}", c["State"]["ExitCode"]);
+        }
+    }
+    env.delete_agent(jwt, &id).await;
+    Ok([deploy, restart, stop])
+}
+
+/// Our runtime and the stock upstream one, interleaved round by round.
+async fn stock(ours: &TestApp) -> anyhow::Result<()> {
+    let image = zcaas_test_support::ensure_stock_image().await;
+    let mut upstream = TestApp::in_world_with(|c| c.runtime_image = image.clone()).await;
+    let (jwt_ours, jwt_stock) = (
+        enterprise_user(ours, "bench-ours").await?,
+        enterprise_user(&upstream, "bench-stock").await?,
+    );
+    let (mut a, mut b) = ([vec![], vec![], vec![]], [vec![], vec![], vec![]]);
+    for i in 0..10 {
+        for (k, ms) in lifecycle_round(ours, &jwt_ours, &format!("ours {i}"))
+            .await?
+            .into_iter()
+            .enumerate()
+        {
+            a[k].push(ms);
+        }
+        for (k, ms) in lifecycle_round(&upstream, &jwt_stock, &format!("stock {i}"))
+            .await?
+            .into_iter()
+            .enumerate()
+        {
+            b[k].push(ms);
+        }
+    }
+    let labels = [
+        "POST -> RUNNING",
+        "restart -> RUNNING re-paired",
+        "stop -> STOPPED",
+    ];
+    for (k, label) in labels.iter().enumerate() {
+        let (ours50, _) = summary(&format!("{label}, our runtime"), a[k].clone());
+        let (stock50, _) = summary(&format!("{label}, stock {image}"), b[k].clone());
+        println!("  ratio stock/ours at p50: {:.2}x", stock50 / ours50);
+    }
+    upstream.shutdown().await;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let parts: Vec<String> = std::env::args().skip(1).collect();
@@ -315,6 +386,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if want("reconcile") {
         reconcile(&env).await?;
+    }
+    if parts.iter().any(|p| p == "stock") {
+        stock(&env).await?;
     }
     env.shutdown().await;
     Ok(())
