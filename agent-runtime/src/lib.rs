@@ -3,7 +3,8 @@
 //! One process per agent: it reads `config.toml` and the environment ([`config`]), prints a
 //! one-time pairing code ([`pairing`]), exchanges it for a bearer token ([`tokens`],
 //! [`lockout`]), and answers `/webhook` by sending the persona ([`persona`]), recalled memory
-//! ([`memory`]) and the message to an LLM ([`providers`]). [`http`] is the HTTP surface,
+//! ([`memory`]) and the message to an LLM ([`providers`]) — one [`turn`], which the Telegram,
+//! Discord and Slack clients ([`channels`]) run too. [`http`] is the HTTP surface,
 //! [`app::App`] ties it together on a listener, [`cli`] holds the commands (`gateway`, its alias
 //! `daemon`, `status`).
 //!

@@ -384,12 +384,19 @@ async fn allowed_user_is_answered_in_its_chat() {
         &json!({"role": "user", "content": "hi bot"})
     );
 
-    // The wire: getMe first, then long polls for messages only.
+    // The wire: getMe first, then one poll that does not wait (it proves the client is
+    // listening at once), then long polls, for messages only.
     let all = fake.all_calls();
     assert_eq!(all[0].method, "getMe");
     let polls = fake.calls("getUpdates");
-    assert_eq!(polls[0].body["timeout"], 30);
-    assert_eq!(polls[0].body["allowed_updates"], json!(["message"]));
+    assert_eq!(polls[0].body["timeout"], 0);
+    assert!(
+        polls[1..].iter().all(|p| p.body["timeout"] == 30),
+        "{polls:?}"
+    );
+    assert!(polls
+        .iter()
+        .all(|p| p.body["allowed_updates"] == json!(["message"])));
     wait_for("the update confirmed", || fake.polled_with_offset(101)).await;
 
     let c = component(&t).await;

@@ -366,7 +366,14 @@ impl Poller<'_> {
         if cancel.is_cancelled() {
             return Ok(false);
         }
-        let mut body = json!({"timeout": LONG_POLL_SECS, "allowed_updates": ["message"]});
+        // The first poll while not `ok` does not wait: its answer proves the client is
+        // listening at once, instead of up to 30 s later on an idle bot.
+        let wait = if self.ctx.is_ok(NAME) {
+            LONG_POLL_SECS
+        } else {
+            0
+        };
+        let mut body = json!({"timeout": wait, "allowed_updates": ["message"]});
         if let Some(offset) = self.offset {
             body["offset"] = json!(offset);
         }
