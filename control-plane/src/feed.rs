@@ -194,6 +194,7 @@ mod tests {
             image: "zcaas/agent-runtime:latest".into(),
             memory_limit_mb: 256,
             nano_cpus: 500_000_000,
+            channel_tokens: Vec::new(),
         };
         let (agent, _) = store.agents().insert_pending(&new, None).await.unwrap();
         (store, agent.id)

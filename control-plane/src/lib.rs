@@ -14,6 +14,7 @@ pub mod agent_files;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod channel_health;
 pub mod cli;
 pub mod config;
 pub mod docker;

@@ -1,6 +1,7 @@
 //! Prometheus metrics of the control plane (`GET /metrics`, text format):
-//! agents by status, deploy durations, re-pairs, reconcile steps and errors by
-//! outcome, Docker API errors, HTTP requests and latencies, password checks.
+//! agents by status, RUNNING agents with each channel up, deploy durations,
+//! re-pairs, reconcile steps and errors by outcome, Docker API errors, HTTP
+//! requests and latencies, password checks.
 //! One [`Metrics`] is shared (cheaply cloned) by the reconciler and the API.
 
 use std::sync::Arc;
@@ -18,6 +19,13 @@ use crate::status::Status;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabels {
     pub status: String,
+}
+
+/// Labels of `zcaas_agent_channel_up`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChannelLabels {
+    /// `telegram`, `discord` or `slack`.
+    pub channel: String,
 }
 
 /// Labels of `zcaas_reconcile_steps_total`.
@@ -49,6 +57,10 @@ pub struct Metrics {
     registry: Registry,
     /// Agents by status (gauge, set from the store when scraped).
     pub agents: Family<StatusLabels, Gauge>,
+    /// RUNNING agents whose channel was `ok` at its last health poll, by
+    /// channel (gauge, set from the store when scraped). Labelled by
+    /// channel only, like every agent series: no per-agent labels.
+    pub agent_channel_up: Family<ChannelLabels, Gauge>,
     /// POST → RUNNING, seconds (each successful start, re-starts included).
     pub deploy_seconds: Histogram,
     /// Tokens obtained or confirmed for a container start after the first.
@@ -84,6 +96,12 @@ impl Metrics {
         let mut registry = Registry::default();
         let agents = Family::<StatusLabels, Gauge>::default();
         registry.register("zcaas_agents", "Agents by status", agents.clone());
+        let agent_channel_up = Family::<ChannelLabels, Gauge>::default();
+        registry.register(
+            "zcaas_agent_channel_up",
+            "RUNNING agents whose channel reported ok at the last health poll, by channel",
+            agent_channel_up.clone(),
+        );
         let deploy_seconds = Histogram::new(
             [
                 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0,
@@ -148,6 +166,7 @@ impl Metrics {
         Arc::new(Metrics {
             registry,
             agents,
+            agent_channel_up,
             deploy_seconds,
             repairs,
             reconcile_steps,
@@ -192,6 +211,17 @@ impl Metrics {
         }
     }
 
+    /// Sets `zcaas_agent_channel_up` from `counts` (every channel present).
+    pub fn set_channel_up(&self, counts: &[(&str, i64)]) {
+        for (channel, n) in counts {
+            self.agent_channel_up
+                .get_or_create(&ChannelLabels {
+                    channel: (*channel).to_owned(),
+                })
+                .set(*n);
+        }
+    }
+
     /// The text exposition of every series.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
@@ -215,6 +245,7 @@ mod tests {
         m.repairs.inc();
         m.password_verifications.inc();
         m.reconciler_leader.set(1);
+        m.set_channel_up(&[("telegram", 2), ("discord", 0)]);
         let text = m.encode().unwrap();
         for needle in [
             "zcaas_agents{status=\"RUNNING\"} 3",
@@ -226,6 +257,8 @@ mod tests {
             "zcaas_repairs_total 1",
             "zcaas_password_verifications_total 1",
             "zcaas_reconciler_leader 1",
+            "zcaas_agent_channel_up{channel=\"telegram\"} 2",
+            "zcaas_agent_channel_up{channel=\"discord\"} 0",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -99,6 +99,9 @@ pub struct Agent {
     /// The [`Self::config_generation`] the running container was deployed
     /// with; `None` before the first RUNNING.
     pub deployed_generation: Option<i64>,
+    /// JSON of [`crate::channel_health::Report`]: each channel's health as
+    /// the stats poll last read it from the agent's `/health`.
+    pub channel_health: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -137,6 +140,15 @@ pub struct TelegramChannel {
     pub bot_token: String,
     #[serde(default, alias = "allowed_users")]
     pub allowed_users: Vec<String>,
+    /// Our runtime's `api_base_url`: the platform API server the agent's
+    /// client talks to (a self-hosted server; tests' fakes). Held to the
+    /// `providerUrl` policy. Upstream runtimes ignore it.
+    #[serde(
+        default,
+        alias = "api_base_url",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub api_base_url: Option<String>,
 }
 
 /// `[channels_config.discord]`.
@@ -149,6 +161,15 @@ pub struct DiscordChannel {
     pub guild_id: Option<String>,
     #[serde(default, alias = "allowed_users")]
     pub allowed_users: Vec<String>,
+    /// Our runtime's `api_base_url`: the platform API server the agent's
+    /// client talks to (a self-hosted server; tests' fakes). Held to the
+    /// `providerUrl` policy. Upstream runtimes ignore it.
+    #[serde(
+        default,
+        alias = "api_base_url",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub api_base_url: Option<String>,
 }
 
 /// `[channels_config.slack]`.
@@ -166,4 +187,13 @@ pub struct SlackChannel {
     /// upstream then ignores every user).
     #[serde(default, alias = "allowed_users")]
     pub allowed_users: Vec<String>,
+    /// Our runtime's `api_base_url`: the platform API server the agent's
+    /// client talks to (a self-hosted server; tests' fakes). Held to the
+    /// `providerUrl` policy. Upstream runtimes ignore it.
+    #[serde(
+        default,
+        alias = "api_base_url",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub api_base_url: Option<String>,
 }

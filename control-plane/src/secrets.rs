@@ -22,6 +22,14 @@
 //! are crash-safe: a sibling temporary file (mode 0600) is synced, renamed
 //! over the keyring, and the directory is synced. Readers take no lock: a
 //! rename is atomic, so they see the old file or the new one, never a mix.
+//!
+//! Keyed hashes ([`SecretBox::token_hashes`]): what must be compared but
+//! never stored (channel tokens, unique across the installation) is kept as
+//! HMAC-SHA256 under a sub-key of each master key, `HMAC-SHA256(master,
+//! "zcaas:v1:token-hash")`, never under a master key itself. One hash per
+//! key of the ring: keys are never removed, so every process, even one that
+//! has not re-read the file since a rotation, shares at least the oldest
+//! key's hash with every other.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -45,6 +53,9 @@ const VERSION: &str = "v1";
 const NONCE_LEN: usize = 12;
 /// AES-GCM tag length in bytes.
 const TAG_LEN: usize = 16;
+/// The label a master key signs to derive the sub-key of
+/// [`SecretBox::token_hashes`] (a master key never hashes tokens itself).
+pub const TOKEN_HASH_LABEL: &str = "zcaas:v1:token-hash";
 /// How long a writer of the keyring file waits for another writer (a
 /// concurrent `zcaas keys rotate`) before giving up with
 /// [`SecretError::Locked`]. A rotation holds the lock while it re-encrypts
@@ -459,6 +470,31 @@ impl SecretBox {
             )
             .map_err(|_| SecretError::Decrypt)?;
         String::from_utf8(pt).map_err(|_| SecretError::Malformed)
+    }
+
+    /// The keyed hashes of `token` (hex HMAC-SHA256 under
+    /// [`TOKEN_HASH_LABEL`]'s sub-key of each master key), one per key of the
+    /// ring, in key-id order. Two equal tokens share every hash computed
+    /// under a key both rings know; the hashes reveal nothing of the token
+    /// without a master key.
+    pub fn token_hashes(&self, token: &str) -> Vec<String> {
+        use hmac::{Hmac, Mac};
+        type HmacSha256 = Hmac<sha2::Sha256>;
+        let mac = |key: &[u8], data: &[u8]| {
+            // HMAC takes a key of any length: `new_from_slice` cannot fail.
+            let mut m = <HmacSha256 as Mac>::new_from_slice(key)
+                .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+            m.update(data);
+            m.finalize().into_bytes()
+        };
+        self.read()
+            .keys
+            .values()
+            .map(|master| {
+                let sub_key = mac(&master.0, TOKEN_HASH_LABEL.as_bytes());
+                hex::encode(mac(&sub_key, token.as_bytes()))
+            })
+            .collect()
     }
 
     /// Re-reads the keyring file (keys added by another process).

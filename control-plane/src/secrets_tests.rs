@@ -231,3 +231,27 @@ fn rotate_locked_refuses_the_lock_of_another_file() {
     assert!(SecretBox::ephemeral().rotate_locked(&other).is_err());
     assert_eq!(sb.key_ids().len(), 1);
 }
+
+#[test]
+fn token_hashes_are_keyed_stable_and_survive_rotation() {
+    let sb = SecretBox::ephemeral();
+    let token = "123456:ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let h = sb.token_hashes(token);
+    assert_eq!(h.len(), 1);
+    assert_eq!(h, sb.token_hashes(token), "deterministic");
+    assert_eq!(h[0].len(), 64);
+    assert!(h[0].chars().all(|c| c.is_ascii_hexdigit()));
+    assert!(!h[0].contains(token));
+    assert_ne!(h, sb.token_hashes("123456:other"));
+    // Not a plain SHA-256 of the token: another installation's key differs.
+    assert_ne!(h, SecretBox::ephemeral().token_hashes(token));
+    assert_ne!(
+        h[0],
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(token))
+    );
+    // A rotation adds the new key's hash and keeps the old one.
+    sb.rotate().unwrap();
+    let after = sb.token_hashes(token);
+    assert_eq!(after.len(), 2);
+    assert!(after.contains(&h[0]));
+}

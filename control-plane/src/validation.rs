@@ -433,6 +433,37 @@ pub fn message(value: &str) -> Checked<()> {
     Ok(())
 }
 
+/// Each channel's `apiBaseUrl`, when given: the [`base_url`] policy (the
+/// agent's client would call it from the agents' network).
+pub async fn channel_base_urls(value: &Channels, allow_private: bool) -> Checked<()> {
+    let urls = [
+        (
+            "channels.telegram.apiBaseUrl",
+            value
+                .telegram
+                .as_ref()
+                .and_then(|c| c.api_base_url.as_deref()),
+        ),
+        (
+            "channels.discord.apiBaseUrl",
+            value
+                .discord
+                .as_ref()
+                .and_then(|c| c.api_base_url.as_deref()),
+        ),
+        (
+            "channels.slack.apiBaseUrl",
+            value.slack.as_ref().and_then(|c| c.api_base_url.as_deref()),
+        ),
+    ];
+    for (field, url) in urls {
+        if let Some(url) = url {
+            base_url(field, url.trim(), allow_private).await?;
+        }
+    }
+    Ok(())
+}
+
 fn parse_http_url(field: &str, value: &str) -> Checked<reqwest::Url> {
     if value.len() > 2048 {
         return Err(FieldError::new(

@@ -138,6 +138,7 @@ fn secrets_and_channels() {
     }
     let mut ch = Channels {
         telegram: Some(TelegramChannel {
+            api_base_url: None,
             bot_token: "123:abc".into(),
             allowed_users: vec!["@alice".into()],
         }),
@@ -145,6 +146,7 @@ fn secrets_and_channels() {
     };
     assert!(channels(&ch).is_ok());
     ch.telegram = Some(TelegramChannel {
+        api_base_url: None,
         bot_token: String::new(),
         allowed_users: vec![],
     });
@@ -154,6 +156,7 @@ fn secrets_and_channels() {
     );
     ch.telegram = None;
     ch.slack = Some(SlackChannel {
+        api_base_url: None,
         bot_token: "xoxb-1".into(),
         app_token: None,
         channel_id: Some("C 1".into()),
@@ -166,6 +169,7 @@ fn secrets_and_channels() {
 fn allow_lists_are_checked_per_platform() {
     let telegram = |users: &[&str]| Channels {
         telegram: Some(TelegramChannel {
+            api_base_url: None,
             bot_token: "123:abc".into(),
             allowed_users: users.iter().map(|u| (*u).to_owned()).collect(),
         }),
@@ -173,6 +177,7 @@ fn allow_lists_are_checked_per_platform() {
     };
     let discord = |users: &[&str]| Channels {
         discord: Some(DiscordChannel {
+            api_base_url: None,
             bot_token: "t0ken".into(),
             guild_id: None,
             allowed_users: users.iter().map(|u| (*u).to_owned()).collect(),
@@ -181,6 +186,7 @@ fn allow_lists_are_checked_per_platform() {
     };
     let slack = |users: &[&str]| Channels {
         slack: Some(SlackChannel {
+            api_base_url: None,
             bot_token: "xoxb-1".into(),
             app_token: None,
             channel_id: None,

@@ -136,6 +136,30 @@ async fn create_refuses_every_bad_field() {
             ),
             "channels.slack.allowedUsers",
         ),
+        (
+            with(
+                "channels",
+                json!({"telegram": {"botToken": "t", "allowedUsers": ["*"],
+                    "apiBaseUrl": "http://127.0.0.1:8081"}}),
+            ),
+            "channels.telegram.apiBaseUrl",
+        ),
+        (
+            with(
+                "channels",
+                json!({"slack": {"botToken": "xoxb-1", "allowedUsers": ["*"],
+                    "apiBaseUrl": "ftp://slack.example"}}),
+            ),
+            "channels.slack.apiBaseUrl",
+        ),
+        (
+            with(
+                "channels",
+                json!({"discord": {"botToken": "t", "allowedUsers": ["*"],
+                    "apiBaseUrl": "http://169.254.169.254/api"}}),
+            ),
+            "channels.discord.apiBaseUrl",
+        ),
         (with("channels", json!({"irc": {}})), "channels.irc"),
         (
             with(

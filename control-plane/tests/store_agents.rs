@@ -1,6 +1,7 @@
 //! Store tests on a fresh database of the run's backend (no Docker): users, agent creation with
 //! its quota and event, slug uniqueness, owner scoping, partial updates and
-//! the conditional secret replacement used by key rotation.
+//! the conditional secret replacement used by key rotation, channel tokens
+//! held by one agent at a time and the stored channel health.
 
 use std::sync::Arc;
 
@@ -346,4 +347,201 @@ async fn running_carries_its_health_time() {
     let running = db.lifecycle().get(&a.id).await.unwrap().unwrap();
     assert_eq!(running.status, Status::Running);
     assert!(running.last_health_at.is_some());
+}
+
+fn token(hash: &str, field: &str) -> agents::ChannelToken {
+    agents::ChannelToken {
+        hash: hash.into(),
+        field: field.into(),
+    }
+}
+
+/// The hashes agent `id` holds in `channel_tokens`, sorted.
+async fn held(fx: &FreshStore, id: &str) -> Vec<String> {
+    use sqlx::Row;
+    let rows = sqlx::query("SELECT token_hash FROM channel_tokens WHERE agent_id = $1")
+        .bind(id)
+        .fetch_all(&fx.sql)
+        .await
+        .unwrap();
+    let mut out: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    out.sort();
+    out
+}
+
+/// One channel token serves one agent: a second insert or a change claiming
+/// a held hash fails naming the field and changes nothing; the holder may
+/// keep or replace its own; a deleted agent's tokens are free again.
+#[tokio::test]
+async fn channel_tokens_serve_one_agent() {
+    let (fx, db) = fresh().await;
+    let u = user_row(&db, "t@x.io").await;
+    let tg = "channels.telegram.botToken";
+    let first = agents::NewAgent {
+        channel_tokens: vec![token("h1", tg), token("h2", "channels.slack.botToken")],
+        ..agent_row(&u, "first")
+    };
+    let (a, _) = db.agents().insert_pending(&first, None).await.unwrap();
+    assert_eq!(held(&fx, &a.id).await, ["h1", "h2"]);
+
+    // Same token on another agent: refused, nothing created.
+    let second = agents::NewAgent {
+        channel_tokens: vec![token("h9", "channels.discord.botToken"), token("h1", tg)],
+        ..agent_row(&u, "second")
+    };
+    match db.agents().insert_pending(&second, None).await {
+        Err(agents::InsertError::TokenTaken { field }) => assert_eq!(field, tg),
+        other => panic!("expected TokenTaken, got {other:?}"),
+    }
+    assert_eq!(db.agents().count_for_user(&u).await.unwrap(), 1);
+    assert!(held(&fx, &second.id).await.is_empty());
+    let (b, _) = db
+        .agents()
+        .insert_pending(&agent_row(&u, "second"), None)
+        .await
+        .unwrap();
+
+    // A change to the held token: refused, the row untouched.
+    let steal = agents::AgentChanges {
+        name: Some("Thief".into()),
+        encrypted_channels: Some(Some("v1:k:x".into())),
+        channel_tokens: Some(vec![token("h2", "channels.slack.botToken")]),
+        ..Default::default()
+    };
+    match db.agents().update_config(&u, &b.id, &steal).await {
+        Err(agents::UpdateError::TokenTaken { field }) => {
+            assert_eq!(field, "channels.slack.botToken")
+        }
+        other => panic!("expected TokenTaken, got {other:?}"),
+    }
+    let b_now = db.lifecycle().get(&b.id).await.unwrap().unwrap();
+    assert_eq!(
+        (b_now.name.as_str(), b_now.encrypted_channels),
+        ("second", None)
+    );
+    assert!(held(&fx, &b.id).await.is_empty());
+
+    // The holder re-claims its own token and drops the other.
+    let keep = agents::AgentChanges {
+        encrypted_channels: Some(Some("v1:k:y".into())),
+        channel_tokens: Some(vec![token("h1", tg), token("h3", tg)]),
+        ..Default::default()
+    };
+    db.agents()
+        .update_config(&u, &a.id, &keep)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(held(&fx, &a.id).await, ["h1", "h3"]);
+    // h2 is free now: b takes it.
+    db.agents()
+        .update_config(&u, &b.id, &steal)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(held(&fx, &b.id).await, ["h2"]);
+    // A change without channels leaves the tokens alone; clearing frees them.
+    let rename = agents::AgentChanges {
+        name: Some("Renamed".into()),
+        ..Default::default()
+    };
+    db.agents().update_config(&u, &b.id, &rename).await.unwrap();
+    assert_eq!(held(&fx, &b.id).await, ["h2"]);
+    let clear = agents::AgentChanges {
+        encrypted_channels: Some(None),
+        channel_tokens: Some(Vec::new()),
+        ..Default::default()
+    };
+    db.agents().update_config(&u, &b.id, &clear).await.unwrap();
+    assert!(held(&fx, &b.id).await.is_empty());
+
+    // Deleting the holder frees its tokens (ON DELETE CASCADE).
+    db.lifecycle().delete(&a.id).await.unwrap();
+    assert!(held(&fx, &a.id).await.is_empty());
+    let third = agents::NewAgent {
+        channel_tokens: vec![token("h1", tg)],
+        ..agent_row(&u, "third")
+    };
+    db.agents().insert_pending(&third, None).await.unwrap();
+}
+
+/// Concurrent creates with one token: exactly one wins.
+#[tokio::test]
+async fn concurrent_claims_of_one_token_admit_one() {
+    let (_fx, db) = fresh().await;
+    let u = user_row(&db, "c@x.io").await;
+    let db = Arc::new(db);
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let db = db.clone();
+            let u = u.clone();
+            tokio::spawn(async move {
+                let new = agents::NewAgent {
+                    channel_tokens: vec![token("same", "channels.telegram.botToken")],
+                    ..agent_row(&u, &format!("race-{i}"))
+                };
+                db.agents().insert_pending(&new, None).await
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(agents::InsertError::TokenTaken { .. }) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(won, 1);
+    assert_eq!(db.agents().count_for_user(&u).await.unwrap(), 1);
+}
+
+/// `channel_health` round trip; only RUNNING agents' reports are counted.
+#[tokio::test]
+async fn channel_health_round_trip() {
+    let (_fx, db) = fresh().await;
+    let u = user_row(&db, "ch@x.io").await;
+    let (a, _) = db
+        .agents()
+        .insert_pending(&agent_row(&u, "chan"), None)
+        .await
+        .unwrap();
+    assert_eq!(a.channel_health, None);
+    let report = r#"{"telegram":{"status":"ok","lastError":null,"restartCount":0}}"#;
+    db.lifecycle()
+        .set_channel_health(&a.id, Some(report))
+        .await
+        .unwrap();
+    let read = db.lifecycle().get(&a.id).await.unwrap().unwrap();
+    assert_eq!(read.channel_health.as_deref(), Some(report));
+    let owned = db.agents().get_for_user(&u, &a.id).await.unwrap().unwrap();
+    assert_eq!(owned.channel_health.as_deref(), Some(report));
+    assert!(db
+        .agents()
+        .running_channel_health()
+        .await
+        .unwrap()
+        .is_empty());
+
+    db.lifecycle()
+        .transition(&a.id, Status::Pending, Status::Starting, "deploy", None)
+        .await
+        .unwrap()
+        .unwrap();
+    let starting = db.lifecycle().get(&a.id).await.unwrap().unwrap();
+    db.lifecycle()
+        .transition_to_running(&starting, "deployed")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        db.agents().running_channel_health().await.unwrap(),
+        [report.to_owned()]
+    );
+    db.lifecycle()
+        .set_channel_health(&a.id, None)
+        .await
+        .unwrap();
+    let cleared = db.lifecycle().get(&a.id).await.unwrap().unwrap();
+    assert_eq!(cleared.channel_health, None);
 }

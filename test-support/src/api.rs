@@ -90,6 +90,15 @@ impl Api {
         }
     }
 
+    /// An `apiBaseUrl` for agents' channels that never leaves the test's
+    /// network: the provider stand-in, which answers every platform path
+    /// 404 (so a channel client fails at once instead of calling a real
+    /// chat platform).
+    pub fn local_channel_api(&self) -> String {
+        let stub = self.provider.trim_start_matches("custom:");
+        stub.trim_end_matches("/v1").to_owned()
+    }
+
     /// `base` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)

@@ -95,5 +95,6 @@ pub fn agent_row(user_id: &str, slug: &str) -> NewAgent {
         image: "img".into(),
         memory_limit_mb: 256,
         nano_cpus: 500_000_000,
+        channel_tokens: Vec::new(),
     }
 }

@@ -68,11 +68,13 @@ async fn secrets_stay_secret() {
     }
     let mut body = env.agent_body(&format!("Secret Keeper {}", env.prefix));
     body["apiKey"] = json!(api_key);
+    let local = env.local_channel_api();
     body["channels"] = json!({
-        "telegram": {"botToken": telegram, "allowedUsers": ["@alice"]},
-        "discord": {"botToken": discord, "guildId": "1234567890", "allowedUsers": ["*"]},
+        "telegram": {"botToken": telegram, "allowedUsers": ["@alice"], "apiBaseUrl": local},
+        "discord": {"botToken": discord, "guildId": "1234567890", "allowedUsers": ["*"],
+                    "apiBaseUrl": local},
         "slack": {"botToken": slack_bot, "appToken": slack_app, "channelId": "C0123",
-                  "allowedUsers": ["U0123ABCD"]}
+                  "allowedUsers": ["U0123ABCD"], "apiBaseUrl": local}
     });
     let agent = env.create_running_agent(&jwt, body).await;
     let id = agent["id"].as_str().unwrap().to_owned();

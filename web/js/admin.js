@@ -1,6 +1,7 @@
 // Admin: every agent's state machine live — current state, the path of its
-// recent transitions, owner, attempts, last error and resource use
-// (`GET /api/admin/agents`), and the feed of recent transitions of all
+// recent transitions, owner, attempts, last error, resource use and channels
+// in error (`GET /api/admin/agents`; "Channels in error" lists the agents
+// with one), and the feed of recent transitions of all
 // agents (`GET /api/admin/events?history=…`), both updated as events arrive.
 
 import { api, stream } from './api.js';
@@ -16,13 +17,15 @@ export function renderAdmin(main) {
   const error = h('p', { class: 'form-error hidden', role: 'alert' });
   const tbody = h('tbody', { id: 'admin-agents' });
   const feed = h('ol', { class: 'history', id: 'admin-feed', 'aria-label': 'Recent transitions' });
+  const failing = h('ul', { class: 'history', id: 'admin-channel-errors', 'aria-label': 'Agents with a channel in error' });
   const table = h('div', { class: 'table-wrap' }, h('table', {},
-    h('thead', {}, h('tr', {}, ['Agent', 'Owner', 'Status', 'Recent path', 'Desired', 'Attempts', 'CPU', 'Memory', 'Last error']
+    h('thead', {}, h('tr', {}, ['Agent', 'Owner', 'Status', 'Recent path', 'Desired', 'Attempts', 'CPU', 'Memory', 'Channels in error', 'Last error']
       .map((t) => h('th', { scope: 'col', text: t })))),
     tbody));
   append(main,
     h('div', { class: 'row spread' }, h('h1', { text: 'Admin · all agents' }), live),
     error,
+    h('section', { class: 'panel' }, h('h2', { text: 'Channels in error' }), failing),
     h('section', { class: 'panel' }, h('h2', { text: 'State machines' }), table),
     h('section', { class: 'panel' }, h('h2', { text: 'Recent transitions' }), feed));
 
@@ -42,7 +45,14 @@ export function renderAdmin(main) {
         renderPath(row, paths.get(a.id) || []);
         tbody.append(row.el);
       }
-      if (agents.length === 0) tbody.append(h('tr', {}, h('td', { colspan: 9, class: 'muted', text: 'No agents.' })));
+      if (agents.length === 0) tbody.append(h('tr', {}, h('td', { colspan: 10, class: 'muted', text: 'No agents.' })));
+      clear(failing);
+      for (const a of agents.filter((x) => x.channelErrors && x.channelErrors.length)) {
+        failing.append(h('li', { 'data-agent-id': a.id },
+          h('strong', { text: a.slug }), h('span', { class: 'mono muted', text: a.ownerEmail }),
+          h('span', { class: 'err', text: a.channelErrors.join(', ') })));
+      }
+      if (failing.childElementCount === 0) failing.append(h('li', { class: 'muted', text: 'None.' }));
       error.classList.add('hidden');
     } catch (e) {
       error.textContent = e.status === 403 ? 'This page is for admins.' : `Could not load agents: ${e.message}`;
@@ -102,6 +112,7 @@ function renderRow(a) {
     h('td', { 'data-label': 'Attempts' }, h('span', { text: String(a.attempts) })),
     h('td', { 'data-label': 'CPU' }, h('span', { text: num(a.cpuPercent, '%') })),
     h('td', { 'data-label': 'Memory' }, h('span', { text: num(a.memoryMb, 'MiB') })),
+    h('td', { 'data-label': 'Channels in error', class: 'err' }, h('span', { text: (a.channelErrors || []).join(', ') })),
     h('td', { 'data-label': 'Last error', class: 'err' }, h('span', { text: a.lastError || '' })));
   return { el, badge: b, path };
 }

@@ -5,7 +5,7 @@
 // the cleanup it returns.
 
 import { api, stream } from './api.js';
-import { h, append, clear, badge, setBadge, timeEl, toast, busy } from './dom.js';
+import { h, append, clear, badge, setBadge, timeEl, toast, busy, channelBadges } from './dom.js';
 
 const STATS_EVERY_MS = 3000;
 const MAX_LOG_LINES = 1000;
@@ -42,6 +42,8 @@ export function renderAgent(main, id) {
   const steps = h('ol', { class: 'steps', id: 'agent-steps', 'aria-label': 'Deploy progress' });
   const note = h('p', { class: 'progress-note', id: 'agent-progress', 'aria-live': 'polite' });
   const lastError = h('p', { class: 'form-error hidden', id: 'agent-error' });
+  // Each configured channel's status and last error (from the stats poll).
+  const channels = h('div', { class: 'channel-health hidden', id: 'agent-channels' });
 
   // Panels.
   const history = h('ol', { class: 'history', id: 'agent-history', 'aria-label': 'Status history' });
@@ -59,7 +61,7 @@ export function renderAgent(main, id) {
     h('p', {}, h('a', { href: '#/agents' }, '← My agents')),
     h('section', { class: 'panel' },
       h('div', { class: 'row spread' }, h('div', { class: 'row' }, title, statusBadge), live),
-      steps, note, lastError,
+      steps, note, lastError, channels,
       h('div', { class: 'row' }, buttons.start, buttons.stop, buttons.restart, buttons.retry, buttons.remove, confirmDelete, cancelDelete)),
     h('div', { class: 'grid two' },
       h('section', { class: 'panel' }, h('h2', { text: 'Chat' }), chatLog, chatForm),
@@ -117,6 +119,17 @@ export function renderAgent(main, id) {
   }
   timers.push(setInterval(() => { if (['PENDING', 'STARTING', 'STOPPING'].includes(status)) tick(); }, 1000));
 
+  function renderChannels(health) {
+    clear(channels);
+    const entries = Object.entries(health || {});
+    channels.classList.toggle('hidden', entries.length === 0);
+    if (entries.length === 0) return;
+    append(channels, h('span', { class: 'muted', text: 'Channels ' }), channelBadges(health));
+    for (const [name, c] of entries) {
+      if (c.lastError) channels.append(h('p', { class: 'reason', text: `${name}: ${c.lastError}` }));
+    }
+  }
+
   async function load() {
     try {
       agent = await api('GET', base);
@@ -134,6 +147,7 @@ export function renderAgent(main, id) {
     renderFacts(facts, agent);
     lastError.textContent = agent.lastError ? `Last error: ${agent.lastError}` : '';
     lastError.classList.toggle('hidden', !agent.lastError);
+    renderChannels(agent.channelHealth);
     if (!status) setStatus(agent.status);
     return true;
   }

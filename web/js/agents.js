@@ -2,7 +2,7 @@
 // caller's event stream (`GET /api/events`) live, without reloading.
 
 import { api, stream } from './api.js';
-import { h, append, clear, badge, setBadge, timeEl } from './dom.js';
+import { h, append, clear, badge, setBadge, timeEl, channelBadges } from './dom.js';
 
 /** Renders the list into `main`; returns the cleanup (closes the stream). */
 export function renderAgents(main) {
@@ -81,6 +81,7 @@ function renderCard(a) {
     h('span', { class: 'mono muted', text: a.subdomain || a.slug }),
     h('span', { class: 'muted', text: `${a.provider.startsWith('custom:') ? 'custom' : a.provider} · ${a.model}` }),
     reason,
+    channelBadges(a.channelHealth),
     h('span', { class: 'muted' }, 'created ', timeEl(a.createdAt)));
   return { el, badge: b, reason };
 }

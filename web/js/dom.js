@@ -108,3 +108,19 @@ export function busy(button, label) {
     button.textContent = before;
   };
 }
+
+/**
+ * One small badge per configured channel (`telegram ok`, `slack error`),
+ * from an agent's `channelHealth`; the last error is the badge's tooltip.
+ * Empty when the agent has no channels.
+ */
+export function channelBadges(health) {
+  const el = h('span', { class: 'channels' });
+  for (const [name, c] of Object.entries(health || {})) {
+    const b = h('span', { class: `badge ch ch-${c.status}`, text: `${name} ${c.status}` });
+    b.dataset.channel = name;
+    if (c.lastError) b.title = `${c.lastError} (restarts: ${c.restartCount})`;
+    el.append(b);
+  }
+  return el;
+}

@@ -95,6 +95,9 @@ pub struct TelegramConfig {
     pub enabled: bool,
     pub bot_token: String,
     pub allowed_users: Vec<String>,
+    /// Our runtime's API server override (upstream ignores the key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_base_url: Option<String>,
 }
 
 /// `[channels_config.discord]`. `allowed_users`: user ids (snowflakes),
@@ -108,6 +111,9 @@ pub struct DiscordConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guild_id: Option<String>,
     pub allowed_users: Vec<String>,
+    /// Our runtime's API server override (upstream ignores the key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_base_url: Option<String>,
 }
 
 /// `[channels_config.slack]`. `allowed_users`: member ids (`U…`, `W…`),
@@ -123,6 +129,9 @@ pub struct SlackConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel_id: Option<String>,
     pub allowed_users: Vec<String>,
+    /// Our runtime's API server override (upstream ignores the key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_base_url: Option<String>,
 }
 
 /// The config for `agent` (pure).
@@ -152,12 +161,14 @@ pub fn config_file(agent: &Agent, api_key: Option<&str>, channels: &Channels) ->
                 enabled: true,
                 bot_token: t.bot_token.clone(),
                 allowed_users: t.allowed_users.clone(),
+                api_base_url: t.api_base_url.clone(),
             }),
             discord: channels.discord.as_ref().map(|d| DiscordConfig {
                 enabled: true,
                 bot_token: d.bot_token.clone(),
                 guild_id: d.guild_id.clone(),
                 allowed_users: d.allowed_users.clone(),
+                api_base_url: d.api_base_url.clone(),
             }),
             slack: channels.slack.as_ref().map(|s| SlackConfig {
                 enabled: true,
@@ -165,6 +176,7 @@ pub fn config_file(agent: &Agent, api_key: Option<&str>, channels: &Channels) ->
                 app_token: s.app_token.clone(),
                 channel_id: s.channel_id.clone(),
                 allowed_users: s.allowed_users.clone(),
+                api_base_url: s.api_base_url.clone(),
             }),
         },
     }
@@ -415,11 +427,13 @@ mod tests {
     fn v1_channels_are_enabled_with_their_allow_lists() {
         let channels = Channels {
             telegram: Some(TelegramChannel {
+                api_base_url: None,
                 bot_token: "1:tg".into(),
                 allowed_users: vec!["*".into()],
             }),
             discord: None,
             slack: Some(SlackChannel {
+                api_base_url: None,
                 bot_token: "xoxb-1".into(),
                 app_token: None,
                 channel_id: None,
@@ -460,15 +474,18 @@ mod tests {
         for value in hostile() {
             let channels = Channels {
                 telegram: Some(TelegramChannel {
+                    api_base_url: None,
                     bot_token: value.into(),
                     allowed_users: vec![value.into(), "@alice".into()],
                 }),
                 discord: Some(DiscordChannel {
+                    api_base_url: None,
                     bot_token: value.into(),
                     guild_id: Some(value.into()),
                     allowed_users: vec![],
                 }),
                 slack: Some(SlackChannel {
+                    api_base_url: None,
                     bot_token: value.into(),
                     app_token: None,
                     channel_id: Some(value.into()),
@@ -616,6 +633,7 @@ mod tests {
         let a = agent();
         let channels = |token: &str| Channels {
             telegram: Some(TelegramChannel {
+                api_base_url: None,
                 bot_token: token.into(),
                 allowed_users: vec![],
             }),

@@ -163,6 +163,10 @@ pub struct TelegramV3 {
     /// Always `true` (V3's default is `false`: the channel would not run).
     pub enabled: bool,
     pub bot_token: String,
+    /// Our runtime's API server override; not an upstream key (upstream
+    /// drops unknown keys), rendered only when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_base_url: Option<String>,
 }
 
 /// `[channels.discord.<alias>]` (upstream `DiscordConfig`).
@@ -175,6 +179,10 @@ pub struct DiscordV3 {
     /// V3's plural of V1's `guild_id` (empty: every guild).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub guild_ids: Vec<String>,
+    /// Our runtime's API server override; not an upstream key (upstream
+    /// drops unknown keys), rendered only when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_base_url: Option<String>,
 }
 
 /// `[channels.slack.<alias>]` (upstream `SlackConfig`).
@@ -189,6 +197,10 @@ pub struct SlackV3 {
     /// V3's plural of V1's `channel_id` (empty: every channel).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub channel_ids: Vec<String>,
+    /// Our runtime's API server override; not an upstream key (upstream
+    /// drops unknown keys), rendered only when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_base_url: Option<String>,
 }
 
 /// `[peer_groups.<name>]` (upstream `PeerGroupConfig`): the outside users
@@ -265,6 +277,7 @@ pub fn config_file(agent: &Agent, api_key: Option<&str>, channels: &Channels) ->
         out_channels.telegram = one(TelegramV3 {
             enabled: true,
             bot_token: t.bot_token.clone(),
+            api_base_url: t.api_base_url.clone(),
         });
         group("telegram", &t.allowed_users);
         served.push(alias("telegram"));
@@ -274,6 +287,7 @@ pub fn config_file(agent: &Agent, api_key: Option<&str>, channels: &Channels) ->
             enabled: true,
             bot_token: d.bot_token.clone(),
             guild_ids: d.guild_id.iter().cloned().collect(),
+            api_base_url: d.api_base_url.clone(),
         });
         group("discord", &d.allowed_users);
         served.push(alias("discord"));
@@ -284,6 +298,7 @@ pub fn config_file(agent: &Agent, api_key: Option<&str>, channels: &Channels) ->
             bot_token: s.bot_token.clone(),
             app_token: s.app_token.clone(),
             channel_ids: s.channel_id.iter().cloned().collect(),
+            api_base_url: s.api_base_url.clone(),
         });
         group("slack", &s.allowed_users);
         served.push(alias("slack"));
@@ -348,15 +363,18 @@ mod tests {
     fn channels() -> Channels {
         Channels {
             telegram: Some(TelegramChannel {
+                api_base_url: None,
                 bot_token: "1:tg".into(),
                 allowed_users: vec!["*".into()],
             }),
             discord: Some(DiscordChannel {
+                api_base_url: None,
                 bot_token: "dc".into(),
                 guild_id: Some("42".into()),
                 allowed_users: vec!["123456789012345678".into()],
             }),
             slack: Some(SlackChannel {
+                api_base_url: None,
                 bot_token: "xoxb-1".into(),
                 app_token: Some("xapp-1".into()),
                 channel_id: Some("C0123ABCD".into()),

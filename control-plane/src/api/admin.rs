@@ -1,9 +1,9 @@
 //! Admin API (role admin; 403 for anyone else): `GET /api/admin/agents`,
-//! every agent with its owner, status, last error, attempts and resource
-//! use. The admins' live feed of transitions, `GET /api/admin/events`, is
+//! every agent with its owner, status, last error, attempts, resource use
+//! and channels in error (`?channelError=true`: only agents with one). The admins' live feed of transitions, `GET /api/admin/events`, is
 //! served with the other event streams by [`super::events`].
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::Router;
 use chrono::{DateTime, Utc};
@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::api::AdminUser;
 use crate::api::AppState;
+use crate::channel_health;
 use crate::error::ApiError;
 use crate::status::{DesiredState, Status};
 
@@ -39,23 +40,44 @@ pub struct AdminAgentView {
     /// Percent of one core, last polled.
     pub cpu_percent: Option<f64>,
     pub last_health_at: Option<DateTime<Utc>>,
+    /// The channels of a RUNNING agent whose last health report says
+    /// `error` (empty otherwise); `?channelError=true` lists only agents
+    /// with one.
+    pub channel_errors: Vec<String>,
     pub image: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
+/// Query of `GET /api/admin/agents`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentsQuery {
+    /// Only agents with a channel in `error`.
+    #[serde(default)]
+    pub channel_error: bool,
+}
+
 /// `GET /api/admin/agents` → 200 with every agent (those being deleted
-/// too), oldest first; 401 unauthenticated, 403 for a non-admin.
+/// too), oldest first, or with `?channelError=true` only the RUNNING agents
+/// with a channel in `error`; 401 unauthenticated, 403 for a non-admin.
 async fn list_agents(
     State(state): State<AppState>,
     _admin: AdminUser,
+    Query(query): Query<AgentsQuery>,
 ) -> Result<axum::Json<Vec<AdminAgentView>>, ApiError> {
     let rows = state.store.agents().list_all_with_owner().await?;
     Ok(axum::Json(
         rows.into_iter()
             .map(|r| {
                 let a = r.agent;
+                let channel_errors = if a.status == Status::Running {
+                    channel_health::in_error(a.channel_health.as_deref())
+                } else {
+                    Vec::new()
+                };
                 AdminAgentView {
+                    channel_errors,
                     id: a.id,
                     user_id: a.user_id,
                     owner_email: r.owner_email,
@@ -75,6 +97,7 @@ async fn list_agents(
                     updated_at: a.updated_at,
                 }
             })
+            .filter(|v| !query.channel_error || !v.channel_errors.is_empty())
             .collect(),
     ))
 }

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Deserializer};
 
+use crate::channel_health;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::model::Channels;
@@ -203,6 +204,7 @@ impl CreateAgent {
             .transpose()?;
         if let Some(c) = &self.channels {
             v::channels(c.expose())?;
+            v::channel_base_urls(c.expose(), config.allow_private_provider_urls).await?;
         }
         let encrypted_api_key = api_key
             .map(|k| secrets.encrypt(&id, SecretField::ApiKey, &k))
@@ -211,6 +213,11 @@ impl CreateAgent {
             Some(c) => encrypt_channels(secrets, &id, c.expose())?,
             None => None,
         };
+        let channel_tokens = self
+            .channels
+            .as_ref()
+            .map(|c| channel_health::token_rows(secrets, c.expose()))
+            .unwrap_or_default();
         Ok(NewAgent {
             subdomain: format!("{slug}.{}", config.domain),
             id,
@@ -229,6 +236,7 @@ impl CreateAgent {
             auto_save: self.auto_save.unwrap_or(true),
             encrypted_api_key,
             encrypted_channels,
+            channel_tokens,
             image: config.runtime_image.clone(),
             memory_limit_mb: limits.memory_mb,
             nano_cpus: (limits.cpus * 1e9).round() as i64,
@@ -300,14 +308,21 @@ impl PatchAgent {
                 Some(Some(secrets.encrypt(agent_id, SecretField::ApiKey, &k)?))
             }
         };
-        c.encrypted_channels = match self.channels {
+        c.encrypted_channels = match &self.channels {
             None => None,
             Some(None) => Some(None),
             Some(Some(ch)) => {
                 v::channels(ch.expose())?;
+                v::channel_base_urls(ch.expose(), allow_private).await?;
                 Some(encrypt_channels(secrets, agent_id, ch.expose())?)
             }
         };
+        // The agent's claimed tokens follow its channels (none when cleared).
+        c.channel_tokens = self.channels.as_ref().map(|ch| {
+            ch.as_ref()
+                .map(|ch| channel_health::token_rows(secrets, ch.expose()))
+                .unwrap_or_default()
+        });
         Ok(c)
     }
 }

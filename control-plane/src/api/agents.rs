@@ -16,7 +16,7 @@ use crate::error::ApiError;
 use crate::model::Agent;
 use crate::reconciler::{requests, RequestError};
 use crate::status::Status;
-use crate::store::agents::InsertError;
+use crate::store::agents::{InsertError, UpdateError};
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
@@ -42,7 +42,9 @@ pub fn view(state: &AppState, agent: Agent) -> axum::Json<AgentView> {
 
 /// `POST /api/agents` → 202 with the PENDING record; the deploy runs in the
 /// background. 422 naming the field on bad input, 409 (field `slug`) if the
-/// slug is taken, 403 `quota_exceeded` over the plan's agent count.
+/// slug is taken, 409 naming the field (`channels.telegram.botToken`) if
+/// another agent uses one of its channel tokens, 403 `quota_exceeded` over
+/// the plan's agent count.
 async fn create(
     State(state): State<AppState>,
     user: AuthUser,
@@ -67,12 +69,23 @@ async fn create(
                 field: Some("slug".into()),
             })
         }
+        Err(InsertError::TokenTaken { field }) => return Err(token_taken(field)),
         Err(InsertError::Db(e)) => return Err(e.into()),
     };
     state.events.publish(event);
     state.reconciler.wake(&agent.id).await;
     tracing::info!(agent_id = %agent.id, slug = %agent.slug, user_id = %user.id, "agent created");
     Ok((StatusCode::ACCEPTED, view(&state, agent)))
+}
+
+/// 409 naming the channel token field (`channels.telegram.botToken`) that
+/// another agent of the installation already uses; the token itself is
+/// never echoed.
+fn token_taken(field: String) -> ApiError {
+    ApiError::Conflict {
+        message: format!("{field}: already used by another agent"),
+        field: Some(field),
+    }
 }
 
 /// `GET /api/agents` → 200 with the caller's agents, oldest first; 401 when
@@ -121,8 +134,10 @@ pub struct PatchedAgent {
 }
 
 /// `PATCH /api/agents/{id}` → 200 with the updated record and
-/// `restartPending`. A change to anything the agent's config or persona
-/// files carry bumps its configuration generation: on a RUNNING agent it
+/// `restartPending`; 409 naming the field when a new channel token is
+/// another agent's (nothing is changed then). A change to anything the
+/// agent's config or persona files carry bumps its configuration
+/// generation: on a RUNNING agent it
 /// restarts it through the reconciler (re-injected and re-paired); a deploy
 /// under way sees the new generation before it reaches RUNNING and deploys
 /// the new configuration; on any other status it applies at the next start.
@@ -140,7 +155,11 @@ async fn update(
         .store
         .agents()
         .update_config(&user.id, &agent.id, &changes)
-        .await?
+        .await
+        .map_err(|e| match e {
+            UpdateError::TokenTaken { field } => token_taken(field),
+            UpdateError::Db(e) => e.into(),
+        })?
         .ok_or(ApiError::NotFound("agent"))?;
     let answer = |agent: Agent, runtime: bool| {
         let restart_pending =

@@ -35,12 +35,17 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/metrics", get(metrics))
 }
 
-/// `GET /metrics` → 200 text exposition. `zcaas_agents` is set from the
-/// store at each scrape (every status, zero where none); 500 if the store
+/// `GET /metrics` → 200 text exposition. `zcaas_agents` and
+/// `zcaas_agent_channel_up` are set from the store at each scrape (every
+/// status and channel, zero where none); 500 if the store
 /// cannot be read.
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let counts = state.store.agents().count_by_status().await?;
     state.metrics.set_agent_counts(&counts);
+    let reports = state.store.agents().running_channel_health().await?;
+    state
+        .metrics
+        .set_channel_up(&crate::channel_health::count_up(&reports));
     let text = state.metrics.encode().map_err(ApiError::internal)?;
     Ok(([(CONTENT_TYPE, CONTENT_TYPE_TEXT)], text).into_response())
 }

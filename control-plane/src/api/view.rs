@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use regex::Regex;
 use serde::Serialize;
 
+use crate::channel_health;
 use crate::model::{Agent, Channels};
 use crate::secrets::{SecretBox, SecretField};
 use crate::status::{DesiredState, Status};
@@ -53,6 +54,10 @@ pub struct AgentView {
     pub api_key: Option<String>,
     /// Channels with their tokens masked, or null.
     pub channels: Option<Channels>,
+    /// Each configured channel's health from the agent's last polled
+    /// `/health` (`ok`, `starting`, `error`; `unknown` before a report,
+    /// `offline` while the agent is not RUNNING), or null without channels.
+    pub channel_health: Option<channel_health::Report>,
     pub image: String,
     /// Container memory limit, MiB.
     pub memory_limit_mb: i64,
@@ -122,7 +127,15 @@ impl AgentView {
                 Some(Channels::default())
             }
         };
+        let channel_health = channels.as_ref().map(|c| {
+            channel_health::view(
+                agent.channel_health.as_deref(),
+                &channel_health::configured(c),
+                agent.status == Status::Running,
+            )
+        });
         AgentView {
+            channel_health,
             paired: agent.encrypted_token.is_some(),
             api_key,
             channels,
@@ -212,10 +225,12 @@ mod tests {
         assert_eq!(mask(""), "***");
         let c = mask_channels(Channels {
             telegram: Some(TelegramChannel {
+                api_base_url: None,
                 bot_token: "123456:ABCDEFGHIJKLMNOP".into(),
                 allowed_users: vec![],
             }),
             slack: Some(SlackChannel {
+                api_base_url: None,
                 bot_token: "xoxb-1111111111111-secret".into(),
                 app_token: Some("xapp-1-secret-app-token".into()),
                 channel_id: Some("C1".into()),

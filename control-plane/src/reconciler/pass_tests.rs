@@ -209,6 +209,7 @@ impl Harness {
             image: IMAGE.into(),
             memory_limit_mb: 256,
             nano_cpus: 500_000_000,
+            channel_tokens: Vec::new(),
         };
         let (agent, _) = self
             .store

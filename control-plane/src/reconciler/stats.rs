@@ -1,5 +1,6 @@
-//! Stats polling: refreshes `memory_mb`, `cpu_percent` and `last_health_at`
-//! of every RUNNING agent on an interval. Agents are polled concurrently, each
+//! Stats polling: refreshes `memory_mb`, `cpu_percent`, `last_health_at`
+//! and `channel_health` (each channel's component of the agent's `/health`,
+//! [`crate::channel_health::parse`]) of every RUNNING agent on an interval. Agents are polled concurrently, each
 //! under its own timeout, so one slow or stuck agent delays no other. An agent
 //! whose `/health` fails wakes the reconciler, which decides what it means.
 
@@ -9,7 +10,10 @@ use chrono::Utc;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::ReconcilerHandle;
+use super::{Context, ReconcilerHandle};
+use crate::channel_health;
+use crate::model::{Agent, Channels};
+use crate::secrets::SecretField;
 use crate::status::Status;
 
 /// How often running agents are polled.
@@ -51,14 +55,14 @@ pub async fn poll_once(handle: &ReconcilerHandle) -> usize {
             let polled = tokio::time::timeout(PER_AGENT_TIMEOUT, async {
                 let stats = ctx.orchestrator.stats(container_id).await;
                 let health = match crate::addressing::agent_base_url(ctx.orchestrator.as_ref(), &ctx.config, &agent).await {
-                    Ok(Some(base)) => ctx.gateway.health(&base).await.is_ok(),
-                    _ => false,
+                    Ok(Some(base)) => ctx.gateway.health(&base).await.ok(),
+                    _ => None,
                 };
                 (stats, health)
             })
             .await;
             match polled {
-                Ok((stats, healthy)) => {
+                Ok((stats, health)) => {
                     if let Ok(s) = stats {
                         if let Err(e) = ctx.store.lifecycle().set_stats(&agent.id, s.memory_mb, s.cpu_percent).await {
                             tracing::warn!(agent_id = %agent.id, error = %e, "stats: storing failed");
@@ -66,8 +70,9 @@ pub async fn poll_once(handle: &ReconcilerHandle) -> usize {
                     } else {
                         ctx.metrics.docker_error("stats");
                     }
-                    if healthy {
+                    if let Some(body) = health {
                         let _ = ctx.store.lifecycle().set_healthy(&agent.id, Utc::now()).await;
+                        store_channel_health(ctx, &agent, &body).await;
                     } else {
                         handle.wake(&agent.id);
                     }
@@ -83,4 +88,35 @@ pub async fn poll_once(handle: &ReconcilerHandle) -> usize {
         .filter(|refreshed| futures::future::ready(*refreshed))
         .count()
         .await
+}
+
+/// Stores the channel report of `agent`'s `/health` `body` when it differs
+/// from the stored one (most polls change nothing: no write then).
+async fn store_channel_health(ctx: &Context, agent: &Agent, body: &serde_json::Value) {
+    let channels: Channels = agent
+        .encrypted_channels
+        .as_deref()
+        .and_then(|c| {
+            ctx.secrets
+                .decrypt(&agent.id, SecretField::Channels, c)
+                .ok()
+        })
+        .and_then(|json| serde_json::from_str(&json).ok())
+        .unwrap_or_default();
+    let tokens: Vec<&str> = channel_health::tokens(&channels)
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    let report = channel_health::to_stored(&channel_health::parse(body, &tokens));
+    if report == agent.channel_health {
+        return;
+    }
+    if let Err(e) = ctx
+        .store
+        .lifecycle()
+        .set_channel_health(&agent.id, report.as_deref())
+        .await
+    {
+        tracing::warn!(agent_id = %agent.id, error = %e, "stats: storing channel health failed");
+    }
 }

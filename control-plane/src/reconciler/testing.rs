@@ -47,6 +47,7 @@ pub fn agent(status: Status) -> Agent {
         paired_started_at: None,
         config_generation: 0,
         deployed_generation: None,
+        channel_health: None,
         created_at: now,
         updated_at: now,
     }

@@ -19,8 +19,58 @@ pub enum InsertError {
     /// Another agent has this slug (UNIQUE constraint).
     #[error("slug already taken")]
     SlugTaken,
+    /// Another agent holds one of the channel tokens; `field` is the API
+    /// field it came from (`channels.telegram.botToken`).
+    #[error("{field}: already used by another agent")]
+    TokenTaken { field: String },
     #[error(transparent)]
     Db(#[from] sqlx::Error),
+}
+
+/// Why a configuration change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    /// Another agent holds one of the new channel tokens.
+    #[error("{field}: already used by another agent")]
+    TokenTaken { field: String },
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// Why a backend's claim of an agent's channel tokens failed (both backends
+/// replace the agent's rows in the caller's transaction).
+pub(crate) enum ClaimError {
+    /// Another agent holds the token of this field.
+    Taken(String),
+    Db(sqlx::Error),
+}
+
+impl From<ClaimError> for InsertError {
+    fn from(e: ClaimError) -> Self {
+        match e {
+            ClaimError::Taken(field) => InsertError::TokenTaken { field },
+            ClaimError::Db(e) => InsertError::Db(e),
+        }
+    }
+}
+
+impl From<ClaimError> for UpdateError {
+    fn from(e: ClaimError) -> Self {
+        match e {
+            ClaimError::Taken(field) => UpdateError::TokenTaken { field },
+            ClaimError::Db(e) => UpdateError::Db(e),
+        }
+    }
+}
+
+/// One channel token as `channel_tokens` keeps it: a keyed hash
+/// ([`crate::secrets::SecretBox::token_hashes`]), never the token, and the
+/// API field it came from. A token has one row per master key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelToken {
+    pub hash: String,
+    /// `channels.telegram.botToken`, `channels.slack.appToken`, …
+    pub field: String,
 }
 
 /// A validated agent to insert as PENDING. Secrets are already encrypted
@@ -50,6 +100,8 @@ pub struct NewAgent {
     pub memory_limit_mb: i64,
     /// Container CPU limit, 10^-9 CPUs.
     pub nano_cpus: i64,
+    /// The hashes of the channel tokens in `encrypted_channels` (distinct).
+    pub channel_tokens: Vec<ChannelToken>,
 }
 
 /// An agent with its owner's email (admin views).
@@ -78,6 +130,9 @@ pub struct AgentChanges {
     pub auto_save: Option<bool>,
     pub encrypted_api_key: Option<Option<String>>,
     pub encrypted_channels: Option<Option<String>>,
+    /// With `encrypted_channels`: the hashes of the new channels' tokens
+    /// (distinct), replacing the agent's (`Some(vec![])` frees them all).
+    pub channel_tokens: Option<Vec<ChannelToken>>,
 }
 
 impl AgentChanges {
@@ -124,7 +179,11 @@ pub trait AgentStore: Send + Sync {
     /// Guarantee: two concurrent inserts for one owner never both pass the
     /// quota (SQLite: one `INSERT … SELECT … WHERE count < max`, a single
     /// writer; PostgreSQL: the owner's row locked `FOR UPDATE` first).
-    /// Errors: [`InsertError::QuotaExceeded`], [`InsertError::SlugTaken`].
+    /// `new.channel_tokens` are inserted in the same transaction: one token
+    /// serves one agent across the installation (the primary key of
+    /// `channel_tokens`), and an agent refused leaves nothing behind.
+    /// Errors: [`InsertError::QuotaExceeded`], [`InsertError::SlugTaken`],
+    /// [`InsertError::TokenTaken`].
     async fn insert_pending(
         &self,
         new: &NewAgent,
@@ -158,13 +217,20 @@ pub trait AgentStore: Send + Sync {
     /// Applies `changes` to agent `id` if `user_id` owns it (one statement)
     /// and returns the updated row; `None` if it is not theirs or gone. A
     /// change that [`AgentChanges::changes_runtime`] bumps
-    /// `config_generation` in the same statement.
+    /// `config_generation` in the same statement. With
+    /// [`AgentChanges::channel_tokens`], the agent's `channel_tokens` rows are
+    /// replaced in the same transaction; a token another agent holds fails
+    /// the whole change with [`UpdateError::TokenTaken`] (nothing applied).
     async fn update_config(
         &self,
         user_id: &str,
         id: &str,
         changes: &AgentChanges,
-    ) -> Result<Option<Agent>, sqlx::Error>;
+    ) -> Result<Option<Agent>, UpdateError>;
+
+    /// The `channel_health` reports of every RUNNING agent that has one
+    /// (JSON, see [`crate::channel_health`]); read at each `/metrics` scrape.
+    async fn running_channel_health(&self) -> Result<Vec<String>, sqlx::Error>;
 
     /// Every agent's encrypted secrets, by id (`zcaas keys rotate`).
     async fn list_secrets(&self) -> Result<Vec<StoredSecrets>, sqlx::Error>;

@@ -107,6 +107,11 @@ pub trait LifecycleStore: Send + Sync {
         cpu_percent: f64,
     ) -> Result<(), sqlx::Error>;
 
+    /// Stores the agent's channel health report (JSON of
+    /// [`crate::channel_health::Report`], `None` clears it), as the stats
+    /// poll last read it from the agent's `/health`.
+    async fn set_channel_health(&self, id: &str, report: Option<&str>) -> Result<(), sqlx::Error>;
+
     /// Sets the desired state without changing the status.
     async fn set_desired(&self, id: &str, desired: DesiredState) -> Result<(), sqlx::Error>;
 

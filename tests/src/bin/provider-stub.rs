@@ -13,6 +13,8 @@
 //!   error body (to test the agent's error path); `!sleep <ms>` waits first;
 //!   `!system` (OpenAI format) answers `system: <the system prompt>`, so a
 //!   test sees the persona the agent sent.
+//! - It also serves a fake Telegram Bot API
+//!   ([`zcaas_tests::fake_telegram`]) for the channel tests.
 //! - With `STUB_BANNER=1` it prints a random pairing-code banner at start, in
 //!   the agent gateway's two forms, so the Docker layer's code-from-logs
 //!   logic can be tested without an agent image.
@@ -75,7 +77,8 @@ async fn main() -> anyhow::Result<()> {
         .route("/v1/messages", post(anthropic))
         .route("/v1beta/models/{model_action}", post(gemini))
         .route("/api/chat", post(ollama))
-        .with_state(state);
+        .with_state(state)
+        .merge(zcaas_tests::fake_telegram::router());
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
     println!("provider-stub listening on {}", listener.local_addr()?);
     if std::env::var("STUB_BANNER").is_ok_and(|v| v == "1") {

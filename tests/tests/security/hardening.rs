@@ -182,7 +182,8 @@ async fn hostile_persona_and_channel_text_cannot_change_the_config() {
     body["communicationStyle"] = json!(style);
     body["userName"] = json!(user_name);
     body["agentName"] = json!(agent_name);
-    body["channels"] = json!({"telegram": {"botToken": bot_token, "allowedUsers": allowed}});
+    body["channels"] = json!({"telegram": {"botToken": bot_token, "allowedUsers": allowed,
+        "apiBaseUrl": env.local_channel_api()}});
     let agent = env.create_running_agent(&jwt, body).await;
     assert_eq!(agent["slug"], format!("eve-gateway-x-{}", env.prefix));
     assert_eq!(agent["communicationStyle"], style, "stored verbatim");

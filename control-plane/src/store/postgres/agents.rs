@@ -1,6 +1,6 @@
 //! [`AgentStore`] on PostgreSQL.
 
-use sqlx::{Postgres, QueryBuilder};
+use sqlx::{PgConnection, Postgres, QueryBuilder};
 
 use super::{has_nul, lifecycle::insert_event, now, violates, PgStore};
 use crate::events::AgentEvent;
@@ -8,8 +8,44 @@ use crate::model::Agent;
 use crate::secrets::SecretField;
 use crate::status::{DesiredState, Status};
 use crate::store::agents::{
-    AgentChanges, AgentStore, AgentWithOwner, InsertError, NewAgent, StoredSecrets,
+    AgentChanges, AgentStore, AgentWithOwner, ChannelToken, ClaimError, InsertError, NewAgent,
+    StoredSecrets, UpdateError,
 };
+
+/// Replaces the channel tokens of agent `id` with `tokens`, inside the
+/// caller's transaction: the agent's rows go first (its own tokens are then
+/// free for it), and a token another agent holds fails on the primary key
+/// `channel_tokens_pkey`, naming its field. A concurrent claim of the same
+/// token waits for the first transaction and then fails the same way.
+async fn claim_tokens(
+    tx: &mut PgConnection,
+    id: &str,
+    tokens: &[ChannelToken],
+) -> Result<(), ClaimError> {
+    sqlx::query("DELETE FROM channel_tokens WHERE agent_id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(ClaimError::Db)?;
+    for t in tokens {
+        let done = sqlx::query(
+            "INSERT INTO channel_tokens (token_hash, agent_id, field) VALUES ($1, $2, $3)",
+        )
+        .bind(&t.hash)
+        .bind(id)
+        .bind(&t.field)
+        .execute(&mut *tx)
+        .await;
+        match done {
+            Ok(_) => {}
+            Err(e) if violates(&e, "channel_tokens_pkey") => {
+                return Err(ClaimError::Taken(t.field.clone()))
+            }
+            Err(e) => return Err(ClaimError::Db(e)),
+        }
+    }
+    Ok(())
+}
 
 /// The stored form of `auto_save` (seed 003: a string).
 fn auto_save(on: bool) -> &'static str {
@@ -87,6 +123,7 @@ impl AgentStore for PgStore {
             Err(e) if violates(&e, "agents_slug_key") => return Err(InsertError::SlugTaken),
             Err(e) => return Err(e.into()),
         };
+        claim_tokens(&mut tx, &agent.id, &new.channel_tokens).await?;
         let event = insert_event(
             &mut tx,
             &agent.id,
@@ -187,9 +224,9 @@ impl AgentStore for PgStore {
         user_id: &str,
         id: &str,
         changes: &AgentChanges,
-    ) -> Result<Option<Agent>, sqlx::Error> {
+    ) -> Result<Option<Agent>, UpdateError> {
         if changes.is_empty() || has_nul(user_id) || has_nul(id) {
-            return self.get_for_user(user_id, id).await;
+            return Ok(self.get_for_user(user_id, id).await?);
         }
         let mut q: QueryBuilder<Postgres> = QueryBuilder::new("UPDATE agents SET updated_at = ");
         q.push_bind(now());
@@ -220,7 +257,23 @@ impl AgentStore for PgStore {
         q.push(" WHERE id = ").push_bind(id);
         q.push(" AND user_id = ").push_bind(user_id);
         q.push(" AND desired_state <> 'deleted' RETURNING *");
-        q.build_query_as().fetch_optional(&self.pool).await
+        let mut tx = self.pool.begin().await?;
+        let updated: Option<Agent> = q.build_query_as().fetch_optional(&mut *tx).await?;
+        if let (Some(agent), Some(tokens)) = (&updated, &changes.channel_tokens) {
+            claim_tokens(&mut tx, &agent.id, tokens).await?;
+        }
+        tx.commit().await?;
+        Ok(updated)
+    }
+
+    async fn running_channel_health(&self) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT channel_health FROM agents
+             WHERE status = $1 AND channel_health IS NOT NULL ORDER BY id",
+        )
+        .bind(Status::Running.as_str())
+        .fetch_all(&self.pool)
+        .await
     }
 
     async fn list_secrets(&self) -> Result<Vec<StoredSecrets>, sqlx::Error> {

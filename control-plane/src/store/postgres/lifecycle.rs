@@ -229,6 +229,19 @@ impl LifecycleStore for PgStore {
         Ok(())
     }
 
+    async fn set_channel_health(&self, id: &str, report: Option<&str>) -> Result<(), sqlx::Error> {
+        if has_nul(id) {
+            return Ok(());
+        }
+        sqlx::query("UPDATE agents SET channel_health = $1 WHERE id = $2")
+            .bind(report.map(text))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The agent's `channel_tokens` rows go with it (`ON DELETE CASCADE`).
     async fn delete(&self, id: &str) -> Result<(), sqlx::Error> {
         if has_nul(id) {
             return Ok(());

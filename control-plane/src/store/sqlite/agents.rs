@@ -1,7 +1,7 @@
 //! [`AgentStore`] on SQLite.
 
 use chrono::Utc;
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
 use super::{is_unique_violation, lifecycle::insert_event, SqliteStore};
 use crate::events::AgentEvent;
@@ -9,8 +9,41 @@ use crate::model::Agent;
 use crate::secrets::SecretField;
 use crate::status::Status;
 use crate::store::agents::{
-    AgentChanges, AgentStore, AgentWithOwner, InsertError, NewAgent, StoredSecrets,
+    AgentChanges, AgentStore, AgentWithOwner, ChannelToken, ClaimError, InsertError, NewAgent,
+    StoredSecrets, UpdateError,
 };
+
+/// Replaces the channel tokens of agent `id` with `tokens`, inside the
+/// caller's write transaction: the agent's rows go first (its own tokens
+/// are then free for it), and a token another agent holds fails on the
+/// primary key, naming its field.
+async fn claim_tokens(
+    tx: &mut SqliteConnection,
+    id: &str,
+    tokens: &[ChannelToken],
+) -> Result<(), ClaimError> {
+    sqlx::query("DELETE FROM channel_tokens WHERE agent_id = ?1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(ClaimError::Db)?;
+    for t in tokens {
+        let done = sqlx::query(
+            "INSERT INTO channel_tokens (token_hash, agent_id, field) VALUES (?1, ?2, ?3)",
+        )
+        .bind(&t.hash)
+        .bind(id)
+        .bind(&t.field)
+        .execute(&mut *tx)
+        .await;
+        match done {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => return Err(ClaimError::Taken(t.field.clone())),
+            Err(e) => return Err(ClaimError::Db(e)),
+        }
+    }
+    Ok(())
+}
 
 #[async_trait::async_trait]
 impl AgentStore for SqliteStore {
@@ -68,6 +101,7 @@ impl AgentStore for SqliteStore {
             Err(e) if is_unique_violation(&e) => return Err(InsertError::SlugTaken),
             Err(e) => return Err(e.into()),
         };
+        claim_tokens(&mut tx, &agent.id, &new.channel_tokens).await?;
         let event = insert_event(
             &mut tx,
             &agent.id,
@@ -158,10 +192,9 @@ impl AgentStore for SqliteStore {
         user_id: &str,
         id: &str,
         changes: &AgentChanges,
-    ) -> Result<Option<Agent>, sqlx::Error> {
-        let db = &self.pool;
+    ) -> Result<Option<Agent>, UpdateError> {
         if changes.is_empty() {
-            return self.get_for_user(user_id, id).await;
+            return Ok(self.get_for_user(user_id, id).await?);
         }
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("UPDATE agents SET updated_at = ");
         q.push_bind(Utc::now());
@@ -195,7 +228,25 @@ impl AgentStore for SqliteStore {
         q.push(" WHERE id = ").push_bind(id);
         q.push(" AND user_id = ").push_bind(user_id);
         q.push(" AND desired_state != 'deleted' RETURNING *");
-        q.build_query_as().fetch_optional(db).await
+        // The UPDATE comes first: the transaction holds the write lock from
+        // it to the token rows.
+        let mut tx = self.pool.begin().await?;
+        let updated: Option<Agent> = q.build_query_as().fetch_optional(&mut *tx).await?;
+        if let (Some(agent), Some(tokens)) = (&updated, &changes.channel_tokens) {
+            claim_tokens(&mut tx, &agent.id, tokens).await?;
+        }
+        tx.commit().await?;
+        Ok(updated)
+    }
+
+    async fn running_channel_health(&self) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT channel_health FROM agents
+             WHERE status = ?1 AND channel_health IS NOT NULL ORDER BY id",
+        )
+        .bind(Status::Running)
+        .fetch_all(&self.pool)
+        .await
     }
 
     async fn list_secrets(&self) -> Result<Vec<StoredSecrets>, sqlx::Error> {

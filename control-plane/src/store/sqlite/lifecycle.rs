@@ -201,6 +201,16 @@ impl LifecycleStore for SqliteStore {
         Ok(())
     }
 
+    async fn set_channel_health(&self, id: &str, report: Option<&str>) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE agents SET channel_health = ?1 WHERE id = ?2")
+            .bind(report)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The agent's `channel_tokens` rows go with it (`ON DELETE CASCADE`).
     async fn delete(&self, id: &str) -> Result<(), sqlx::Error> {
         let db = &self.pool;
         sqlx::query("DELETE FROM agents WHERE id = ?1")
