@@ -2,7 +2,8 @@
 //! chromedriver) against the real control plane, the real Docker engine and
 //! the real agent image: sign up, create an agent through the form (an
 //! inline validation error first), watch it reach RUNNING without reloading,
-//! chat with it, watch its logs and resources, stop it, see the transitions
+//! chat with it, watch its logs and resources, see a Telegram channel added
+//! through the API report `ok` on its page and in the list, stop it, see the transitions
 //! on the admin page, delete it. Screenshots of every page are saved to
 //! `tests/screenshots/`, at desktop and phone width.
 
@@ -214,6 +215,54 @@ async fn dashboard_signup_create_watch_chat_stop_admin_delete() {
     b.screenshot("06-agent-running-phone").await.unwrap();
     b.resize(DESKTOP).await.unwrap();
 
+    // Channels: a Telegram channel added through the API (pointed at the
+    // fake Bot API the provider stand-in serves on the test network) shows
+    // its health on the agent page and in the list once the stats poll has
+    // read it from the agent's /health.
+    let jwt = b
+        .js("return sessionStorage.getItem('zcaas.jwt');", vec![])
+        .await
+        .unwrap()
+        .as_str()
+        .expect("the JWT is in sessionStorage")
+        .to_owned();
+    let bot_token = format!("4242:{}", "b".repeat(35));
+    let (code, body) = env
+        .patch_agent(
+            &jwt,
+            &id,
+            json!({"channels": {"telegram": {
+                "botToken": bot_token,
+                "allowedUsers": ["*"],
+                "apiBaseUrl": env.local_channel_api(),
+            }}}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    env.wait_for(&jwt, &id, DEPLOY, |a| {
+        a["status"] == "RUNNING" && a["channelHealth"]["telegram"]["status"] == "ok"
+    })
+    .await;
+    // The list first (a new route: the page renders again), then the page.
+    b.goto(&format!("{base}/#/agents")).await.unwrap();
+    let card = b
+        .wait_text(
+            &format!("li[data-agent-id=\"{id}\"] [data-channel=\"telegram\"]"),
+            "ok",
+            UI,
+        )
+        .await
+        .unwrap();
+    assert_eq!(card, "telegram ok");
+    b.goto(&format!("{base}/#/agents/{id}")).await.unwrap();
+    let shown = b
+        .wait_text("#agent-channels [data-channel=\"telegram\"]", "ok", UI)
+        .await
+        .unwrap();
+    assert_eq!(shown, "telegram ok");
+    b.wait_text("#agent-status", "RUNNING", UI).await.unwrap();
+    b.screenshot("06-agent-channels").await.unwrap();
+
     // Stop: the badge, the steps and the logs pane follow.
     b.click("#btn-stop").await.unwrap();
     b.wait_text("#agent-status", "STOPPED", DEPLOY)
@@ -241,14 +290,6 @@ async fn dashboard_signup_create_watch_chat_stop_admin_delete() {
 
     // The list follows changes made elsewhere (here: the API), live.
     b.js("window.__noReload = true;", vec![]).await.unwrap();
-    let jwt = b
-        .js("return sessionStorage.getItem('zcaas.jwt');", vec![])
-        .await
-        .unwrap();
-    let jwt = jwt
-        .as_str()
-        .expect("the JWT is in sessionStorage")
-        .to_owned();
     let card = format!("li[data-agent-id=\"{id}\"] .badge");
     for (op, shown) in [("start", "RUNNING"), ("stop", "STOPPED")] {
         let (code, body) = match op {
@@ -293,9 +334,11 @@ async fn dashboard_signup_create_watch_chat_stop_admin_delete() {
         .unwrap();
     assert_eq!(
         feed,
+        // Deploy; the restart that applied the channel (PATCH); stop; the
+        // start and stop made through the API.
         json!([
             "PENDING", "STARTING", "RUNNING", "STOPPING", "STOPPED", "STARTING", "RUNNING",
-            "STOPPING", "STOPPED"
+            "STOPPING", "STOPPED", "STARTING", "RUNNING", "STOPPING", "STOPPED"
         ]),
         "admin feed"
     );
