@@ -1,6 +1,9 @@
-//! One agent turn: persona + recalled memory + the message → the provider → the answer,
-//! stored in memory with `auto_save`. `/webhook` ([`crate::http::webhook`]) and every channel
-//! client ([`crate::channels`]) run the same turn.
+//! One agent turn: persona + the conversation's recalled memory + the message → the provider
+//! → the answer, stored in the conversation's memory with `auto_save`. `/webhook`
+//! ([`crate::http::webhook`], conversation
+//! [`WEBHOOK_CONVERSATION`](crate::memory::WEBHOOK_CONVERSATION)) and every channel client
+//! ([`crate::channels`], one conversation per chat: `telegram:<chat id>`, …) run the same turn;
+//! memory is kept per conversation, so no chat sees another's history (see [`crate::memory`]).
 
 use std::time::Instant;
 
@@ -21,10 +24,10 @@ pub enum TurnError {
     Interrupted,
 }
 
-/// Builds the system prompt and history (blocking file and SQLite reads).
-fn prepare(st: &AppState) -> (String, Vec<crate::memory::Turn>) {
+/// Builds the system prompt and `conversation`'s history (blocking file and SQLite reads).
+fn prepare(st: &AppState, conversation: &str) -> (String, Vec<crate::memory::Turn>) {
     let sections = persona::load_sections(&st.workspace);
-    let recall = match st.memory.get().and_then(|m| m.recall()) {
+    let recall = match st.memory.get().and_then(|m| m.recall(conversation)) {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, "memory recall failed; answering without history");
@@ -39,15 +42,18 @@ fn prepare(st: &AppState) -> (String, Vec<crate::memory::Turn>) {
     (persona::assemble(&sections, notes), recall.turns)
 }
 
-/// Runs one turn for `message` and returns the model's answer text. Records the provider's
-/// metrics and `/health` component; with `auto_save` the exchange is stored before returning.
+/// Runs one turn for `message` received in `conversation` (`webhook` for `/webhook`,
+/// `<channel>:<chat>` for a channel) and returns the model's answer text. Only that
+/// conversation's memory is recalled. Records the provider's metrics and `/health` component;
+/// with `auto_save` the exchange is stored in the conversation's memory before returning.
 ///
 /// # Errors
 /// [`TurnError`].
-pub async fn run(st: &AppState, message: &str) -> Result<String, TurnError> {
+pub async fn run(st: &AppState, conversation: &str, message: &str) -> Result<String, TurnError> {
     let _session = st.metrics.session();
     let st2 = st.clone();
-    let (system, history) = tokio::task::spawn_blocking(move || prepare(&st2))
+    let conversation2 = conversation.to_owned();
+    let (system, history) = tokio::task::spawn_blocking(move || prepare(&st2, &conversation2))
         .await
         .map_err(|_| TurnError::Interrupted)?;
 
@@ -74,9 +80,15 @@ pub async fn run(st: &AppState, message: &str) -> Result<String, TurnError> {
             st.health.mark_ok(&component);
             if st.auto_save {
                 let st2 = st.clone();
-                let (question, answer) = (message.to_owned(), reply.text.clone());
+                let (conversation, question, answer) = (
+                    conversation.to_owned(),
+                    message.to_owned(),
+                    reply.text.clone(),
+                );
                 let saved = tokio::task::spawn_blocking(move || {
-                    st2.memory.get().and_then(|m| m.save(&question, &answer))
+                    st2.memory
+                        .get()
+                        .and_then(|m| m.save(&conversation, &question, &answer))
                 })
                 .await;
                 if let Ok(Err(e)) = saved {

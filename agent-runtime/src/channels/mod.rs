@@ -96,7 +96,7 @@ impl ChannelContext {
     }
 
     /// Runs the agent turn for `text` received in `conversation` (e.g. `telegram:<chat id>`),
-    /// after the per-chat rate limit.
+    /// after the per-chat rate limit, with that conversation's own memory.
     ///
     /// # Errors
     /// [`AnswerError`].
@@ -104,7 +104,7 @@ impl ChannelContext {
         if self.limiter.check_key(&conversation.to_owned()).is_err() {
             return Err(AnswerError::RateLimited);
         }
-        Ok(turn::run(&self.state, text).await?)
+        Ok(turn::run(&self.state, conversation, text).await?)
     }
 }
 

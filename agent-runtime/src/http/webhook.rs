@@ -3,8 +3,10 @@
 //! Checks, in this order: rate limit (429) → bearer (401) → body (413 over 64 KiB, 400 unless
 //! `{"message": "<non-empty string>"}`) → `X-Idempotency-Key` seen within 300 s (200
 //! `{"status":"duplicate",…}`) → provider (200 `{"response","model"}` or 500
-//! `{"error":"LLM request failed"}`). The system prompt is the persona files plus recalled
-//! memory; with `auto_save` the exchange is stored before answering.
+//! `{"error":"LLM request failed"}`). The system prompt is the persona files plus the recalled
+//! memory of the conversation [`WEBHOOK_CONVERSATION`] (`webhook`: all `/webhook` calls share
+//! one history, the one earlier versions stored); with `auto_save` the exchange is stored there
+//! before answering.
 
 use std::net::SocketAddr;
 
@@ -17,6 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{bearer, client_ip, ApiError, AppState};
+use crate::memory::WEBHOOK_CONVERSATION;
 use crate::turn;
 
 /// Header naming an idempotency key.
@@ -67,7 +70,7 @@ pub async fn webhook(
         }
     }
 
-    match turn::run(&st, &message).await {
+    match turn::run(&st, WEBHOOK_CONVERSATION, &message).await {
         Ok(text) => Ok(Json(
             json!({"response": text, "model": st.provider.model()}),
         )),

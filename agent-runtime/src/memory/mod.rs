@@ -1,22 +1,33 @@
 //! Conversation memory: what the agent remembers between messages.
 //!
+//! Memory is kept **per conversation**: every recall and save names one. `/webhook` is the
+//! conversation [`WEBHOOK_CONVERSATION`] (`webhook`); each channel chat is its own
+//! (`telegram:<chat id>`, `discord:<channel id>`, `slack:<channel>`, see [`crate::channels`]).
+//! No conversation sees another's history. What earlier versions (and upstream) stored, a single
+//! history, is the webhook conversation's and stays where it was.
+//!
 //! Backends (`[memory] backend`):
-//! - `sqlite` (default): turns in `<workspace>/memory/brain.db`; the last [`RECALL_TURNS`] turns
-//!   (at most [`RECALL_CHARS`] characters) are replayed as chat history;
-//! - `markdown`: each exchange appended to `<workspace>/memory/YYYY-MM-DD.md` (UTC), with
-//!   `<workspace>/MEMORY.md` as the curated long-term file (created empty-headed if missing; it is
-//!   also a persona file). The tail of yesterday's and today's logs is recalled into the system
-//!   prompt;
+//! - `sqlite` (default): turns in `<workspace>/memory/brain.db`, each tagged with its
+//!   conversation; the last [`RECALL_TURNS`] turns of the conversation (at most
+//!   [`RECALL_CHARS`] characters) are replayed as chat history. A database from before
+//!   conversations is migrated on open, its rows becoming the webhook conversation's;
+//! - `markdown`: each exchange appended to a daily log (UTC): the webhook conversation's in
+//!   `<workspace>/memory/YYYY-MM-DD.md` as before, any other conversation's in
+//!   `<workspace>/memory/conversations/<name>/YYYY-MM-DD.md` ([`conversation_dir_name`] makes
+//!   `<name>` path-safe). `<workspace>/MEMORY.md` is the curated long-term file (created
+//!   empty-headed if missing; it is also a persona file, shared by all conversations). The tail
+//!   of the conversation's yesterday's and today's logs is recalled into the system prompt;
 //! - `none`: nothing stored or recalled.
 //!
 //! With `auto_save` each exchange is stored after the provider answers. All calls are blocking
 //! (file and SQLite I/O): run them on `spawn_blocking`. Opening is lazy ([`MemoryHandle`]) so
 //! it never delays the start-up banner.
 //!
-//! Bounds, so that no conversation fills the disk: every stored message (user or assistant)
-//! is cut to [`MAX_TURN_BYTES`] by [`cap_turn`]; the sqlite backend keeps at most
-//! [`MAX_STORED_TURNS`] turns; the markdown backend keeps each day's log under
-//! [`MAX_DAY_LOG_BYTES`] and all daily logs together under [`MAX_DAILY_LOGS_BYTES`].
+//! Bounds, so that no conversation (nor many of them) fills the disk: every stored message
+//! (user or assistant) is cut to [`MAX_TURN_BYTES`] by [`cap_turn`]; the sqlite backend keeps
+//! at most [`MAX_STORED_TURNS`] turns, all conversations together; the markdown backend keeps
+//! each daily log under [`MAX_DAY_LOG_BYTES`] and all daily logs of all conversations together
+//! under [`MAX_DAILY_LOGS_BYTES`].
 
 mod markdown;
 mod sqlite;
@@ -26,8 +37,15 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::OnceLock;
 
-pub use markdown::{MarkdownMemory, MAX_DAILY_LOGS_BYTES, MAX_DAY_LOG_BYTES};
+pub use markdown::{
+    conversation_dir_name, MarkdownMemory, CONVERSATIONS_DIR, MAX_DAILY_LOGS_BYTES,
+    MAX_DAY_LOG_BYTES,
+};
 pub use sqlite::{SqliteMemory, MAX_STORED_TURNS};
+
+/// The conversation of `/webhook`. Everything stored before memory was kept per conversation
+/// (sqlite rows without a conversation, markdown logs directly in `memory/`) is its history.
+pub const WEBHOOK_CONVERSATION: &str = "webhook";
 
 /// Most turns (user or assistant messages) replayed from memory.
 pub const RECALL_TURNS: usize = 20;
@@ -59,7 +77,8 @@ pub fn cap_turn(text: &str) -> Cow<'_, str> {
 pub enum MemoryBackend {
     /// `workspace/memory/brain.db`.
     Sqlite,
-    /// `workspace/MEMORY.md` + `workspace/memory/YYYY-MM-DD.md`.
+    /// `workspace/MEMORY.md` + `workspace/memory/YYYY-MM-DD.md` (webhook) and
+    /// `workspace/memory/conversations/<name>/YYYY-MM-DD.md` (other conversations).
     Markdown,
     /// No memory.
     None,
@@ -176,33 +195,34 @@ impl Memory {
         })
     }
 
-    /// The context to replay before the next message.
+    /// The context of `conversation` to replay before its next message (only that
+    /// conversation's history).
     ///
     /// # Errors
     /// [`MemoryError`] on I/O or SQLite failure.
-    pub fn recall(&self) -> Result<Recall, MemoryError> {
+    pub fn recall(&self, conversation: &str) -> Result<Recall, MemoryError> {
         match self {
             Self::None => Ok(Recall::default()),
             Self::Sqlite(m) => Ok(Recall {
-                turns: m.recall(RECALL_TURNS, RECALL_CHARS)?,
+                turns: m.recall(conversation, RECALL_TURNS, RECALL_CHARS)?,
                 notes: None,
             }),
             Self::Markdown(m) => Ok(Recall {
                 turns: Vec::new(),
-                notes: m.recall(chrono::Utc::now(), RECALL_CHARS)?,
+                notes: m.recall(conversation, chrono::Utc::now(), RECALL_CHARS)?,
             }),
         }
     }
 
-    /// Stores one exchange.
+    /// Stores one exchange of `conversation`.
     ///
     /// # Errors
     /// [`MemoryError`] on I/O or SQLite failure.
-    pub fn save(&self, user: &str, assistant: &str) -> Result<(), MemoryError> {
+    pub fn save(&self, conversation: &str, user: &str, assistant: &str) -> Result<(), MemoryError> {
         match self {
             Self::None => Ok(()),
-            Self::Sqlite(m) => m.save(user, assistant),
-            Self::Markdown(m) => m.save(chrono::Utc::now(), user, assistant),
+            Self::Sqlite(m) => m.save(conversation, user, assistant),
+            Self::Markdown(m) => m.save(conversation, chrono::Utc::now(), user, assistant),
         }
     }
 }
@@ -278,9 +298,49 @@ mod tests {
     fn none_backend_stores_nothing() {
         let dir = tempfile::tempdir().expect("tmp");
         let m = Memory::open(MemoryBackend::None, dir.path()).expect("open");
-        m.save("hi", "hello").expect("save");
-        assert_eq!(m.recall().expect("recall"), Recall::default());
+        m.save(WEBHOOK_CONVERSATION, "hi", "hello").expect("save");
+        assert_eq!(
+            m.recall(WEBHOOK_CONVERSATION).expect("recall"),
+            Recall::default()
+        );
         assert!(std::fs::read_dir(dir.path()).expect("ls").next().is_none());
+    }
+
+    #[test]
+    fn conversations_do_not_share_history_in_any_backend() {
+        for backend in [MemoryBackend::Sqlite, MemoryBackend::Markdown] {
+            let dir = tempfile::tempdir().expect("tmp");
+            let m = Memory::open(backend, dir.path()).expect("open");
+            m.save(WEBHOOK_CONVERSATION, "webhook question", "webhook answer")
+                .expect("save");
+            m.save("telegram:-100123", "telegram question", "telegram answer")
+                .expect("save");
+            let text = |r: Recall| {
+                r.turns
+                    .iter()
+                    .map(|t| t.content.clone())
+                    .chain(r.notes)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            let webhook = text(m.recall(WEBHOOK_CONVERSATION).expect("recall"));
+            assert!(
+                webhook.contains("webhook question"),
+                "{backend:?}: {webhook}"
+            );
+            assert!(!webhook.contains("telegram"), "{backend:?}: {webhook}");
+            let telegram = text(m.recall("telegram:-100123").expect("recall"));
+            assert!(
+                telegram.contains("telegram answer"),
+                "{backend:?}: {telegram}"
+            );
+            assert!(!telegram.contains("webhook"), "{backend:?}: {telegram}");
+            assert_eq!(
+                m.recall("slack:C1").expect("recall"),
+                Recall::default(),
+                "{backend:?}"
+            );
+        }
     }
 
     #[test]
