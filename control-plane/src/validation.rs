@@ -108,6 +108,22 @@ static SLUG_RE: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z0-9]([a-z0-9-]{0,61
 static TIMEZONE_RE: LazyLock<Regex> = LazyLock::new(|| re(r"^[A-Za-z_]+(/[A-Za-z0-9_+\-]+)*$"));
 static MODEL_RE: LazyLock<Regex> = LazyLock::new(|| re(r"^[A-Za-z0-9._:/@-]{1,128}$"));
 static CHANNEL_ID_RE: LazyLock<Regex> = LazyLock::new(|| re(r"^[A-Za-z0-9_-]{1,64}$"));
+/// A Telegram bot token as @BotFather issues it: the bot's numeric id, a
+/// colon, then the secret (35 characters of base64url today; 30 or more
+/// accepted).
+static TELEGRAM_TOKEN_RE: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^[0-9]{1,20}:[A-Za-z0-9_-]{30,}$"));
+/// A Discord bot token: three dot-separated base64url parts — the bot's
+/// user id in base64, a timestamp, an HMAC (lengths have grown over time).
+static DISCORD_TOKEN_RE: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^[A-Za-z0-9_-]{20,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{20,}$"));
+/// A Slack bot token: `xoxb-` then at least 10 letters, digits or hyphens
+/// (today `xoxb-<team>-<bot user>-<secret>`; Slack reserves the right to
+/// change the rest, so only the prefix and alphabet are held).
+static SLACK_BOT_TOKEN_RE: LazyLock<Regex> = LazyLock::new(|| re(r"^xoxb-[A-Za-z0-9-]{10,}$"));
+/// A Slack app-level token (Socket Mode): `xapp-` then at least 10 letters,
+/// digits or hyphens.
+static SLACK_APP_TOKEN_RE: LazyLock<Regex> = LazyLock::new(|| re(r"^xapp-[A-Za-z0-9-]{10,}$"));
 /// A Telegram username (5–32 letters, digits, `_`, starting with a letter;
 /// an optional leading `@`) or a numeric user id.
 static TELEGRAM_USER_RE: LazyLock<Regex> =
@@ -339,6 +355,17 @@ pub fn api_key(value: &str) -> Checked<String> {
     token("apiKey", value, 512)
 }
 
+/// A channel token: a [`token`] (at most 512 characters) that also has its
+/// platform's shape `re`; the refusal says the `expected` shape and never
+/// echoes the value.
+fn channel_token(field: &str, value: &str, re: &Regex, expected: &str) -> Checked<()> {
+    token(field, value, 512)?;
+    if !re.is_match(value) {
+        return Err(FieldError::new(field, format!("must be {expected}")));
+    }
+    Ok(())
+}
+
 /// Who may talk to an agent on one platform: the user ids it accepts.
 struct AllowList {
     re: &'static LazyLock<Regex>,
@@ -346,10 +373,13 @@ struct AllowList {
     expected: &'static str,
 }
 
-/// Messaging channels: non-empty tokens, bounded ids, and allow-lists of
-/// 1 to 100 entries, each `"*"` (everyone) or a user id in the platform's
-/// form — Telegram: a username or numeric id; Discord: a user id (the
-/// snowflake; upstream matches ids only); Slack: a member id (`U…`/`W…`).
+/// Messaging channels: tokens in their platform's shape (Telegram
+/// `<bot id>:<secret>` with 30+ of `[A-Za-z0-9_-]`; Discord three
+/// dot-separated base64url parts; Slack `xoxb-…` for the bot, `xapp-…` for
+/// the app-level token), bounded ids, and allow-lists of 1 to 100 entries,
+/// each `"*"` (everyone) or a user id in the platform's form — Telegram: a
+/// username or numeric id; Discord: a user id (the snowflake; upstream
+/// matches ids only); Slack: a member id (`U…`/`W…`).
 /// An empty list is refused: upstream reads it as nobody (Slack, Discord)
 /// or prints a `/bind` code that lets anyone in (Telegram).
 pub fn channels(value: &Channels) -> Checked<()> {
@@ -396,7 +426,13 @@ pub fn channels(value: &Channels) -> Checked<()> {
         }
     }
     if let Some(t) = &value.telegram {
-        token("channels.telegram.botToken", &t.bot_token, 512)?;
+        channel_token(
+            "channels.telegram.botToken",
+            &t.bot_token,
+            &TELEGRAM_TOKEN_RE,
+            "a Telegram bot token from @BotFather: the bot's numeric id, a colon, \
+             then at least 30 letters, digits, _ or -",
+        )?;
         users(
             "channels.telegram.allowedUsers",
             &t.allowed_users,
@@ -404,14 +440,30 @@ pub fn channels(value: &Channels) -> Checked<()> {
         )?;
     }
     if let Some(d) = &value.discord {
-        token("channels.discord.botToken", &d.bot_token, 512)?;
+        channel_token(
+            "channels.discord.botToken",
+            &d.bot_token,
+            &DISCORD_TOKEN_RE,
+            "a Discord bot token (the Developer Portal's Bot page): three parts of \
+             letters, digits, _ or - separated by dots",
+        )?;
         id("channels.discord.guildId", &d.guild_id)?;
         users("channels.discord.allowedUsers", &d.allowed_users, &DISCORD)?;
     }
     if let Some(s) = &value.slack {
-        token("channels.slack.botToken", &s.bot_token, 512)?;
+        channel_token(
+            "channels.slack.botToken",
+            &s.bot_token,
+            &SLACK_BOT_TOKEN_RE,
+            "a Slack bot token: xoxb- then at least 10 letters, digits or -",
+        )?;
         if let Some(app) = &s.app_token {
-            token("channels.slack.appToken", app, 512)?;
+            channel_token(
+                "channels.slack.appToken",
+                app,
+                &SLACK_APP_TOKEN_RE,
+                "a Slack app-level token: xapp- then at least 10 letters, digits or -",
+            )?;
         }
         id("channels.slack.channelId", &s.channel_id)?;
         users("channels.slack.allowedUsers", &s.allowed_users, &SLACK)?;

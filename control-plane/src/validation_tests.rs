@@ -3,6 +3,12 @@
 use super::*;
 use crate::model::{DiscordChannel, SlackChannel, TelegramChannel};
 
+/// Tokens in each platform's shape (not real ones).
+const TG_TOKEN: &str = "123456789:AAE0testTokenNotReal-0123456789_ab";
+const DISCORD_TOKEN: &str = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GtestA.not-a-real-token_0123456789abcdefghij";
+const SLACK_BOT: &str = "xoxb-1234567890-1234567890123-NotARealToken0123456789";
+const SLACK_APP: &str = "xapp-1-A0123456789-1234567890123-0123456789abcdef";
+
 #[test]
 fn slugs_are_dns_labels_and_not_reserved() {
     for ok in ["a", "my-agent", "agent-1", "0abc", &"a".repeat(63)] {
@@ -139,7 +145,7 @@ fn secrets_and_channels() {
     let mut ch = Channels {
         telegram: Some(TelegramChannel {
             api_base_url: None,
-            bot_token: "123:abc".into(),
+            bot_token: TG_TOKEN.into(),
             allowed_users: vec!["@alice".into()],
         }),
         ..Default::default()
@@ -157,7 +163,7 @@ fn secrets_and_channels() {
     ch.telegram = None;
     ch.slack = Some(SlackChannel {
         api_base_url: None,
-        bot_token: "xoxb-1".into(),
+        bot_token: SLACK_BOT.into(),
         app_token: None,
         channel_id: Some("C 1".into()),
         allowed_users: vec!["*".into()],
@@ -166,11 +172,129 @@ fn secrets_and_channels() {
 }
 
 #[test]
+fn channel_tokens_have_their_platform_shape() {
+    let telegram = |t: &str| Channels {
+        telegram: Some(TelegramChannel {
+            api_base_url: None,
+            bot_token: t.into(),
+            allowed_users: vec!["*".into()],
+        }),
+        ..Default::default()
+    };
+    let discord = |t: &str| Channels {
+        discord: Some(DiscordChannel {
+            api_base_url: None,
+            bot_token: t.into(),
+            guild_id: None,
+            allowed_users: vec!["*".into()],
+        }),
+        ..Default::default()
+    };
+    let slack = |bot: &str, app: Option<&str>| Channels {
+        slack: Some(SlackChannel {
+            api_base_url: None,
+            bot_token: bot.into(),
+            app_token: app.map(str::to_owned),
+            channel_id: None,
+            allowed_users: vec!["*".into()],
+        }),
+        ..Default::default()
+    };
+    for ok in [
+        telegram(TG_TOKEN),
+        // Telegram's own example (34 characters after the colon).
+        telegram("123456:ABC-DEF1234ghIkl-zyx57W2v1u123ew11"),
+        telegram(&format!("7{}:{}", "0".repeat(9), "A".repeat(30))),
+        discord(DISCORD_TOKEN),
+        // Older tokens: a 6-character timestamp and a 27-character HMAC.
+        discord("MTk4NjIyNDgzNDcxOTI1MjQ4.Cl2FMQ.ZnCjm1XVW7vRze4b7Cq4se7kKWs"),
+        slack(SLACK_BOT, None),
+        slack(SLACK_BOT, Some(SLACK_APP)),
+        // Only the prefix and alphabet are held: Slack may change the rest.
+        slack("xoxb-T0123-NotReal", None),
+    ] {
+        assert!(channels(&ok).is_ok(), "{ok:?}");
+    }
+    let tg = "channels.telegram.botToken";
+    let dc = "channels.discord.botToken";
+    let sb = "channels.slack.botToken";
+    let sa = "channels.slack.appToken";
+    let short = format!("123456:{}", "A".repeat(29));
+    let huge = format!("123456:{}", "A".repeat(600));
+    let secret = "SuperSecretTokenValue0123456789";
+    let no_colon = format!("123456{secret}");
+    let letters_id = format!("bot123:{secret}");
+    let slack_secret = format!("xoxb-{secret}");
+    let slack_app_in_bot = format!("xapp-{secret}");
+    let slack_user = format!("xoxp-{secret}");
+    let slack_bot_in_app = format!("xoxb-{secret}");
+    for (bad, field) in [
+        (telegram(""), tg),
+        (telegram("123:tok"), tg),
+        (telegram("1:abc"), tg),
+        (telegram(&short), tg),
+        (telegram(&huge), tg),
+        (telegram(&no_colon), tg),
+        (telegram(&letters_id), tg),
+        (telegram(&format!(":{secret}")), tg),
+        (telegram(&format!("123456:{secret}!")), tg),
+        (telegram(&format!("123456:{secret}=")), tg),
+        (telegram(&format!("123456:{secret} ")), tg),
+        (telegram("123…ab"), tg),
+        (discord("t0ken"), dc),
+        (discord("discord-token-123"), dc),
+        (discord(&format!("Bot {DISCORD_TOKEN}")), dc),
+        (discord("MTIzNDU2Nzg5MDEyMzQ1Njc4.GtestA"), dc),
+        (
+            discord("MTIzNDU2.GtestA.not-a-real-token_0123456789abcdefghij"),
+            dc,
+        ),
+        (
+            discord("MTIzNDU2Nzg5MDEyMzQ1Njc4.Gt.not-a-real-token_0123456789ab"),
+            dc,
+        ),
+        (discord("MTIzNDU2Nzg5MDEyMzQ1Njc4.GtestA.short"), dc),
+        (discord(&format!("{DISCORD_TOKEN}.extra")), dc),
+        (
+            discord("MTIzNDU2Nzg5MDEyMzQ1Njc4.GtestA.not+a/real=token0123456789abc"),
+            dc,
+        ),
+        (slack("xoxb-1", None), sb),
+        (slack(secret, None), sb),
+        (slack(&slack_app_in_bot, None), sb),
+        (slack(&slack_user, None), sb),
+        (slack(&format!("XOXB-{secret}"), None), sb),
+        (slack(&format!("{slack_secret}_x"), None), sb),
+        (slack(SLACK_BOT, Some("")), sa),
+        (slack(SLACK_BOT, Some("xapp-1")), sa),
+        (slack(SLACK_BOT, Some(&slack_bot_in_app)), sa),
+        (slack(SLACK_BOT, Some(secret)), sa),
+    ] {
+        let err = channels(&bad).unwrap_err();
+        assert_eq!(err.field, field, "{bad:?}");
+        // The reason says what is expected, never the value.
+        assert!(err.message.starts_with(&format!("{field}: ")), "{err:?}");
+        for part in [secret, "t0ken", "0123456789abcdefghij", "AAAAAAAAAA"] {
+            assert!(!err.message.contains(part), "{part} echoed: {err:?}");
+        }
+    }
+    for (bad, shape) in [
+        (telegram("123:tok"), "numeric id, a colon"),
+        (discord("t0ken"), "separated by dots"),
+        (slack("xoxb-1", None), "xoxb-"),
+        (slack(SLACK_BOT, Some("xapp-1")), "xapp-"),
+    ] {
+        let err = channels(&bad).unwrap_err();
+        assert!(err.message.contains(shape), "{err:?}");
+    }
+}
+
+#[test]
 fn allow_lists_are_checked_per_platform() {
     let telegram = |users: &[&str]| Channels {
         telegram: Some(TelegramChannel {
             api_base_url: None,
-            bot_token: "123:abc".into(),
+            bot_token: TG_TOKEN.into(),
             allowed_users: users.iter().map(|u| (*u).to_owned()).collect(),
         }),
         ..Default::default()
@@ -178,7 +302,7 @@ fn allow_lists_are_checked_per_platform() {
     let discord = |users: &[&str]| Channels {
         discord: Some(DiscordChannel {
             api_base_url: None,
-            bot_token: "t0ken".into(),
+            bot_token: DISCORD_TOKEN.into(),
             guild_id: None,
             allowed_users: users.iter().map(|u| (*u).to_owned()).collect(),
         }),
@@ -187,7 +311,7 @@ fn allow_lists_are_checked_per_platform() {
     let slack = |users: &[&str]| Channels {
         slack: Some(SlackChannel {
             api_base_url: None,
-            bot_token: "xoxb-1".into(),
+            bot_token: SLACK_BOT.into(),
             app_token: None,
             channel_id: None,
             allowed_users: users.iter().map(|u| (*u).to_owned()).collect(),

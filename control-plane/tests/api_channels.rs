@@ -10,6 +10,8 @@ use zcaas_test_support::{assert_error, minimal_agent_body, TestApp};
 
 const TG: &str = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
 const SLACK_APP: &str = "xapp-1-A0123456789-0123456789012-abcdefabcdef";
+const SLACK_BOT: &str = "xoxb-1111111111-2222222222222-NotARealToken0123456789";
+const DISCORD: &str = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GtestA.not-a-real-token_0123456789abcdefghij";
 
 fn with_channels(name: &str, channels: Value) -> Value {
     let mut b = minimal_agent_body(name);
@@ -71,7 +73,10 @@ async fn one_bot_token_serves_one_agent() {
     assert_eq!(bobs, json!([]));
     let (slug_free, _) = app
         .create_agent(&bob, {
-            let mut b = with_channels("Second", telegram("987654321:other-token"));
+            let mut b = with_channels(
+                "Second",
+                telegram("987654321:AAF0other-token-not-real_0123456789"),
+            );
             b["slug"] = json!("second");
             b
         })
@@ -85,7 +90,7 @@ async fn one_bot_token_serves_one_agent() {
     // The same token in a PATCH of another agent: 409, nothing changed.
     let (_, second) = app.list_agents(&bob).await;
     let second_id = second[0]["id"].as_str().unwrap().to_owned();
-    let slack = json!({"slack": {"botToken": "xoxb-1111-2222-abcd", "appToken": SLACK_APP,
+    let slack = json!({"slack": {"botToken": SLACK_BOT, "appToken": SLACK_APP,
         "allowedUsers": ["U0123ABCD"]}, "telegram": {"botToken": TG, "allowedUsers": ["*"]}});
     let (status, body) = app
         .patch_agent(
@@ -128,7 +133,7 @@ async fn one_bot_token_serves_one_agent() {
             &bob,
             with_channels(
                 "Third",
-                json!({"slack": {"botToken": "xoxb-9", "appToken": SLACK_APP,
+                json!({"slack": {"botToken": "xoxb-9999999999-9999999999999-AnotherBotNotReal0123", "appToken": SLACK_APP,
                 "allowedUsers": ["*"]}}),
             ),
         )
@@ -166,7 +171,7 @@ async fn channel_health_is_shown_for_configured_channels() {
             with_channels(
                 "Chatty",
                 json!({"telegram": {"botToken": TG, "allowedUsers": ["*"]},
-                       "discord": {"botToken": "discord-token-123", "allowedUsers": ["*"]}}),
+                       "discord": {"botToken": DISCORD, "allowedUsers": ["*"]}}),
             ),
         )
         .await;

@@ -6,6 +6,11 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use zcaas_test_support::{assert_error, minimal_agent_body, TestApp};
 
+/// Channel tokens in each platform's shape (not real ones).
+const TG: &str = "123456789:AAE0testTokenNotReal-0123456789_ab";
+const DISCORD: &str = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GtestA.not-a-real-token_0123456789abcdefghij";
+const SLACK_BOT: &str = "xoxb-1234567890-1234567890123-NotARealToken0123456789";
+
 fn with(field: &str, value: Value) -> Value {
     let mut b = minimal_agent_body("Valid Name");
     b[field] = value;
@@ -104,42 +109,71 @@ async fn create_refuses_every_bad_field() {
             with("channels", json!({"telegram": {"allowedUsers": []}})),
             "channels.telegram.botToken",
         ),
+        // Each platform's token shape.
         (
             with(
                 "channels",
-                json!({"discord": {"botToken": "t0ken", "guildId": "1 2"}}),
+                json!({"telegram": {"botToken": "123:tok", "allowedUsers": ["*"]}}),
+            ),
+            "channels.telegram.botToken",
+        ),
+        (
+            with(
+                "channels",
+                json!({"discord": {"botToken": "discord-token-123", "allowedUsers": ["*"]}}),
+            ),
+            "channels.discord.botToken",
+        ),
+        (
+            with(
+                "channels",
+                json!({"slack": {"botToken": "xoxp-1234567890-not-a-bot-token", "allowedUsers": ["*"]}}),
+            ),
+            "channels.slack.botToken",
+        ),
+        (
+            with(
+                "channels",
+                json!({"slack": {"botToken": SLACK_BOT, "appToken": SLACK_BOT, "allowedUsers": ["*"]}}),
+            ),
+            "channels.slack.appToken",
+        ),
+        (
+            with(
+                "channels",
+                json!({"discord": {"botToken": DISCORD, "guildId": "1 2"}}),
             ),
             "channels.discord.guildId",
         ),
         (
             with(
                 "channels",
-                json!({"slack": {"botToken": "xoxb-1", "appToken": ""}}),
+                json!({"slack": {"botToken": SLACK_BOT, "appToken": ""}}),
             ),
             "channels.slack.appToken",
         ),
         (
-            with("channels", json!({"telegram": {"botToken": "t"}})),
+            with("channels", json!({"telegram": {"botToken": TG}})),
             "channels.telegram.allowedUsers",
         ),
         (
             with(
                 "channels",
-                json!({"discord": {"botToken": "t", "allowedUsers": ["alice#1"]}}),
+                json!({"discord": {"botToken": DISCORD, "allowedUsers": ["alice#1"]}}),
             ),
             "channels.discord.allowedUsers[0]",
         ),
         (
             with(
                 "channels",
-                json!({"slack": {"botToken": "xoxb-1", "allowedUsers": []}}),
+                json!({"slack": {"botToken": SLACK_BOT, "allowedUsers": []}}),
             ),
             "channels.slack.allowedUsers",
         ),
         (
             with(
                 "channels",
-                json!({"telegram": {"botToken": "t", "allowedUsers": ["*"],
+                json!({"telegram": {"botToken": TG, "allowedUsers": ["*"],
                     "apiBaseUrl": "http://127.0.0.1:8081"}}),
             ),
             "channels.telegram.apiBaseUrl",
@@ -147,7 +181,7 @@ async fn create_refuses_every_bad_field() {
         (
             with(
                 "channels",
-                json!({"slack": {"botToken": "xoxb-1", "allowedUsers": ["*"],
+                json!({"slack": {"botToken": SLACK_BOT, "allowedUsers": ["*"],
                     "apiBaseUrl": "ftp://slack.example"}}),
             ),
             "channels.slack.apiBaseUrl",
@@ -155,7 +189,7 @@ async fn create_refuses_every_bad_field() {
         (
             with(
                 "channels",
-                json!({"discord": {"botToken": "t", "allowedUsers": ["*"],
+                json!({"discord": {"botToken": DISCORD, "allowedUsers": ["*"],
                     "apiBaseUrl": "http://169.254.169.254/api"}}),
             ),
             "channels.discord.apiBaseUrl",
@@ -164,7 +198,7 @@ async fn create_refuses_every_bad_field() {
         (
             with(
                 "channels",
-                json!({"telegram": {"botToken": "t", "extra": 1}}),
+                json!({"telegram": {"botToken": TG, "extra": 1}}),
             ),
             "channels.telegram.extra",
         ),
@@ -189,12 +223,38 @@ async fn create_refuses_every_bad_field() {
             &token,
             with(
                 "channels",
-                json!({"telegram": {"botToken": "1:t", "allowedUsers": []}}),
+                json!({"telegram": {"botToken": TG, "allowedUsers": []}}),
             ),
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{resp}");
     assert!(resp.to_string().contains(r#"[\"*\"]"#), "{resp}");
+
+    // A token of the wrong shape: the reason says the expected shape and
+    // never echoes the token.
+    for (channels, shape, secret) in [
+        (
+            json!({"telegram": {"botToken": "4242:SecretButTooShort", "allowedUsers": ["*"]}}),
+            "numeric id, a colon",
+            "SecretButTooShort",
+        ),
+        (
+            json!({"discord": {"botToken": "SecretWithoutAnyDots0123456789", "allowedUsers": ["*"]}}),
+            "separated by dots",
+            "SecretWithoutAnyDots",
+        ),
+        (
+            json!({"slack": {"botToken": "xoxp-SecretUserToken0123", "allowedUsers": ["*"]}}),
+            "xoxb-",
+            "SecretUserToken",
+        ),
+    ] {
+        let (status, resp) = app.create_agent(&token, with("channels", channels)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{resp}");
+        let message = resp["error"]["message"].as_str().unwrap();
+        assert!(message.contains(shape), "{resp}");
+        assert!(!resp.to_string().contains(secret), "token echoed: {resp}");
+    }
 
     // Malformed bodies.
     let (status, resp) = app
@@ -299,7 +359,7 @@ async fn create_patch_quota_and_views() {
         "provider": "openrouter",
         "model": "anthropic/claude-3.5-sonnet",
         "apiKey": "sk-or-v1-0123456789abcdef0123",
-        "channels": {"telegram": {"botToken": "123456:ABCDEFGHIJKLMNOPQRSTUV", "allowedUsers": ["@alice"]}},
+        "channels": {"telegram": {"botToken": "123456:ABCDEFGHIJKLMNOPQRSTUVWXYZab-STUV", "allowedUsers": ["@alice"]}},
         "communicationStyle": "Warm.\nConcise. \"Quotes\" and [toml] = syntax",
         "timezone": "Europe/Paris"
     });

@@ -182,7 +182,7 @@ fn broken_valid_body() -> impl Strategy<Value = Value> {
     let bases = vec![
         json!({"email": "fuzz-new@example.com", "password": "password-123"}),
         json!({"message": "hello"}),
-        json!({"name": "Fuzz New", "provider": "openai", "model": "gpt-4o-mini", "apiKey": "sk-fuzz-0123456789", "channels": {"telegram": {"botToken": "1:abc", "allowedUsers": ["*"]}}}),
+        json!({"name": "Fuzz New", "provider": "openai", "model": "gpt-4o-mini", "apiKey": "sk-fuzz-0123456789", "channels": {"telegram": {"botToken": "123456789:AAE0fuzzTokenNotReal-0123456789_ab", "allowedUsers": ["*"]}}}),
         json!({"communicationStyle": "Terse.", "temperature": 1.0}),
     ];
     (

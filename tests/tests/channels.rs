@@ -93,7 +93,8 @@ impl FakeBotApi {
 async fn a_telegram_channel_answers_allowed_users_through_the_bot_api() {
     let mut env = TestApp::in_world().await;
     let jwt = env.register("telly").await;
-    let token = format!("4242:fake-{}", env.prefix);
+    // A token in Telegram's shape (`<bot id>:<secret>`), unique to the test.
+    let token = format!("4242424242:AAE0fake-{}-not-a-real-token", env.prefix);
     let mut body = env.agent_body("Telly");
     body["channels"] = json!({"telegram": {
         "botToken": token,

@@ -181,7 +181,7 @@ async fn a_v3_config_deploys_and_its_persona_reaches_the_provider() {
     .await;
     let jwt = env.register("vthree").await;
     let mut body = env.agent_body("Vthree Helper");
-    body["channels"] = json!({"telegram": {"botToken": "123:tok", "allowedUsers": ["*"],
+    body["channels"] = json!({"telegram": {"botToken": format!("123456789:AAE0v3-{}-not-a-real-token", env.prefix), "allowedUsers": ["*"],
         "apiBaseUrl": env.local_channel_api()}});
     let agent = env.create_running_agent(&jwt, body).await;
     let id = agent["id"].as_str().unwrap().to_owned();

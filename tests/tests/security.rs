@@ -54,7 +54,8 @@ async fn secrets_stay_secret() {
     let mut s = Secrets::default();
     let api_key = unique("sk-e2e-llm-key-");
     let telegram = format!("123456789:{}", unique("TG"));
-    let discord = unique("discord-bot-token-");
+    // Discord's shape: base64 of the bot's user id, a timestamp, an HMAC.
+    let discord = format!("MTIzNDU2Nzg5MDEyMzQ1Njc4.GtestA.{}", unique("discord-bot-"));
     let slack_bot = unique("xoxb-slack-bot-");
     let slack_app = unique("xapp-slack-app-");
     for (what, value) in [

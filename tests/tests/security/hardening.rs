@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
+use reqwest::StatusCode;
 use serde_json::json;
-use zcaas_test_support::{agent_containers, docker_inspect, TestApp, DEPLOY_TIMEOUT};
+use zcaas_test_support::{agent_containers, assert_error, docker_inspect, TestApp, DEPLOY_TIMEOUT};
 
 use super::capture::*;
 use super::support::*;
@@ -174,9 +175,23 @@ async fn hostile_persona_and_channel_text_cannot_change_the_config() {
     let agent_name = "Ada''' \"]]\\";
     let name = format!("Eve \"]] [gateway] x {}", env.prefix);
     let name = name.as_str();
-    let bot_token = "tok\"en'''[]]=#\\u0041";
-    // Allow-list entries are user ids now (validation refuses anything
-    // else, so they cannot carry TOML); the hostile text rides the token.
+    // Channel text cannot carry TOML: allow-list entries are user ids and a
+    // bot token must have its platform's shape, so validation refuses a
+    // hostile token (naming the field, not echoing it); a token in shape
+    // lands verbatim.
+    let hostile_token = "123456789:tok\"en'''[]]=#\\u0041-and-then-some";
+    let mut refused = env.agent_body(name);
+    refused["channels"] = json!({"telegram": {"botToken": hostile_token, "allowedUsers": ["*"]}});
+    let (code, body) = env.create_agent(&jwt, refused).await;
+    assert_error(
+        code,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some("channels.telegram.botToken"),
+    );
+    assert!(!body.to_string().contains("'''[]]=#"), "{body}");
+    let bot_token = format!("123456789:{}", unique("AAE0toml-"));
+    let bot_token = bot_token.as_str();
     let allowed = ["@alice_b", "123456789", "*"];
     let mut body = env.agent_body(name);
     body["communicationStyle"] = json!(style);

@@ -22,7 +22,7 @@ async fn key_rotation_and_swapped_ciphertexts() {
     let key_b = unique("sk-agent-b-");
     let mut body_a = env.agent_body(&format!("Rotor A {}", env.prefix));
     body_a["apiKey"] = json!(key_a);
-    body_a["channels"] = json!({"telegram": {"botToken": unique("tg-a-"), "allowedUsers": ["*"],
+    body_a["channels"] = json!({"telegram": {"botToken": format!("123456789:{}", unique("tg-a-")), "allowedUsers": ["*"],
         "apiBaseUrl": env.local_channel_api()}});
     let mut body_b = env.agent_body(&format!("Rotor B {}", env.prefix));
     body_b["apiKey"] = json!(key_b);
