@@ -5,5 +5,6 @@
 # when named: our runtime vs the stock upstream image, built once per machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p agent-runtime -p zcaas-tests --bins --examples
+cargo build --profile agent -p agent-runtime
+cargo build --release -p zcaas-tests --bins --examples
 exec "${CARGO_TARGET_DIR:-target}"/x86_64-unknown-linux-gnu/release/examples/bench "$@"

@@ -20,8 +20,8 @@ for name in $(compgen -e); do
 done
 
 cd "$ROOT"
-cargo build --release -p agent-runtime
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/x86_64-unknown-linux-gnu/release/agent-runtime"
+cargo build --profile agent -p agent-runtime
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/x86_64-unknown-linux-gnu/agent/agent-runtime"
 [ -x "$BIN" ] || { echo "build-agent-image: $BIN not found" >&2; exit 1; }
 [ -r "$CA_BUNDLE" ] || { echo "build-agent-image: CA bundle $CA_BUNDLE not readable" >&2; exit 1; }
 

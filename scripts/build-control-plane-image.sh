@@ -21,17 +21,20 @@ for name in $(compgen -e); do
 done
 
 cd "$ROOT"
-cargo build --release -p control-plane -p agent-runtime
-OUT="${CARGO_TARGET_DIR:-$ROOT/target}/x86_64-unknown-linux-gnu/release"
-for bin in zcaas agent-runtime; do
-    [ -x "$OUT/$bin" ] || { echo "build-control-plane-image: $OUT/$bin not found" >&2; exit 1; }
+cargo build --release -p control-plane
+cargo build --profile agent -p agent-runtime
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}/x86_64-unknown-linux-gnu"
+ZCAAS_BIN="$TARGET/release/zcaas"
+AGENT_BIN="$TARGET/agent/agent-runtime"
+for bin in "$ZCAAS_BIN" "$AGENT_BIN"; do
+    [ -x "$bin" ] || { echo "build-control-plane-image: $bin not found" >&2; exit 1; }
 done
 [ -r "$CA_BUNDLE" ] || { echo "build-control-plane-image: CA bundle $CA_BUNDLE not readable" >&2; exit 1; }
 
 CTX="$(mktemp -d)"
 trap 'rm -rf "$CTX"' EXIT
-install -m 0755 "$OUT/zcaas" "$CTX/zcaas"
-install -m 0755 "$OUT/agent-runtime" "$CTX/agent-runtime"
+install -m 0755 "$ZCAAS_BIN" "$CTX/zcaas"
+install -m 0755 "$AGENT_BIN" "$CTX/agent-runtime"
 install -m 0644 "$CA_BUNDLE" "$CTX/ca-certificates.crt"
 install -d -m 0700 "$CTX/data" "$CTX/tmp"
 install -m 0644 "$ROOT/deploy/Dockerfile.control-plane" "$CTX/Dockerfile"

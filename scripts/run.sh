@@ -6,5 +6,7 @@
 # Extra arguments go to `zcaas serve`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p control-plane -p agent-runtime
-exec "${CARGO_TARGET_DIR:-target}"/x86_64-unknown-linux-gnu/release/zcaas serve "$@"
+cargo build --release -p control-plane
+cargo build --profile agent -p agent-runtime
+target="${CARGO_TARGET_DIR:-target}"/x86_64-unknown-linux-gnu
+exec "$target"/release/zcaas serve --agent-binary "$target"/agent/agent-runtime "$@"

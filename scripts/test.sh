@@ -59,8 +59,8 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 
 # The end-to-end tests deploy the real agent-runtime image, built from the
-# static release binary.
-cargo build --release -p agent-runtime
+# static binary of the `agent` profile (the one that ships).
+cargo build --profile agent -p agent-runtime
 
 status=0
 cargo test --workspace --all-targets || status=$?

@@ -1,10 +1,11 @@
 //! Channel footprint and latency of one real `agent-runtime` process.
 //!
 //! ```text
-//! cargo build --release -p agent-runtime --examples && target/x86_64-unknown-linux-gnu/release/examples/channel_bench [N]
+//! cargo build --profile agent -p agent-runtime && cargo build --release -p agent-runtime --examples
+//! target/x86_64-unknown-linux-gnu/release/examples/channel_bench [N] [BINARY]   # default: the agent-profile binary
 //! ```
 //!
-//! (`channel_bench [BINARY] [N]` also works; defaults: the release binary next to this
+//! (`channel_bench [BINARY] [N]` also works; defaults: the `agent`-profile binary next to this
 //! example's workspace, N = 500.)
 //!
 //! In this one tokio process run, all on `127.0.0.1`: an instant OpenAI-compatible provider
@@ -497,7 +498,7 @@ async fn telegram_round_trips(
 async fn main() {
     let mut bin = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../target/x86_64-unknown-linux-gnu/release/agent-runtime"
+        "/../target/x86_64-unknown-linux-gnu/agent/agent-runtime"
     )
     .to_owned();
     let mut n = 500_usize;
@@ -510,7 +511,7 @@ async fn main() {
     assert!(n > 0, "N must be at least 1");
     assert!(
         std::path::Path::new(&bin).is_file(),
-        "no runtime binary at {bin}: build it with `cargo build --release -p agent-runtime`"
+        "no runtime binary at {bin}: build it with `cargo build --profile agent -p agent-runtime`"
     );
 
     // The instant provider.

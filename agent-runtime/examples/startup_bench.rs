@@ -1,8 +1,8 @@
 //! Start → banner: spawns `agent-runtime gateway --port 0` N times (fresh HOME each) and times
 //! from `spawn()` until the `X-Pairing-Code:` line is read from its stdout.
 //!
-//! `cargo build --release -p agent-runtime && cargo run --release -p agent-runtime --example
-//! startup_bench -- [BINARY] [N]` (defaults: the release binary, 20 runs). Prints each sample,
+//! `cargo build --profile agent -p agent-runtime && cargo run --release -p agent-runtime --example
+//! startup_bench -- [BINARY] [N]` (defaults: the shipped `agent`-profile binary, 20 runs). Prints each sample,
 //! then min / median / max in milliseconds.
 
 #![allow(clippy::unwrap_used)]
@@ -16,7 +16,7 @@ fn main() {
     let bin = args.next().unwrap_or_else(|| {
         concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../target/x86_64-unknown-linux-gnu/release/agent-runtime"
+            "/../target/x86_64-unknown-linux-gnu/agent/agent-runtime"
         )
         .to_owned()
     });

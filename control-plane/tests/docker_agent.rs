@@ -1,11 +1,11 @@
 //! The real agent-runtime image driven by the Docker layer and the gateway
-//! client: image built from the release binary through the API, config and
+//! client: image built from the shipped binary through the API, config and
 //! persona injected into the created container, start, pairing code from the
 //! logs since that start, `POST /pair`, `/health`, a message answered by the
 //! provider stand-in on the same network, then a restart that needs a new
 //! code and yields a new token.
 //!
-//! Needs `cargo build --release -p agent-runtime` and
+//! Needs `cargo build --profile agent -p agent-runtime` and
 //! `cargo build -p zcaas-tests --bin provider-stub` first.
 
 use std::time::{Duration, Instant};

@@ -16,15 +16,15 @@ pub fn target_dir() -> PathBuf {
         .join("x86_64-unknown-linux-gnu")
 }
 
-/// The static release agent-runtime binary (`scripts/test.sh` builds it
-/// first), or `ZCAAS_AGENT_BINARY`.
+/// The static agent-runtime binary of the `agent` profile, the one that
+/// ships (`scripts/test.sh` builds it first), or `ZCAAS_AGENT_BINARY`.
 pub fn agent_binary() -> anyhow::Result<PathBuf> {
     let path = std::env::var_os("ZCAAS_AGENT_BINARY")
         .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("release/agent-runtime"));
+        .unwrap_or_else(|| target_dir().join("agent/agent-runtime"));
     if !path.is_file() {
         bail!(
-            "{} is missing: build it with `cargo build --release -p agent-runtime` (scripts/test.sh does)",
+            "{} is missing: build it with `cargo build --profile agent -p agent-runtime` (scripts/test.sh does)",
             path.display()
         );
     }
