@@ -107,6 +107,20 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// The agent's channels, decrypted (`None` when it has none). Errors:
+    /// the ciphertext does not decrypt for this agent, or its JSON is not
+    /// a [`Channels`].
+    pub fn channels(
+        &self,
+        secrets: &crate::secrets::SecretBox,
+    ) -> anyhow::Result<Option<Channels>> {
+        let Some(stored) = &self.encrypted_channels else {
+            return Ok(None);
+        };
+        let json = secrets.decrypt(&self.id, crate::secrets::SecretField::Channels, stored)?;
+        Ok(Some(serde_json::from_str(&json)?))
+    }
+
     /// The container name: `zeroclaw-<slug>` (seed 003).
     pub fn container_name(&self) -> String {
         format!("zeroclaw-{}", self.slug)

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::agents::{owned, view};
 use super::extract::{AgentId, Json};
-use super::view::{decrypt_channels, redact_line, AgentView};
+use super::view::{redact_line, AgentView};
 use crate::addressing::agent_base_url;
 use crate::api::AppState;
 use crate::api::AuthUser;
@@ -201,13 +201,12 @@ pub(crate) fn own_secrets(state: &AppState, agent: &Agent) -> Vec<String> {
             out.push(k);
         }
     }
-    if let Ok(Some(c)) = decrypt_channels(&state.secrets, agent) {
-        out.extend(c.telegram.map(|t| t.bot_token));
-        out.extend(c.discord.map(|d| d.bot_token));
-        if let Some(s) = c.slack {
-            out.push(s.bot_token);
-            out.extend(s.app_token);
-        }
+    if let Ok(Some(c)) = agent.channels(&state.secrets) {
+        out.extend(
+            crate::channel_health::tokens(&c)
+                .into_iter()
+                .map(|(_, token)| token.to_owned()),
+        );
     }
     out
 }

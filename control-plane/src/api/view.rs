@@ -97,18 +97,6 @@ pub fn mask_channels(mut c: Channels) -> Channels {
     c
 }
 
-/// Decrypts the agent's channels (`None` if it has none).
-pub fn decrypt_channels(
-    secrets: &SecretBox,
-    agent: &Agent,
-) -> Result<Option<Channels>, anyhow::Error> {
-    let Some(stored) = &agent.encrypted_channels else {
-        return Ok(None);
-    };
-    let json = secrets.decrypt(&agent.id, SecretField::Channels, stored)?;
-    Ok(Some(serde_json::from_str(&json)?))
-}
-
 impl AgentView {
     /// The view of `agent`; secrets that cannot be decrypted show as `***`
     /// (and are logged without their value).
@@ -120,7 +108,7 @@ impl AgentView {
                 HIDDEN.to_owned()
             }
         });
-        let channels = match decrypt_channels(secrets, &agent) {
+        let channels = match agent.channels(secrets) {
             Ok(c) => c.map(mask_channels),
             Err(e) => {
                 tracing::warn!(agent_id = %agent.id, slug = %agent.slug, error = %e, "cannot decrypt channels for display");

@@ -15,7 +15,7 @@ use super::{ports, Context, Inner};
 use crate::addressing::gateway_base;
 use crate::agent_files;
 use crate::gateway::{GatewayError, PairCode};
-use crate::model::{Agent, Channels};
+use crate::model::Agent;
 use crate::orchestrator::{ContainerSpec, FileEntry, ObservedContainer, Ownership, AGENT_ID_LABEL};
 use crate::runtime_profile::{ProfileCache, RuntimeProfile};
 use crate::secrets::SecretField;
@@ -193,16 +193,10 @@ fn render_files(
         .map(|c| ctx.secrets.decrypt(&agent.id, SecretField::ApiKey, c))
         .transpose()
         .context("decrypting the API key")?;
-    let channels: Channels = match agent.encrypted_channels.as_deref() {
-        Some(c) => {
-            let json = ctx
-                .secrets
-                .decrypt(&agent.id, SecretField::Channels, c)
-                .context("decrypting channels")?;
-            serde_json::from_str(&json).context("stored channels are not valid JSON")?
-        }
-        None => Channels::default(),
-    };
+    let channels = agent
+        .channels(&ctx.secrets)
+        .context("decrypting channels")?
+        .unwrap_or_default();
     Ok(agent_files::render(
         agent,
         api_key.as_deref(),
@@ -528,10 +522,6 @@ async fn obtain_token(
     started_at: DateTime<Utc>,
     stored: Option<&str>,
 ) -> anyhow::Result<Obtained> {
-    enum Found {
-        Code(String),
-        State(Obtained),
-    }
     let timeout = ctx.config.pairing_timeout;
     let logs = async {
         match super::pairing::wait_for_code(
@@ -549,8 +539,7 @@ async fn obtain_token(
     let probe = async {
         loop {
             match probe_gateway(ctx, base, stored).await {
-                Some(Probed::Code(code)) => return Found::Code(code),
-                Some(Probed::State(state)) => return Found::State(state),
+                Some(found) => return found,
                 None => tokio::time::sleep(PROBE_INTERVAL).await,
             }
         }
@@ -588,11 +577,10 @@ async fn obtain_token(
 /// How often [`obtain_token`] probes the gateway while no code is known.
 const PROBE_INTERVAL: Duration = Duration::from_millis(300);
 
-/// What one look at the gateway decided ([`probe_gateway`]).
-enum Probed {
-    /// `/pair/code` handed out the current code.
+/// What a source of [`obtain_token`] found: a code to pair with (from the
+/// logs, or handed out by `/pair/code`), or the runtime's state without one.
+enum Found {
     Code(String),
-    /// The state is known without a code.
     State(Obtained),
 }
 
@@ -607,18 +595,18 @@ enum Probed {
 ///
 /// None of these counts towards upstream's failed-attempt lockout (only
 /// `/pair` and bearer checks of `/webhook` do).
-async fn probe_gateway(ctx: &Context, base: &str, stored: Option<&str>) -> Option<Probed> {
+async fn probe_gateway(ctx: &Context, base: &str, stored: Option<&str>) -> Option<Found> {
     if ctx.gateway.pairing_open(base).await.ok()? {
-        return Some(Probed::State(Obtained::PairingDisabled));
+        return Some(Found::State(Obtained::PairingDisabled));
     }
     if let Some(token) = stored {
         if ctx.gateway.token_valid(base, token).await.ok()? {
-            return Some(Probed::State(Obtained::Kept(token.to_owned())));
+            return Some(Found::State(Obtained::Kept(token.to_owned())));
         }
     }
     match ctx.gateway.pair_code(base).await.ok()? {
-        PairCode::Code(code) => Some(Probed::Code(code)),
-        PairCode::None => Some(Probed::State(Obtained::ForeignTokens)),
+        PairCode::Code(code) => Some(Found::Code(code)),
+        PairCode::None => Some(Found::State(Obtained::ForeignTokens)),
         PairCode::Unavailable => None,
     }
 }

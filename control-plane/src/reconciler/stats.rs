@@ -12,8 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Context, ReconcilerHandle};
 use crate::channel_health;
-use crate::model::{Agent, Channels};
-use crate::secrets::SecretField;
+use crate::model::Agent;
 use crate::status::Status;
 
 /// How often running agents are polled.
@@ -93,15 +92,10 @@ pub async fn poll_once(handle: &ReconcilerHandle) -> usize {
 /// Stores the channel report of `agent`'s `/health` `body` when it differs
 /// from the stored one (most polls change nothing: no write then).
 async fn store_channel_health(ctx: &Context, agent: &Agent, body: &serde_json::Value) {
-    let channels: Channels = agent
-        .encrypted_channels
-        .as_deref()
-        .and_then(|c| {
-            ctx.secrets
-                .decrypt(&agent.id, SecretField::Channels, c)
-                .ok()
-        })
-        .and_then(|json| serde_json::from_str(&json).ok())
+    let channels = agent
+        .channels(&ctx.secrets)
+        .ok()
+        .flatten()
         .unwrap_or_default();
     let tokens: Vec<&str> = channel_health::tokens(&channels)
         .into_iter()
