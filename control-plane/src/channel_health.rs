@@ -286,6 +286,15 @@ mod tests {
             fields,
             ["channels.telegram.botToken", "channels.slack.botToken"]
         );
-        assert!(rows.iter().all(|r| !r.hash.contains("abc")));
+        // Digests, never the tokens: (a bare `!contains("abc")` would fail
+        // whenever a random hex digest happens to hold those three letters.)
+        for r in &rows {
+            assert!(
+                r.hash.len() >= 64 && r.hash.chars().all(|c| c.is_ascii_hexdigit()),
+                "{}",
+                r.hash
+            );
+            assert!(!r.hash.contains("123:abc") && !r.hash.contains("xoxb-1"));
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The SQLite backend (default, embedded): one file, WAL, one writer at a
 //! time. Its migrations are `migrations/sqlite/` (append-only).
 
+mod agent_tokens;
 mod agents;
 mod history;
 mod lifecycle;
@@ -51,6 +52,7 @@ pub async fn connect(url: &str) -> Result<Store, sqlx::Error> {
     Ok(Store::from_parts(Parts {
         backend: Backend::Sqlite,
         agents: s.clone(),
+        agent_tokens: s.clone(),
         lifecycle: s.clone(),
         users: s.clone(),
         history: s.clone(),
