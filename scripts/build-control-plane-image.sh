@@ -3,6 +3,9 @@
 # FROM scratch, zcaas and agent-runtime, the host's CA bundle, /data owned by 65532:65532.
 # Usage: scripts/build-control-plane-image.sh [TAG]   (default zcaas/control-plane:latest)
 #
+# ZCAAS_BINARY / AGENT_BINARY: use these static binaries instead of building the release ones
+# (tests/tests/compose_stack.rs passes the test profile's, which the test run built anyway).
+#
 # The legacy builder (DOCKER_BUILDKIT=0; no buildx, no registry): the context is assembled in a
 # temporary directory with exactly the layout the Dockerfile documents.
 set -euo pipefail
@@ -21,11 +24,19 @@ for name in $(compgen -e); do
 done
 
 cd "$ROOT"
-cargo build --release -p control-plane
-cargo build --profile agent -p agent-runtime
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}/x86_64-unknown-linux-gnu"
-ZCAAS_BIN="$TARGET/release/zcaas"
-AGENT_BIN="$TARGET/agent/agent-runtime"
+if [ -n "${ZCAAS_BINARY:-}" ]; then
+    ZCAAS_BIN="$ZCAAS_BINARY"
+else
+    cargo build --release -p control-plane
+    ZCAAS_BIN="$TARGET/release/zcaas"
+fi
+if [ -n "${AGENT_BINARY:-}" ]; then
+    AGENT_BIN="$AGENT_BINARY"
+else
+    cargo build --profile agent -p agent-runtime
+    AGENT_BIN="$TARGET/agent/agent-runtime"
+fi
 for bin in "$ZCAAS_BIN" "$AGENT_BIN"; do
     [ -x "$bin" ] || { echo "build-control-plane-image: $bin not found" >&2; exit 1; }
 done

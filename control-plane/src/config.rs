@@ -78,6 +78,12 @@ pub struct Config {
     /// Traefik entrypoint and certificate resolver put in the router labels.
     pub traefik_entrypoint: String,
     pub traefik_cert_resolver: String,
+    /// The paths of an agent reachable from its public URL
+    /// (`https://<slug>.<domain>`), carried in its Traefik router rule:
+    /// exact paths, or prefixes when they end in `*` (`/_app/*`). Everything
+    /// else (`/pair`, `/pair/code`, `/metrics`, `/api/*`) is not routed, so
+    /// Traefik answers 404. Default [`DEFAULT_PUBLIC_PATHS`].
+    pub public_paths: Vec<String>,
     pub free: PlanLimits,
     pub pro: PlanLimits,
     pub enterprise: PlanLimits,
@@ -134,6 +140,10 @@ impl Config {
             agent_address: AgentAddress::HostPort,
             traefik_entrypoint: "websecure".into(),
             traefik_cert_resolver: "letsencrypt".into(),
+            public_paths: DEFAULT_PUBLIC_PATHS
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect(),
             free: PlanLimits {
                 max_agents: Some(3),
                 cpus: 0.5,
@@ -210,6 +220,12 @@ impl Config {
         {
             bail!("domain {:?} is not a host name", self.domain);
         }
+        if self.public_paths.is_empty() {
+            bail!("public_paths must name at least one path (default: /webhook, /health)");
+        }
+        for p in &self.public_paths {
+            parse_public_path(p).map_err(|e| anyhow::anyhow!("public_paths: {e}"))?;
+        }
         if self.max_concurrent_deploys == 0 {
             bail!("max_concurrent_deploys must be at least 1");
         }
@@ -266,6 +282,8 @@ pub struct FileConfig {
     pub agent_address: Option<AgentAddress>,
     pub traefik_entrypoint: Option<String>,
     pub traefik_cert_resolver: Option<String>,
+    /// Exact paths, or prefixes ending in `*`.
+    pub public_paths: Option<Vec<String>>,
     /// Seconds.
     pub pairing_timeout_secs: Option<u64>,
     /// Seconds.
@@ -342,9 +360,16 @@ pub struct ConfigArgs {
     /// Traefik entrypoint in router labels [default: websecure].
     #[arg(long, env = "ZCAAS_TRAEFIK_ENTRYPOINT", global = true)]
     pub traefik_entrypoint: Option<String>,
-    /// Traefik certificate resolver in router labels [default: letsencrypt].
+    /// Traefik certificate resolver in router labels; empty: none (Traefik's
+    /// default certificate, or the entrypoint's) [default: letsencrypt].
     #[arg(long, env = "ZCAAS_TRAEFIK_CERT_RESOLVER", global = true)]
     pub traefik_cert_resolver: Option<String>,
+    /// A path of every agent routed from its public URL: exact, or a prefix
+    /// ending in `*`; repeatable, or comma-separated in the variable
+    /// [default: /webhook,/health].
+    #[arg(long = "public-path", env = "ZCAAS_PUBLIC_PATHS", global = true,
+          value_delimiter = ',', value_parser = parse_public_path)]
+    pub public_paths: Vec<String>,
     /// Memory limit per agent on the free plan, MiB [default: 256].
     #[arg(long, env = "ZCAAS_FREE_MEMORY_MB", global = true)]
     pub free_memory_mb: Option<i64>,
@@ -483,6 +508,11 @@ impl ConfigArgs {
         }
         c.extra_labels.extend(file.extra_labels);
         c.extra_labels.extend(self.extra_labels.iter().cloned());
+        if !self.public_paths.is_empty() {
+            c.public_paths = self.public_paths.clone();
+        } else if let Some(paths) = file.public_paths {
+            c.public_paths = paths;
+        }
         c.trusted_proxies = match (&self.trusted_proxies, &file.trusted_proxies) {
             (flags, _) if !flags.is_empty() => flags.clone(),
             (_, Some(listed)) => listed
@@ -517,6 +547,33 @@ impl ConfigArgs {
         c.validate()?;
         Ok(c)
     }
+}
+
+/// The paths every agent answers from its public URL unless configured
+/// otherwise: the gateway's message endpoint and its health check.
+pub const DEFAULT_PUBLIC_PATHS: [&str; 2] = ["/webhook", "/health"];
+
+/// Checks one public path: starts with `/`, at most 128 bytes, only
+/// `A–Z a–z 0–9 / - _ . ~`, and an optional final `*` (a prefix). So no
+/// entry can break out of the backtick-quoted Traefik rule it lands in.
+pub fn parse_public_path(s: &str) -> Result<String, String> {
+    let path = s.trim();
+    let body = path.strip_suffix('*').unwrap_or(path);
+    if !body.starts_with('/') {
+        return Err(format!("{path:?} must start with /"));
+    }
+    if path.len() > 128 {
+        return Err(format!("{path:?} is longer than 128 bytes"));
+    }
+    if let Some(c) = body
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "/-_.~".contains(*c)))
+    {
+        return Err(format!(
+            "{path:?} contains {c:?} (allowed: letters, digits, / - _ . ~ and a final *)"
+        ));
+    }
+    Ok(path.to_owned())
 }
 
 #[cfg(test)]
@@ -560,6 +617,45 @@ mod tests {
             .unwrap()
             .config
             .resolve(FileConfig::default())
+            .is_err());
+    }
+
+    #[test]
+    fn public_paths_default_layer_and_are_checked() {
+        let c = TestCli::try_parse_from(["t"])
+            .unwrap()
+            .config
+            .resolve(FileConfig::default())
+            .unwrap();
+        assert_eq!(c.public_paths, ["/webhook", "/health"]);
+        let file: FileConfig = toml::from_str(r#"public_paths = ["/webhook", "/_app/*"]"#).unwrap();
+        let c = TestCli::try_parse_from(["t"])
+            .unwrap()
+            .config
+            .resolve(file.clone())
+            .unwrap();
+        assert_eq!(c.public_paths, ["/webhook", "/_app/*"]);
+        let c = TestCli::try_parse_from(["t", "--public-path", "/ws/chat,/health"])
+            .unwrap()
+            .config
+            .resolve(file)
+            .unwrap();
+        assert_eq!(
+            c.public_paths,
+            ["/ws/chat", "/health"],
+            "flags win over the file"
+        );
+        for bad in ["webhook", "/a`) || Host(`x", "/a b", "/*x", "/a?b"] {
+            assert!(
+                TestCli::try_parse_from(["t", "--public-path", bad]).is_err(),
+                "{bad} accepted"
+            );
+        }
+        let empty: FileConfig = toml::from_str("public_paths = []").unwrap();
+        assert!(TestCli::try_parse_from(["t"])
+            .unwrap()
+            .config
+            .resolve(empty)
             .is_err());
     }
 

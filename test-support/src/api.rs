@@ -303,6 +303,31 @@ impl Api {
         self.call(Method::POST, &path, Some(jwt), Some(body)).await
     }
 
+    /// `POST /api/agents/:id/tokens` with `{"name": name}`: issues a bearer
+    /// token for the agent's public URL (201 with `token`, shown once).
+    pub async fn issue_token(&self, jwt: &str, agent_id: &str, name: &str) -> (StatusCode, Value) {
+        let path = format!("{}/tokens", agent_path(agent_id));
+        let body = json!({ "name": name });
+        self.call(Method::POST, &path, Some(jwt), Some(body)).await
+    }
+
+    /// `GET /api/agents/:id/tokens`.
+    pub async fn list_tokens(&self, jwt: &str, agent_id: &str) -> (StatusCode, Value) {
+        let path = format!("{}/tokens", agent_path(agent_id));
+        self.call(Method::GET, &path, Some(jwt), None).await
+    }
+
+    /// `DELETE /api/agents/:id/tokens/:tokenId`.
+    pub async fn revoke_token(
+        &self,
+        jwt: &str,
+        agent_id: &str,
+        token_id: &str,
+    ) -> (StatusCode, Value) {
+        let path = format!("{}/tokens/{token_id}", agent_path(agent_id));
+        self.call(Method::DELETE, &path, Some(jwt), None).await
+    }
+
     /// `GET /api/agents/:id/logs` (the one-shot form).
     pub async fn logs(&self, jwt: &str, id: &str) -> (StatusCode, Value) {
         let path = format!("{}/logs", agent_path(id));

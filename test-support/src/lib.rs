@@ -12,6 +12,8 @@
 //! - **The control plane**: in-process on `127.0.0.1:0` ([`TestApp`], with or
 //!   without a [`World`]: network, images, provider stand-in), or as a
 //!   `zcaas serve` child process ([`process::ServerProcess`]).
+//! - **A real Traefik** ([`traefik`]): zcaas's own image with the
+//!   repository's configuration, adapted only where a test must differ.
 //! - **Store fixtures** ([`store`]): a fresh migrated store, rows with
 //!   defaults, for tests that write to the store directly.
 //! - **Verbs** ([`Api`]): `register`, `create_agent`, `wait_running`,
@@ -38,6 +40,7 @@ pub mod process;
 pub mod scope;
 pub mod sse;
 pub mod store;
+pub mod traefik;
 pub mod world;
 
 pub use api::{assert_error, minimal_agent_body, Api, RunningAgent, DEPLOY_TIMEOUT, PASSWORD};
@@ -45,8 +48,9 @@ pub use app::TestApp;
 pub use binaries::{agent_binary, built_binary, provider_stub_binary, target_dir};
 pub use cli::{agent_containers, docker_cli, docker_inspect, volume_exists};
 pub use images::{
-    build_binary_image, ensure_agent_image, ensure_stock_image, ensure_stub_image, AGENT_IMAGE,
-    STOCK_VERSION, STUB_IMAGE, STUB_PORT,
+    build_binary_image, ensure_agent_image, ensure_stock_image, ensure_stub_image,
+    ensure_traefik_image, AGENT_IMAGE, STOCK_VERSION, STUB_IMAGE, STUB_PORT, TRAEFIK_IMAGE,
+    TRAEFIK_VERSION,
 };
 pub use logs::LogBuffer;
 pub use scope::{labelled, random_prefix, test_labels, Cleanup, TestScope, TEST_LABEL};

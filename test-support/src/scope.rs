@@ -173,6 +173,7 @@ impl TestScope {
             host: format!("{slug}.agents.test"),
             traefik_entrypoint: "websecure".to_owned(),
             traefik_cert_resolver: "letsencrypt".to_owned(),
+            public_paths: vec!["/webhook".to_owned(), "/health".to_owned()],
             spec_hash: "test".to_owned(),
             labels,
             slug,

@@ -108,6 +108,7 @@ async fn pipeline_once(env: &TestApp, seed_way: bool, i: usize) -> anyhow::Resul
         host: format!("{name}.bench"),
         traefik_entrypoint: "websecure".into(),
         traefik_cert_resolver: "le".into(),
+        public_paths: vec!["/webhook".into(), "/health".into()],
         spec_hash: "bench".into(),
         labels,
     };

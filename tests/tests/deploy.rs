@@ -59,7 +59,7 @@ async fn create_message_restart_stop_start_delete() {
     assert_eq!(labels["traefik.enable"], "true");
     assert_eq!(
         labels["traefik.http.routers.alice-helper.rule"],
-        "Host(`alice-helper.agents.test`)"
+        "Host(`alice-helper.agents.test`) && (Path(`/webhook`) || Path(`/health`))"
     );
     assert_eq!(
         labels["traefik.http.services.alice-helper.loadbalancer.server.port"],

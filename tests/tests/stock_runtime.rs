@@ -205,3 +205,99 @@ async fn the_stock_runtime_is_reset_when_it_comes_back_paired_elsewhere_or_open(
     assert_eq!(code, 204);
     env.shutdown().await;
 }
+
+/// `POST /webhook` on the stock agent's published port with `token`.
+async fn stock_webhook(
+    env: &TestApp,
+    jwt: &str,
+    id: &str,
+    token: &str,
+) -> (u16, serde_json::Value) {
+    let (_, agent) = env.get_agent(jwt, id).await;
+    let port = agent["containerPort"].as_u64().unwrap();
+    let res = env
+        .http
+        .post(format!("http://127.0.0.1:{port}/webhook"))
+        .bearer_auth(token)
+        .json(&json!({"message": "hello through my token"}))
+        .send()
+        .await
+        .unwrap();
+    let code = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    (
+        code,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+/// Issue 13 on the stock runtime: an issued token reaches upstream as a
+/// pre-seeded `paired_tokens` hash (which 0.6.9 accepts as it is), opens
+/// its `/webhook`, survives a `docker restart` (the control plane, whose
+/// own token is seeded too, still messages the agent), and is refused once
+/// revoked and the agent is RUNNING again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the stock image (minutes to build once): scripts/test.sh runs it"]
+async fn the_stock_runtime_takes_issued_tokens_and_drops_revoked_ones() {
+    use zcaas::api::agent_tokens::hash_token;
+
+    let mut env = stock_env().await;
+    let jwt = env.register("tokens").await;
+    let agent = env
+        .create_running_agent(&jwt, env.agent_body("Stock Public"))
+        .await;
+    let id = agent["id"].as_str().unwrap().to_owned();
+    let container = "zeroclaw-stock-public";
+
+    let (code, issued) = env.issue_token(&jwt, &id, "laptop").await;
+    assert_eq!(code, 201, "{issued}");
+    let token = issued["token"].as_str().unwrap().to_owned();
+    let token_id = issued["id"].as_str().unwrap().to_owned();
+    env.wait_running(&jwt, &id).await;
+
+    // Seeded as hashes: the issued token's and the control plane's own.
+    let own = env.stored_token(&id).await;
+    let seeded: Vec<String> = read_config(container)["gateway"]["paired_tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    let mut want = vec![hash_token(&token), hash_token(&own)];
+    want.sort();
+    assert_eq!(seeded, want);
+
+    let (code, reply) = stock_webhook(&env, &jwt, &id, &token).await;
+    assert_eq!(code, 200, "{reply}");
+    assert!(
+        reply["response"]
+            .as_str()
+            .unwrap()
+            .contains("hello through my token"),
+        "{reply}"
+    );
+    let (code, reply) = env.message(&jwt, &id, "control plane here").await;
+    assert_eq!(code, 200, "{reply}");
+
+    // `docker restart` behind our back: no code; both still get in.
+    docker_cli(&["restart", "-t", "10", container]).unwrap();
+    wait_paired_for_current_start(&env, &jwt, &id, container).await;
+    assert_eq!(env.stored_token(&id).await, own, "the seeded token is kept");
+    let (code, reply) = env.message(&jwt, &id, "after docker restart").await;
+    assert_eq!(code, 200, "{reply}");
+    let (code, reply) = stock_webhook(&env, &jwt, &id, &token).await;
+    assert_eq!(code, 200, "{reply}");
+
+    // Revoke: once RUNNING again, 401; the control plane still gets in.
+    let (code, body) = env.revoke_token(&jwt, &id, &token_id).await;
+    assert_eq!(code, 204, "{body}");
+    env.wait_running(&jwt, &id).await;
+    let (code, reply) = stock_webhook(&env, &jwt, &id, &token).await;
+    assert_eq!(code, 401, "{reply}");
+    let (code, reply) = env.message(&jwt, &id, "after revoke").await;
+    assert_eq!(code, 200, "{reply}");
+
+    let (code, _) = env.delete_agent(&jwt, &id).await;
+    assert_eq!(code, 204);
+    env.shutdown().await;
+}

@@ -1,16 +1,32 @@
-//! Issue 7: the Traefik labels the control plane puts on a real agent
-//! container agree with the repository's Traefik configuration
+//! Traefik, on paper and for real.
+//!
+//! On paper (issue 7): the Traefik labels the control plane puts on a real
+//! agent container agree with the repository's Traefik configuration
 //! (`traefik/traefik.yml`, `traefik/dynamic/`) and with the compose stack
 //! (`deploy/docker-compose.yml`), so the two cannot drift apart: router rule,
 //! entrypoint, certificate resolver, service port, network and middlewares.
+//!
+//! For real (issue 13): a real Traefik (zcaas's own image, the repository's
+//! configuration adapted only where a test must differ:
+//! [`zcaas_test_support::traefik`]) routes `https://<slug>.<domain>` to the
+//! agent from its labels — only the public paths, HTTP redirected to HTTPS,
+//! across `docker restart` and a re-deploy, gone after DELETE, with the
+//! public bearer tokens the control plane issues — and never routes a
+//! container without our labels or of another installation.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde_yaml::Value as Yaml;
+use std::time::Duration;
 use zcaas::config::Config;
 use zcaas::docker::AGENT_PORT;
-use zcaas_test_support::{docker_inspect, TestApp};
+
+use reqwest::StatusCode;
+use zcaas::docker::router_rule;
+use zcaas::docker::{INSTALLATION_LABEL, MANAGED_LABEL};
+use zcaas_test_support::traefik::TraefikContainer;
+use zcaas_test_support::{docker_cli, docker_inspect, TestApp, STUB_IMAGE, TEST_LABEL};
 
 /// The repository root.
 fn repo() -> PathBuf {
@@ -38,12 +54,13 @@ fn keys(v: Option<&Yaml>) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-/// The default of a compose interpolation `${VAR:-default}` (or the text
-/// itself when it is a plain value).
+/// The default of a compose interpolation `${VAR:-default}` or
+/// `${VAR-default}` (or the text itself when it is a plain value).
 fn compose_default(s: &str) -> String {
     match s.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
         Some(inner) => inner
             .split_once(":-")
+            .or_else(|| inner.split_once('-'))
             .map(|(_, d)| d.to_owned())
             .unwrap_or_else(|| panic!("{s} has no default")),
         None => s.to_owned(),
@@ -140,11 +157,18 @@ impl Traefik {
                 "{from}: routers must use the TLS entrypoint"
             );
         }
-        let resolver = labels
-            .get(&key("tls.certresolver"))
-            .unwrap_or_else(|| panic!("{from}: router {router} has no certresolver label"));
+        assert_eq!(
+            labels.get(&key("tls")).map(String::as_str),
+            Some("true"),
+            "{from}: router {router} must serve TLS"
+        );
+        let resolver = compose_default(
+            labels
+                .get(&key("tls.certresolver"))
+                .unwrap_or_else(|| panic!("{from}: router {router} has no certresolver label")),
+        );
         assert!(
-            self.resolvers.contains(resolver),
+            self.resolvers.contains(&resolver),
             "{from}: resolver {resolver} is not in traefik.yml ({:?})",
             self.resolvers
         );
@@ -200,6 +224,13 @@ fn static_configuration_is_complete() {
     assert_eq!(
         at(s, &["providers", "docker", "exposedByDefault"]).and_then(Yaml::as_bool),
         Some(false)
+    );
+    let constraints = at(s, &["providers", "docker", "constraints"])
+        .and_then(Yaml::as_str)
+        .expect("providers.docker.constraints");
+    assert!(
+        constraints.contains(&format!("Label(`{MANAGED_LABEL}`, `true`)")),
+        "only containers labelled {MANAGED_LABEL}=true may be routed: {constraints}"
     );
     assert_eq!(
         at(s, &["providers", "docker", "network"]).and_then(Yaml::as_str),
@@ -263,10 +294,10 @@ fn compose_stack_matches_traefik_configuration() {
         env.get("ZCAAS_AGENT_ADDRESS").map(String::as_str),
         Some("network")
     );
-    let entrypoint = &env["ZCAAS_TRAEFIK_ENTRYPOINT"];
-    let resolver = &env["ZCAAS_TRAEFIK_CERT_RESOLVER"];
-    assert!(t.entrypoints.contains(entrypoint), "{entrypoint}");
-    assert!(t.resolvers.contains(resolver), "{resolver}");
+    let entrypoint = compose_default(&env["ZCAAS_TRAEFIK_ENTRYPOINT"]);
+    let resolver = compose_default(&env["ZCAAS_TRAEFIK_CERT_RESOLVER"]);
+    assert!(t.entrypoints.contains(&entrypoint), "{entrypoint}");
+    assert!(t.resolvers.contains(&resolver), "{resolver}");
     let defaults = Config::with_data_dir(PathBuf::new());
     assert!(t.entrypoints.contains(&defaults.traefik_entrypoint));
     assert!(t.resolvers.contains(&defaults.traefik_cert_resolver));
@@ -308,7 +339,15 @@ fn compose_stack_matches_traefik_configuration() {
 
     let labels: BTreeMap<String, String> =
         serde_yaml::from_value(cp.get("labels").cloned().expect("labels")).expect("label map");
-    assert_eq!(labels["traefik.docker.network"], edge_name);
+    assert_eq!(
+        compose_default(&labels["traefik.docker.network"]),
+        compose_default(edge_name)
+    );
+    assert_eq!(
+        labels.get(MANAGED_LABEL).map(String::as_str),
+        Some("true"),
+        "traefik.yml's constraint routes only containers labelled {MANAGED_LABEL}=true"
+    );
     let routers = router_names(&labels);
     assert!(!routers.is_empty(), "the control plane has a router");
     for router in &routers {
@@ -348,7 +387,10 @@ async fn labels_on_a_real_agent_container_match_traefik_configuration() {
     }
     assert_eq!(
         labels[&format!("traefik.http.routers.{slug}.rule")],
-        format!("Host(`{slug}.{}`)", env.config.domain)
+        router_rule(
+            &format!("{slug}.{}", env.config.domain),
+            &env.config.public_paths
+        )
     );
     t.assert_router(&labels, &slug, "agent container");
 
@@ -393,6 +435,7 @@ async fn labels_on_a_real_agent_container_match_traefik_configuration() {
         "traefik.docker.network".to_owned(),
         format!("traefik.http.routers.{slug}.rule"),
         format!("traefik.http.routers.{slug}.entrypoints"),
+        format!("traefik.http.routers.{slug}.tls"),
         format!("traefik.http.routers.{slug}.tls.certresolver"),
         format!("traefik.http.routers.{slug}.middlewares"),
         format!("traefik.http.routers.{slug}.service"),
@@ -410,4 +453,342 @@ async fn labels_on_a_real_agent_container_match_traefik_configuration() {
 
     let (code, _) = env.delete_agent(&jwt, &id).await;
     assert_eq!(code, 204, "delete");
+}
+
+/// What a real Traefik answers for a path no router matches.
+const TRAEFIK_404: &str = "404 page not found";
+
+/// `GET https://<host><path>` through `traefik`: status and body.
+async fn get(traefik: &TraefikContainer, host: &str, path: &str) -> (StatusCode, String) {
+    let r = traefik
+        .client(host)
+        .get(traefik.https_url(host, path))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET https://{host}{path}: {e}"));
+    (r.status(), r.text().await.unwrap_or_default())
+}
+
+/// `POST https://<host>/webhook` through `traefik` with `token` (if any).
+async fn webhook(
+    traefik: &TraefikContainer,
+    host: &str,
+    token: Option<&str>,
+    message: &str,
+) -> (StatusCode, String) {
+    let mut req = traefik
+        .client(host)
+        .post(traefik.https_url(host, "/webhook"))
+        .json(&serde_json::json!({ "message": message }));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.expect("POST /webhook through Traefik");
+    (r.status(), r.text().await.unwrap_or_default())
+}
+
+/// Retries `webhook` until it answers `want` (bounded): after a restart the
+/// route and the gateway come back within a second or two.
+async fn webhook_until(
+    traefik: &TraefikContainer,
+    host: &str,
+    token: Option<&str>,
+    want: StatusCode,
+) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = webhook(traefik, host, token, "hello through traefik").await;
+        if status == want {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "POST https://{host}/webhook: wanted {want}, got {status} {body}\nTraefik:\n{}",
+            traefik.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The whole public face of one agent through a real Traefik: routed from
+/// its labels at `https://<slug>.<domain>`, HTTP redirected to HTTPS, only
+/// the public paths (everything else Traefik's 404), a bearer token the
+/// control plane issued works there while the control plane keeps its own,
+/// the route survives `docker restart` and a re-deploy, a revoked token is
+/// refused, and the route is gone after DELETE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_traefik_routes_only_the_public_paths_of_an_agent() {
+    let env = TestApp::in_world_with(|c| {
+        // The adapted configuration has no resolver: Traefik's default
+        // certificate (nothing may ask an ACME server).
+        c.traefik_cert_resolver = String::new();
+    })
+    .await;
+    let installation = env
+        .state()
+        .orchestrator
+        .installation()
+        .expect("the test app is scoped to an installation")
+        .to_owned();
+    let traefik = TraefikContainer::start(
+        &env.prefix,
+        &env.config.network,
+        Some(&format!(
+            "Label(`{MANAGED_LABEL}`, `true`) && Label(`{INSTALLATION_LABEL}`, `{installation}`)"
+        )),
+    )
+    .await;
+    let jwt = env.register("public").await;
+    let agent = env
+        .create_running_agent(&jwt, env.agent_body("Public Face"))
+        .await;
+    let id = agent["id"].as_str().unwrap().to_owned();
+    let slug = agent["slug"].as_str().unwrap().to_owned();
+    let host = format!("{slug}.{}", env.config.domain);
+    assert_eq!(
+        agent["publicUrl"].as_str(),
+        Some(format!("https://{host}").as_str())
+    );
+
+    // Routed from its labels (Traefik sees the container within a second
+    // or so of its start).
+    traefik
+        .wait_status(&host, "/health", 200, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\nTraefik:\n{}", traefik.logs()));
+
+    // Plain HTTP is redirected to HTTPS, path kept.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = http
+        .get(traefik.http_url("/health"))
+        .header(reqwest::header::HOST, &host)
+        .send()
+        .await
+        .expect("plain HTTP");
+    assert!(r.status().is_redirection(), "{}", r.status());
+    let location = r.headers()[reqwest::header::LOCATION].to_str().unwrap();
+    assert!(
+        location.starts_with(&format!("https://{host}")) && location.ends_with("/health"),
+        "{location}"
+    );
+
+    // Only the public paths: the pairing endpoints, metrics and the
+    // runtime's API are Traefik's 404, while the agent itself serves them
+    // (so the 404 is the route's, not the agent's).
+    let direct = reqwest::Client::new();
+    let agent_port = env.get_agent(&jwt, &id).await.1["containerPort"]
+        .as_i64()
+        .expect("containerPort");
+    for path in [
+        "/pair/code",
+        "/pair",
+        "/metrics",
+        "/api/status",
+        "/",
+        "/healthz",
+    ] {
+        let (status, body) = get(&traefik, &host, path).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+        assert_eq!(body.trim(), TRAEFIK_404, "{path} reached the agent");
+    }
+    let direct_status = direct
+        .get(format!("http://127.0.0.1:{agent_port}/pair/code"))
+        .send()
+        .await
+        .expect("direct /pair/code")
+        .status();
+    assert_ne!(
+        direct_status,
+        StatusCode::NOT_FOUND,
+        "the agent serves /pair/code"
+    );
+    // /webhook is routed: without a token the agent itself refuses.
+    let (status, body) = webhook(&traefik, &host, None, "hi").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+
+    // A token the control plane issues works at the public URL.
+    let (code, issued) = env.issue_token(&jwt, &id, "laptop").await;
+    assert_eq!(code, 201, "{issued}");
+    let token = issued["token"].as_str().expect("token").to_owned();
+    env.wait_running(&jwt, &id).await;
+    let body = webhook_until(&traefik, &host, Some(&token), StatusCode::OK).await;
+    assert!(body.contains("echo: hello through traefik"), "{body}");
+    let (code, answer) = env.message(&jwt, &id, "via the control plane").await;
+    assert_eq!(code, 200, "{answer}");
+
+    // `docker restart` behind the control plane's back: same route, same
+    // tokens (the control plane's and the issued one).
+    let container = format!("zeroclaw-{slug}");
+    docker_cli(&["restart", "-t", "5", &container]).expect("docker restart");
+    let body = webhook_until(&traefik, &host, Some(&token), StatusCode::OK).await;
+    assert!(body.contains("echo:"), "{body}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, answer) = env.message(&jwt, &id, "after docker restart").await;
+        if code == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the control plane cannot message the agent after a restart: {code} {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // A re-deploy (a configuration change recreates the container): the
+    // new container is routed too.
+    let before = docker_inspect(&container).expect("container")["Id"].clone();
+    let (code, patched) = env
+        .patch_agent(&jwt, &id, serde_json::json!({ "temperature": 0.3 }))
+        .await;
+    assert_eq!(code, 200, "{patched}");
+    env.wait_running(&jwt, &id).await;
+    let after = docker_inspect(&container).expect("container")["Id"].clone();
+    assert_ne!(before, after, "the change re-created the container");
+    let body = webhook_until(&traefik, &host, Some(&token), StatusCode::OK).await;
+    assert!(body.contains("echo:"), "{body}");
+
+    // Revoked: refused at the public URL once the agent runs again; the
+    // control plane still reaches it.
+    let token_id = issued["id"].as_str().expect("token id");
+    let (code, _) = env.revoke_token(&jwt, &id, token_id).await;
+    assert_eq!(code, 204);
+    env.wait_running(&jwt, &id).await;
+    webhook_until(&traefik, &host, Some(&token), StatusCode::UNAUTHORIZED).await;
+    let (code, answer) = env.message(&jwt, &id, "after the revocation").await;
+    assert_eq!(code, 200, "{answer}");
+
+    // Deleted: the route is gone.
+    let (code, _) = env.delete_agent(&jwt, &id).await;
+    assert_eq!(code, 204);
+    traefik
+        .wait_status(&host, "/health", 404, Duration::from_secs(15))
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\nTraefik:\n{}", traefik.logs()));
+}
+
+/// Removes a container by name when dropped (for the one this test starts
+/// without our labels, which no cleanup by label may touch).
+struct RemoveOnDrop(String);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", &self.0])
+            .output();
+    }
+}
+
+/// Starts the provider stand-in (it answers `GET /health`) as a backend
+/// with Traefik labels routing `host`, and the given ownership labels.
+fn stand_in(name: &str, network: &str, host: &str, labels: &[(&str, &str)]) {
+    let mut args: Vec<String> = ["run", "-d", "--name", name, "--network", network]
+        .map(String::from)
+        .to_vec();
+    let router = name.replace('-', "");
+    let traefik_labels = [
+        ("traefik.enable".to_owned(), "true".to_owned()),
+        (
+            format!("traefik.http.routers.{router}.rule"),
+            format!("Host(`{host}`)"),
+        ),
+        (
+            format!("traefik.http.routers.{router}.entrypoints"),
+            "websecure".to_owned(),
+        ),
+        (
+            format!("traefik.http.routers.{router}.tls"),
+            "true".to_owned(),
+        ),
+        (
+            format!("traefik.http.services.{router}.loadbalancer.server.port"),
+            "8080".to_owned(),
+        ),
+        ("traefik.docker.network".to_owned(), network.to_owned()),
+    ];
+    for (k, v) in traefik_labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain(labels.iter().copied())
+    {
+        args.push("--label".into());
+        args.push(format!("{k}={v}"));
+    }
+    args.extend(["-e".into(), "PORT=8080".into(), STUB_IMAGE.into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    docker_cli(&args).unwrap_or_else(|e| panic!("docker run {name}: {e:#}"));
+}
+
+/// Traefik routes a container of this installation from its labels, and
+/// never one whose labels say Traefik but which lacks ours, nor one of
+/// another installation (the constraint traefik.yml documents for several
+/// installations on one engine).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_traefik_never_routes_foreign_containers() {
+    let env = TestApp::in_world().await;
+    let installation = env
+        .state()
+        .orchestrator
+        .installation()
+        .expect("scoped")
+        .to_owned();
+    let traefik = TraefikContainer::start(
+        &env.prefix,
+        &env.config.network,
+        Some(&format!(
+            "Label(`{MANAGED_LABEL}`, `true`) && Label(`{INSTALLATION_LABEL}`, `{installation}`)"
+        )),
+    )
+    .await;
+    let p = &env.prefix;
+    let test_label = p.as_str();
+    let ours = format!("{p}-ours");
+    let other = format!("{p}-other");
+    let unlabelled = format!("{p}-unlabelled");
+    let _unlabelled_guard = RemoveOnDrop(unlabelled.clone());
+    let domain = &env.config.domain;
+    let (ours_host, other_host, unlabelled_host) = (
+        format!("ours-{p}.{domain}"),
+        format!("other-{p}.{domain}"),
+        format!("bare-{p}.{domain}"),
+    );
+    stand_in(
+        &ours,
+        &env.config.network,
+        &ours_host,
+        &[
+            (MANAGED_LABEL, "true"),
+            (TEST_LABEL, test_label),
+            (INSTALLATION_LABEL, &installation),
+        ],
+    );
+    stand_in(
+        &other,
+        &env.config.network,
+        &other_host,
+        &[
+            (MANAGED_LABEL, "true"),
+            (TEST_LABEL, test_label),
+            (INSTALLATION_LABEL, "another-installation"),
+        ],
+    );
+    stand_in(&unlabelled, &env.config.network, &unlabelled_host, &[]);
+
+    // The control: the same stand-in with this installation's labels is
+    // routed, so the 404s below are the constraint's doing.
+    traefik
+        .wait_status(&ours_host, "/health", 200, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\nTraefik:\n{}", traefik.logs()));
+    // All three started before the control answered; give Traefik one more
+    // provider refresh, then neither foreign one may be routed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for host in [&other_host, &unlabelled_host] {
+        let (status, body) = get(&traefik, host, "/health").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{host} was routed: {body}");
+        assert_eq!(body.trim(), TRAEFIK_404);
+    }
 }

@@ -184,16 +184,127 @@ pub fn config_file(agent: &Agent, api_key: Option<&str>, channels: &Channels) ->
 
 /// The files for `agent`, with its decrypted API key and channels, the
 /// config in `dialect`: `.zeroclaw/config.toml` (0600) and
-/// `workspace/IDENTITY.md`, `USER.md`, `SOUL.md` (0644), in that order.
+/// `workspace/IDENTITY.md`, `USER.md`, `SOUL.md` (0644), in that order. No
+/// paired token is seeded ([`render_seeded`] with [`SeededTokens::none`]).
 pub fn render(
     agent: &Agent,
     api_key: Option<&str>,
     channels: &Channels,
     dialect: ConfigDialect,
 ) -> Result<Vec<FileEntry>, RenderError> {
-    let config = match dialect {
-        ConfigDialect::V1 => toml::to_string(&config_file(agent, api_key, channels))?,
-        ConfigDialect::V3 => toml::to_string(&v3::config_file(agent, api_key, channels))?,
+    render_seeded(agent, api_key, channels, dialect, &SeededTokens::none())
+}
+
+/// Path of our runtime's store of paired-token hashes, relative to the data
+/// volume (`agent-runtime/src/tokens.rs`, written with `persist_tokens`);
+/// upstream keeps paired tokens in `config.toml` itself.
+pub const TOKEN_STORE_PATH: &str = ".zeroclaw/paired_tokens.txt";
+
+/// The bearer tokens pre-seeded into an agent's `[gateway] paired_tokens`,
+/// as SHA-256 hex digests (the gateway protocol, DESIGN.md §1): the tokens
+/// its owner issued for its public URL (`agent_tokens`) and, with them, the
+/// control plane's own token.
+///
+/// Why the control plane's own token must be seeded too: a runtime prints a
+/// pairing code only while it holds no token, so seeded hashes suppress the
+/// code the control plane would pair with. Both runtimes accept a digest as
+/// it is: ours in `agent-runtime/src/tokens.rs` (`normalize_configured`:
+/// a 64-hex entry is kept, anything else hashed; `TokenStore::is_empty`
+/// decides the code); upstream `zeroclawlabs` 0.6.9 builds its guard from
+/// `[gateway] paired_tokens` (`src/gateway/mod.rs:696`,
+/// `PairingGuard::new(config.gateway.require_pairing,
+/// &config.gateway.paired_tokens)`), where an entry for which
+/// `is_token_hash` holds (64 hex digits, `src/security/pairing.rs:310`) is
+/// stored as it is and any other hashed (`pairing.rs:65-75`), and a code is
+/// generated only when `require_pairing && tokens.is_empty()`
+/// (`pairing.rs:76`); `is_authenticated` (`pairing.rs:201`) compares the
+/// SHA-256 lowercase hex (`{:x}`) of the presented token with the set — so
+/// digests must be lowercase, as `hex::encode` writes them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeededTokens {
+    /// Digests of the tokens the owner issued (any order).
+    pub issued: Vec<String>,
+    /// Digest of the control plane's own token: seeded only along with
+    /// issued tokens (without them the agent pairs with a code, as always).
+    pub own: Option<String>,
+}
+
+impl SeededTokens {
+    /// Nothing seeded: the agent prints a pairing code.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Whether anything is seeded (the owner issued at least one token).
+    pub fn any(&self) -> bool {
+        !self.issued.is_empty()
+    }
+
+    /// The `paired_tokens` list: the issued digests and the control plane's,
+    /// sorted and distinct; empty without issued tokens.
+    pub fn paired_tokens(&self) -> Vec<String> {
+        if !self.any() {
+            return Vec::new();
+        }
+        let mut all: Vec<String> = self
+            .issued
+            .iter()
+            .chain(self.own.as_ref())
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    /// The issued digests, sorted and distinct (what the spec hash sees).
+    fn issued_sorted(&self) -> Vec<String> {
+        let mut issued: Vec<String> = self.issued.iter().map(|h| h.to_ascii_lowercase()).collect();
+        issued.sort();
+        issued.dedup();
+        issued
+    }
+}
+
+/// `toml` rendered from `config` with `[gateway] paired_tokens = tokens`
+/// added (the gateway table is top-level in both dialects).
+fn with_paired_tokens<T: Serialize>(
+    config: &T,
+    tokens: Vec<String>,
+) -> Result<String, RenderError> {
+    let mut table = toml::Table::try_from(config)?;
+    if let Some(toml::Value::Table(gateway)) = table.get_mut("gateway") {
+        gateway.insert(
+            "paired_tokens".to_owned(),
+            toml::Value::Array(tokens.into_iter().map(toml::Value::String).collect()),
+        );
+    }
+    Ok(toml::to_string(&table)?)
+}
+
+/// [`render`] with `seeded` tokens: with issued tokens, `config.toml` gains
+/// `[gateway] paired_tokens` ([`SeededTokens::paired_tokens`]) and an
+/// emptied token store ([`TOKEN_STORE_PATH`]) is shipped with the files, so
+/// that no token persisted there by an earlier start (a revoked one)
+/// survives on the volume. Without issued tokens the files are exactly
+/// [`render`]'s of before (the agent pairs with a code).
+pub fn render_seeded(
+    agent: &Agent,
+    api_key: Option<&str>,
+    channels: &Channels,
+    dialect: ConfigDialect,
+    seeded: &SeededTokens,
+) -> Result<Vec<FileEntry>, RenderError> {
+    let paired = seeded.paired_tokens();
+    let config = match (dialect, paired.is_empty()) {
+        (ConfigDialect::V1, true) => toml::to_string(&config_file(agent, api_key, channels))?,
+        (ConfigDialect::V3, true) => toml::to_string(&v3::config_file(agent, api_key, channels))?,
+        (ConfigDialect::V1, false) => {
+            with_paired_tokens(&config_file(agent, api_key, channels), paired)?
+        }
+        (ConfigDialect::V3, false) => {
+            with_paired_tokens(&v3::config_file(agent, api_key, channels), paired)?
+        }
     };
     let identity = format!(
         "# Identity\n\nYour name is {}.\n\nYou are the agent \"{}\", hosted on zcaas.\n",
@@ -222,13 +333,25 @@ pub fn render(
         mode,
     };
     let persona = |name: &str| format!("{WORKSPACE_DIR}/{name}");
-    Ok(vec![
+    let mut files = vec![
         file(CONFIG_PATH, config, CONFIG_MODE),
         file(&persona("IDENTITY.md"), identity, PERSONA_MODE),
         file(&persona("USER.md"), user, PERSONA_MODE),
         file(&persona("SOUL.md"), soul, PERSONA_MODE),
-    ])
+    ];
+    if seeded.any() {
+        files.push(file(
+            TOKEN_STORE_PATH,
+            EMPTIED_TOKEN_STORE.to_owned(),
+            CONFIG_MODE,
+        ));
+    }
+    Ok(files)
 }
+
+/// What an emptied token store holds (a comment: no hash).
+pub const EMPTIED_TOKEN_STORE: &str =
+    "# emptied by zcaas: the agent's tokens are its config's paired_tokens\n";
 
 /// Keys of `config.toml` whose values are secrets, redacted before hashing.
 const SECRET_KEYS: [&str; 3] = ["api_key", "bot_token", "app_token"];
@@ -248,6 +371,22 @@ const SECRET_KEYS: [&str; 3] = ["api_key", "bot_token", "app_token"];
 /// port is left out (the reconciler compares it on its own, and it is
 /// claimed after the first hash is computed).
 pub fn spec_hash(agent: &Agent, profile: RuntimeProfile, files: &[FileEntry]) -> String {
+    spec_hash_seeded(agent, profile, files, &SeededTokens::none())
+}
+
+/// [`spec_hash`] of files rendered with `seeded` tokens
+/// ([`render_seeded`]). `[gateway] paired_tokens` is left out of the
+/// config's hash, and the *issued* digests are hashed on their own: issuing
+/// or revoking a token is drift (the container is recreated with the new
+/// set), while the control plane's own token — which changes at a pairing,
+/// not with the configuration — never is. Without issued tokens the hash is
+/// exactly [`spec_hash`]'s of before.
+pub fn spec_hash_seeded(
+    agent: &Agent,
+    profile: RuntimeProfile,
+    files: &[FileEntry],
+    seeded: &SeededTokens,
+) -> String {
     let mut sorted: Vec<&FileEntry> = files.iter().collect();
     sorted.sort_by(|a, b| a.path.cmp(&b.path));
     let files: Vec<serde_json::Value> = sorted
@@ -279,6 +418,10 @@ pub fn spec_hash(agent: &Agent, profile: RuntimeProfile, files: &[FileEntry]) ->
         "has_api_key": agent.encrypted_api_key.is_some(),
         "files": files,
     });
+    let mut canonical = canonical;
+    if seeded.any() {
+        canonical["issued_tokens"] = serde_json::json!(seeded.issued_sorted());
+    }
     hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
 }
 
@@ -291,6 +434,10 @@ fn redact_config(contents: &[u8]) -> Vec<u8> {
     match parsed {
         Some(mut table) => {
             redact_table(&mut table);
+            // Hashed apart, the issued ones only (see `spec_hash_seeded`).
+            if let Some(toml::Value::Table(gateway)) = table.get_mut("gateway") {
+                gateway.remove("paired_tokens");
+            }
             toml::to_string(&table).unwrap_or_default().into_bytes()
         }
         None => format!("unparsable config of {} bytes", contents.len()).into_bytes(),
@@ -651,5 +798,117 @@ mod tests {
         }
         let three = render(&a, Some("sk-secret-1"), &users, ConfigDialect::V1).expect("render");
         assert_ne!(spec_hash(&a, P, &one), spec_hash(&a, P, &three));
+    }
+
+    fn seeded(issued: &[&str], own: Option<&str>) -> SeededTokens {
+        SeededTokens {
+            issued: issued
+                .iter()
+                .map(|t| hex::encode(Sha256::digest(t)))
+                .collect(),
+            own: own.map(|t| hex::encode(Sha256::digest(t))),
+        }
+    }
+
+    fn paired_tokens_of(files: &[FileEntry]) -> Option<Vec<String>> {
+        let raw: toml::Table = text(files, CONFIG_PATH).parse().expect("table");
+        raw["gateway"].get("paired_tokens").map(|v| {
+            v.as_array()
+                .expect("an array")
+                .iter()
+                .map(|h| h.as_str().expect("a string").to_owned())
+                .collect()
+        })
+    }
+
+    #[test]
+    fn issued_tokens_are_seeded_as_hashes_with_the_control_planes_own() {
+        for dialect in [ConfigDialect::V1, ConfigDialect::V3] {
+            let s = seeded(&["zcp_one", "zcp_two"], Some("zc_own"));
+            let files = render_seeded(&agent(), Some("sk-1"), &Channels::default(), dialect, &s)
+                .expect("render");
+            let mut want: Vec<String> = ["zcp_one", "zcp_two", "zc_own"]
+                .iter()
+                .map(|t| hex::encode(Sha256::digest(t)))
+                .collect();
+            want.sort();
+            assert_eq!(paired_tokens_of(&files), Some(want), "{dialect:?}");
+            let config = text(&files, CONFIG_PATH);
+            assert!(
+                !config.contains("zcp_one") && !config.contains("zc_own"),
+                "{config}"
+            );
+            // Still requires pairing, and everything else is as without tokens.
+            let raw: toml::Table = config.parse().expect("table");
+            assert_eq!(raw["gateway"]["require_pairing"].as_bool(), Some(true));
+            let plain = render(&agent(), Some("sk-1"), &Channels::default(), dialect).expect("r");
+            let mut plain_raw: toml::Table = text(&plain, CONFIG_PATH).parse().expect("table");
+            let mut seeded_raw = raw.clone();
+            if let Some(toml::Value::Table(g)) = seeded_raw.get_mut("gateway") {
+                g.remove("paired_tokens");
+            }
+            if let Some(toml::Value::Table(g)) = plain_raw.get_mut("gateway") {
+                assert!(!g.contains_key("paired_tokens"));
+            }
+            assert_eq!(seeded_raw, plain_raw, "{dialect:?}");
+            // An emptied token store ships with them (no hash in it).
+            let store = text(&files, TOKEN_STORE_PATH);
+            assert!(store.lines().all(|l| l.starts_with('#')), "{store}");
+            assert_eq!(files.len(), plain.len() + 1);
+        }
+    }
+
+    #[test]
+    fn without_issued_tokens_nothing_is_seeded_and_files_are_unchanged() {
+        for dialect in [ConfigDialect::V1, ConfigDialect::V3] {
+            let plain = render(&agent(), Some("sk-1"), &Channels::default(), dialect).expect("r");
+            // The control plane's own token alone is never seeded: the agent
+            // pairs with a code as before.
+            let own_only = render_seeded(
+                &agent(),
+                Some("sk-1"),
+                &Channels::default(),
+                dialect,
+                &seeded(&[], Some("zc_own")),
+            )
+            .expect("render");
+            assert_eq!(plain, own_only, "{dialect:?}");
+            assert_eq!(paired_tokens_of(&plain), None);
+            assert!(plain.iter().all(|f| f.path != TOKEN_STORE_PATH));
+            assert_eq!(
+                spec_hash(&agent(), P, &plain),
+                spec_hash_seeded(&agent(), P, &own_only, &seeded(&[], Some("zc_own")))
+            );
+        }
+    }
+
+    #[test]
+    fn spec_hash_sees_issued_tokens_but_not_the_control_planes_own() {
+        let a = agent();
+        let hash = |s: &SeededTokens| {
+            let files = render_seeded(&a, Some("sk-1"), &Channels::default(), ConfigDialect::V1, s)
+                .expect("render");
+            spec_hash_seeded(&a, P, &files, s)
+        };
+        let none = hash(&SeededTokens::none());
+        let one = hash(&seeded(&["zcp_one"], Some("zc_own")));
+        let two = hash(&seeded(&["zcp_one", "zcp_two"], Some("zc_own")));
+        let other = hash(&seeded(&["zcp_other"], Some("zc_own")));
+        // Issuing and revoking are drift…
+        assert_ne!(none, one);
+        assert_ne!(one, two);
+        assert_ne!(one, other);
+        assert_eq!(
+            none,
+            spec_hash(
+                &a,
+                P,
+                &render(&a, Some("sk-1"), &Channels::default(), ConfigDialect::V1).expect("r")
+            )
+        );
+        // …the control plane's own token (a new pairing) is not, nor order.
+        assert_eq!(one, hash(&seeded(&["zcp_one"], Some("zc_another"))));
+        assert_eq!(one, hash(&seeded(&["zcp_one"], None)));
+        assert_eq!(two, hash(&seeded(&["zcp_two", "zcp_one"], Some("zc_own"))));
     }
 }

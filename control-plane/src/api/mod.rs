@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod agent_input;
 pub mod agent_ops;
+pub mod agent_tokens;
 pub mod agents;
 pub mod auth;
 pub mod events;
@@ -51,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::router())
         .merge(agents::router())
         .merge(agent_ops::router())
+        .merge(agent_tokens::router())
         .merge(admin::router())
         .merge(health::router())
         .merge(metrics::router())

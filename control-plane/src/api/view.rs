@@ -40,6 +40,10 @@ pub struct AgentView {
     pub auto_save: bool,
     /// `<slug>.<domain>`.
     pub subdomain: Option<String>,
+    /// The agent's public URL, `https://<slug>.<domain>` (its
+    /// `subdomain`, written from the `domain` setting at creation), where
+    /// the owner's issued tokens (`/api/agents/{id}/tokens`) are accepted.
+    pub public_url: Option<String>,
     /// Last polled memory use, MiB.
     pub memory_mb: Option<f64>,
     /// Last polled CPU use, percent of one core.
@@ -145,6 +149,7 @@ impl AgentView {
             model: agent.model,
             temperature: agent.temperature,
             memory_backend: agent.memory_backend,
+            public_url: agent.subdomain.as_ref().map(|s| format!("https://{s}")),
             subdomain: agent.subdomain,
             memory_mb: agent.memory_mb,
             cpu_percent: agent.cpu_percent,

@@ -36,8 +36,9 @@ pub use archive::FileEntry;
 pub use spec::ContainerSpec;
 
 pub use crate::orchestrator::{
-    ownership_of, ContainerEvent, ContainerStats, ImageInfo, LogLine, ObservedContainer, Ownership,
-    AGENT_ID_LABEL, AGENT_PORT, DATA_DIR, INSTALLATION_LABEL, MANAGED_LABEL, SPEC_HASH_LABEL,
+    ownership_of, router_rule, ContainerEvent, ContainerStats, ImageInfo, LogLine,
+    ObservedContainer, Ownership, AGENT_ID_LABEL, AGENT_PORT, DATA_DIR, INSTALLATION_LABEL,
+    MANAGED_LABEL, SPEC_HASH_LABEL,
 };
 
 /// Errors from the container runtime.

@@ -1,7 +1,7 @@
 //! The container spec of one agent, and the pure function that turns it into
 //! bollard's create body (seed 003's `createContainer`, hardened).
 
-use super::{AGENT_ID_LABEL, AGENT_PORT, DATA_DIR, MANAGED_LABEL, SPEC_HASH_LABEL};
+use super::{router_rule, AGENT_ID_LABEL, AGENT_PORT, DATA_DIR, MANAGED_LABEL, SPEC_HASH_LABEL};
 use bollard::container::Config;
 use bollard::models::{
     HealthConfig, HostConfig, HostConfigLogConfig, Mount, MountTypeEnum, PortBinding,
@@ -147,7 +147,10 @@ pub fn container_config(spec: &ContainerSpec) -> Config<String> {
 
 /// Ownership labels, agent id, spec hash and Traefik's router labels. The
 /// router is named after the slug, which validation keeps a DNS label, so no
-/// user text can change a key or a rule.
+/// user text can change a key or a rule. The router always serves TLS
+/// (`tls=true`: with no certificate resolver configured, Traefik's default
+/// certificate or the entrypoint's), and its rule admits only the public
+/// paths ([`router_rule`]).
 fn labels(spec: &ContainerSpec) -> HashMap<String, String> {
     let mut labels: HashMap<String, String> = spec
         .labels
@@ -159,15 +162,21 @@ fn labels(spec: &ContainerSpec) -> HashMap<String, String> {
     labels.insert(SPEC_HASH_LABEL.to_owned(), spec.spec_hash.clone());
     let router = format!("traefik.http.routers.{}", spec.slug);
     labels.insert("traefik.enable".to_owned(), "true".to_owned());
-    labels.insert(format!("{router}.rule"), format!("Host(`{}`)", spec.host));
+    labels.insert(
+        format!("{router}.rule"),
+        router_rule(&spec.host, &spec.public_paths),
+    );
     labels.insert(
         format!("{router}.entrypoints"),
         spec.traefik_entrypoint.clone(),
     );
-    labels.insert(
-        format!("{router}.tls.certresolver"),
-        spec.traefik_cert_resolver.clone(),
-    );
+    labels.insert(format!("{router}.tls"), "true".to_owned());
+    if !spec.traefik_cert_resolver.is_empty() {
+        labels.insert(
+            format!("{router}.tls.certresolver"),
+            spec.traefik_cert_resolver.clone(),
+        );
+    }
     labels.insert(
         format!(
             "traefik.http.services.{}.loadbalancer.server.port",
@@ -205,6 +214,7 @@ mod tests {
             host: "ada.example.com".into(),
             traefik_entrypoint: "websecure".into(),
             traefik_cert_resolver: "le".into(),
+            public_paths: vec!["/webhook".into(), "/health".into(), "/_app/*".into()],
             spec_hash: "abc123".into(),
             labels: BTreeMap::from([
                 ("io.zcaas.managed".into(), "true".into()),
@@ -348,8 +358,12 @@ mod tests {
             ("io.zcaas.agent-id", "0b9d1c5e-agent"),
             ("io.zcaas.spec-hash", "abc123"),
             ("traefik.enable", "true"),
-            ("traefik.http.routers.ada.rule", "Host(`ada.example.com`)"),
+            (
+                "traefik.http.routers.ada.rule",
+                "Host(`ada.example.com`) && (Path(`/webhook`) || Path(`/health`) || PathPrefix(`/_app/`))",
+            ),
             ("traefik.http.routers.ada.entrypoints", "websecure"),
+            ("traefik.http.routers.ada.tls", "true"),
             ("traefik.http.routers.ada.tls.certresolver", "le"),
             (
                 "traefik.http.services.ada.loadbalancer.server.port",
@@ -361,6 +375,20 @@ mod tests {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
         assert_eq!(labels, expected);
+    }
+
+    #[test]
+    fn no_cert_resolver_label_when_none_is_configured() {
+        let mut s = spec();
+        s.traefik_cert_resolver.clear();
+        let labels = container_config(&s).labels.expect("labels");
+        assert!(!labels.contains_key("traefik.http.routers.ada.tls.certresolver"));
+        assert_eq!(
+            labels
+                .get("traefik.http.routers.ada.tls")
+                .map(String::as_str),
+            Some("true")
+        );
     }
 
     #[test]

@@ -169,6 +169,25 @@ pub struct ContainerEvent {
     pub at: Option<DateTime<Utc>>,
 }
 
+/// The Traefik router rule of an agent: its host, and only the public
+/// `paths` — `Path` for an exact path, `PathPrefix` for one ending in `*`
+/// (Traefik v3 rule syntax,
+/// <https://doc.traefik.io/traefik/routing/routers/#rule>):
+/// ``Host(`ada.example.com`) && (Path(`/webhook`) || Path(`/health`))``.
+/// `host` is `<slug>.<domain>` (both validated) and every path was checked
+/// by [`crate::config::parse_public_path`], so nothing here can close a
+/// backtick.
+pub fn router_rule(host: &str, paths: &[String]) -> String {
+    let matchers: Vec<String> = paths
+        .iter()
+        .map(|p| match p.strip_suffix('*') {
+            Some(prefix) => format!("PathPrefix(`{prefix}`)"),
+            None => format!("Path(`{p}`)"),
+        })
+        .collect();
+    format!("Host(`{host}`) && ({})", matchers.join(" || "))
+}
+
 /// Everything that shapes one agent's workload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContainerSpec {
@@ -194,7 +213,11 @@ pub struct ContainerSpec {
     /// `<slug>.<domain>`.
     pub host: String,
     pub traefik_entrypoint: String,
+    /// Certificate resolver named in the router's labels; empty: none.
     pub traefik_cert_resolver: String,
+    /// The paths routed from the public URL ([`crate::config::Config::public_paths`]:
+    /// exact, or a prefix ending in `*`), already checked.
+    pub public_paths: Vec<String>,
     pub spec_hash: String,
     /// Ownership labels (ours plus the runtime's extra labels).
     pub labels: Labels,

@@ -8,12 +8,16 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
 use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::plan::{backoff, exit_reason};
 use super::{ports, Context, Inner};
 use crate::addressing::gateway_base;
-use crate::agent_files;
+// TOKEN_STORE_PATH: where a runtime may keep paired tokens apart from
+// `config.toml` (our runtime's `persist_tokens` store); an agent with issued
+// tokens gets it emptied with every injection (`render_seeded`).
+use crate::agent_files::{self, SeededTokens, TOKEN_STORE_PATH};
 use crate::gateway::{GatewayError, PairCode};
 use crate::model::Agent;
 use crate::orchestrator::{ContainerSpec, FileEntry, ObservedContainer, Ownership, AGENT_ID_LABEL};
@@ -110,9 +114,36 @@ pub fn container_spec(
         host: format!("{}.{}", agent.slug, ctx.config.domain),
         traefik_entrypoint: ctx.config.traefik_entrypoint.clone(),
         traefik_cert_resolver: ctx.config.traefik_cert_resolver.clone(),
+        public_paths: ctx.config.public_paths.clone(),
         spec_hash: spec_hash.to_owned(),
         labels,
     }
+}
+
+/// The spec hash a container of `agent` is labelled with: its files' and
+/// limits' ([`agent_files::spec_hash_seeded`]) and its Traefik routing
+/// (router rule with the public paths, entrypoint, certificate resolver),
+/// so a changed allow-list — or a container from before the allow-list —
+/// is drift, and the agent's next start recreates its container with the
+/// new labels (the volume kept).
+pub(crate) fn spec_hash(
+    ctx: &Context,
+    agent: &Agent,
+    profile: RuntimeProfile,
+    files: &[FileEntry],
+    seeded: &SeededTokens,
+) -> String {
+    let base = agent_files::spec_hash_seeded(agent, profile, files, seeded);
+    let routing = serde_json::json!({
+        "files": base,
+        "rule": crate::orchestrator::router_rule(
+            &format!("{}.{}", agent.slug, ctx.config.domain),
+            &ctx.config.public_paths,
+        ),
+        "entrypoint": ctx.config.traefik_entrypoint,
+        "cert_resolver": ctx.config.traefik_cert_resolver,
+    });
+    hex::encode(Sha256::digest(routing.to_string().as_bytes()))
 }
 
 /// Writes a transition and publishes it; `Ok(false)` if the row was not in
@@ -180,13 +211,15 @@ async fn runtime_profile(ctx: &Context, image: &str) -> anyhow::Result<RuntimePr
 }
 
 /// The files injected into `agent`'s data volume (config and persona) in
-/// `profile`'s dialect, with its secrets decrypted. The config always
-/// requires pairing and lists no paired token.
-fn render_files(
+/// `profile`'s dialect, with its secrets decrypted, and the tokens seeded
+/// into them. The config always requires pairing. It lists paired tokens
+/// only when the owner issued tokens for the agent's public URL
+/// ([`seeded_tokens`]); otherwise none, and the agent pairs with a code.
+async fn render_files(
     ctx: &Context,
     agent: &Agent,
     profile: RuntimeProfile,
-) -> anyhow::Result<Vec<FileEntry>> {
+) -> anyhow::Result<(Vec<FileEntry>, SeededTokens)> {
     let api_key = agent
         .encrypted_api_key
         .as_deref()
@@ -197,12 +230,89 @@ fn render_files(
         .channels(&ctx.secrets)
         .context("decrypting channels")?
         .unwrap_or_default();
-    Ok(agent_files::render(
+    let seeded = seeded_tokens(ctx, agent).await?;
+    let files = agent_files::render_seeded(
         agent,
         api_key.as_deref(),
         &channels,
         profile.dialect(),
-    )?)
+        &seeded,
+    )?;
+    Ok((files, seeded))
+}
+
+/// The tokens seeded into `agent`'s `paired_tokens`: the digests of the
+/// tokens its owner issued (`agent_tokens`) and, with them, the digest of
+/// the control plane's own stored token (see [`ensure_own_token`]). None
+/// without issued tokens.
+async fn seeded_tokens(ctx: &Context, agent: &Agent) -> anyhow::Result<SeededTokens> {
+    let issued = ctx
+        .store
+        .agent_tokens()
+        .hashes(&agent.id)
+        .await
+        .context("reading the agent's issued tokens")?;
+    if issued.is_empty() {
+        return Ok(SeededTokens::none());
+    }
+    let own = agent
+        .encrypted_token
+        .as_deref()
+        .and_then(|c| ctx.secrets.decrypt(&agent.id, SecretField::Token, c).ok())
+        .map(|token| hex::encode(Sha256::digest(token.as_bytes())));
+    Ok(SeededTokens { issued, own })
+}
+
+/// A bearer token in the shape our runtime (and upstream) issue at `/pair`:
+/// `zc_` + 64 hex digits from the OS CSPRNG (`agent-runtime/src/tokens.rs`
+/// `generate_token`).
+fn mint_token() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    format!("zc_{}", hex::encode(bytes))
+}
+
+/// The protocol trap of issued tokens: a runtime prints a pairing code only
+/// while it holds no token, so an agent whose `paired_tokens` are seeded
+/// with its owner's tokens prints none, and the control plane could never
+/// pair with it again. So before the container starts, an agent with
+/// issued tokens gets the control plane's own token seeded too: the stored
+/// one if the control plane holds one it can decrypt, else a fresh one
+/// minted and stored (encrypted) here. [`pair`] then finds that stored
+/// token accepted (the "kept" branch) after every start. Returns `agent`
+/// with the token it now stores.
+async fn ensure_own_token(ctx: &Context, agent: &Agent) -> anyhow::Result<Agent> {
+    let held = agent.encrypted_token.as_deref().is_some_and(|c| {
+        ctx.secrets
+            .decrypt(&agent.id, SecretField::Token, c)
+            .is_ok()
+    });
+    if held {
+        return Ok(agent.clone());
+    }
+    let issued = ctx
+        .store
+        .agent_tokens()
+        .hashes(&agent.id)
+        .await
+        .context("reading the agent's issued tokens")?;
+    if issued.is_empty() {
+        return Ok(agent.clone());
+    }
+    let encrypted = ctx
+        .secrets
+        .encrypt(&agent.id, SecretField::Token, &mint_token())?;
+    ctx.store
+        .lifecycle()
+        .set_token(&agent.id, &encrypted)
+        .await
+        .context("storing the control plane's own token")?;
+    tracing::info!(agent_id = %agent.id, slug = %agent.slug,
+        "minted the control plane's own token (the agent has issued tokens and prints no code)");
+    let mut agent = agent.clone();
+    agent.encrypted_token = Some(encrypted);
+    Ok(agent)
 }
 
 /// STARTING → RUNNING: create or adopt the container, inject config and
@@ -231,8 +341,10 @@ pub(crate) async fn start(
         Some(p) => u16::try_from(p).context("stored port out of range")?,
         None => ports::claim(ctx, &agent.id).await?,
     };
-    let files = render_files(ctx, agent, profile)?;
-    let hash = agent_files::spec_hash(agent, profile, &files);
+    // Before the files are rendered: they seed its digest.
+    let agent = &ensure_own_token(ctx, agent).await?;
+    let (files, seeded) = render_files(ctx, agent, profile).await?;
+    let hash = spec_hash(ctx, agent, profile, &files, &seeded);
     let spec = container_spec(ctx, agent, profile, port, &hash);
 
     let name = agent.container_name();
@@ -487,11 +599,6 @@ pub(crate) async fn pair(
     Ok(base)
 }
 
-/// Where a runtime may keep paired tokens apart from `config.toml`: our
-/// runtime's `persist_tokens` store (upstream keeps them in `config.toml`,
-/// which the injected files replace).
-const TOKEN_STORE_PATH: &str = ".zeroclaw/paired_tokens.txt";
-
 /// The files a pairing reset writes: the agent's files and an empty token
 /// store, so that no runtime comes back holding tokens the control plane
 /// does not. (A file a runtime does not use is harmless.)
@@ -729,7 +836,7 @@ pub(crate) async fn repair(
         .ok_or_else(|| anyhow!("container never started"))?;
     tracing::info!(agent_id = %agent.id, slug = %agent.slug, reason, "re-pairing");
     let profile = runtime_profile(ctx, &agent.image).await?;
-    let files = render_files(ctx, agent, profile)?;
+    let (files, _) = render_files(ctx, agent, profile).await?;
     let target = PairingTarget {
         container_id: &c.id,
         port: agent.container_port,

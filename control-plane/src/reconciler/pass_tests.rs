@@ -353,7 +353,13 @@ async fn an_existing_workload_is_adopted() {
     let profile = unlabelled_image_profile();
     let files =
         crate::agent_files::render(&agent, None, &Default::default(), profile.dialect()).unwrap();
-    let hash = crate::agent_files::spec_hash(&agent, profile, &files);
+    let hash = ops::spec_hash(
+        &h.handle.inner.ctx,
+        &agent,
+        profile,
+        &files,
+        &crate::agent_files::SeededTokens::none(),
+    );
     let spec: ContainerSpec =
         ops::container_spec(&h.handle.inner.ctx, &agent, profile, h.port, &hash);
     let id = h.fake.preexisting(&spec, &[]);
@@ -389,7 +395,13 @@ async fn a_deploy_cut_short_after_the_create_is_resumed() {
     let profile = unlabelled_image_profile();
     let files =
         crate::agent_files::render(&agent, None, &Default::default(), profile.dialect()).unwrap();
-    let hash = crate::agent_files::spec_hash(&agent, profile, &files);
+    let hash = ops::spec_hash(
+        &h.handle.inner.ctx,
+        &agent,
+        profile,
+        &files,
+        &crate::agent_files::SeededTokens::none(),
+    );
     let spec = ops::container_spec(&h.handle.inner.ctx, &agent, profile, h.port, &hash);
     let id = h.fake.preexisting(&spec, &files);
     let done = h.running(&agent.id).await;

@@ -83,6 +83,13 @@ pub trait LifecycleStore: Send + Sync {
         started_at: DateTime<Utc>,
     ) -> Result<(), sqlx::Error>;
 
+    /// Stores the encrypted bearer token the control plane minted itself for
+    /// agent `id`, before a start (an agent with issued tokens gets it
+    /// pre-seeded, as a hash, and prints no pairing code). Unlike
+    /// [`Self::set_pairing`] it records no container start: the start that
+    /// follows is still paired (the stored token found accepted).
+    async fn set_token(&self, id: &str, encrypted_token: &str) -> Result<(), sqlx::Error>;
+
     /// Records a successful health check. The retry budget is not reset
     /// here: a crash loop passes health checks between crashes.
     async fn set_healthy(&self, id: &str, at: DateTime<Utc>) -> Result<(), sqlx::Error>;

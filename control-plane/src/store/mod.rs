@@ -14,6 +14,7 @@
 //!
 //! Errors are [`sqlx::Error`], which is the same type for every backend.
 
+pub mod agent_tokens;
 pub mod agents;
 pub mod history;
 pub mod leases;
@@ -28,6 +29,7 @@ use std::sync::Arc;
 
 use futures::stream::BoxStream;
 
+pub use agent_tokens::AgentTokenStore;
 pub use agents::AgentStore;
 pub use history::HistoryStore;
 pub use leases::LeaseStore;
@@ -71,6 +73,7 @@ impl Backend {
 pub struct Store {
     backend: Backend,
     agents: Arc<dyn AgentStore>,
+    agent_tokens: Arc<dyn AgentTokenStore>,
     lifecycle: Arc<dyn LifecycleStore>,
     users: Arc<dyn UserStore>,
     history: Arc<dyn HistoryStore>,
@@ -84,6 +87,7 @@ pub struct Store {
 pub struct Parts {
     pub backend: Backend,
     pub agents: Arc<dyn AgentStore>,
+    pub agent_tokens: Arc<dyn AgentTokenStore>,
     pub lifecycle: Arc<dyn LifecycleStore>,
     pub users: Arc<dyn UserStore>,
     pub history: Arc<dyn HistoryStore>,
@@ -118,6 +122,7 @@ impl Store {
         Store {
             backend: p.backend,
             agents: p.agents,
+            agent_tokens: p.agent_tokens,
             lifecycle: p.lifecycle,
             users: p.users,
             history: p.history,
@@ -136,6 +141,12 @@ impl Store {
     /// `agents` as owners and admins see it.
     pub fn agents(&self) -> &dyn AgentStore {
         &*self.agents
+    }
+
+    /// `agent_tokens`: the bearer tokens owners issue for their agents'
+    /// public URLs (only their SHA-256 is stored).
+    pub fn agent_tokens(&self) -> &dyn AgentTokenStore {
+        &*self.agent_tokens
     }
 
     /// `agents` as the reconciler and the lifecycle requests change it.

@@ -148,6 +148,16 @@ impl LifecycleStore for PgStore {
         Ok(())
     }
 
+    async fn set_token(&self, id: &str, encrypted_token: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE agents SET encrypted_token = $1, updated_at = $2 WHERE id = $3")
+            .bind(encrypted_token)
+            .bind(now())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn set_healthy(&self, id: &str, at: DateTime<Utc>) -> Result<(), sqlx::Error> {
         if has_nul(id) {
             return Ok(());

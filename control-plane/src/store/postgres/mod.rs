@@ -26,6 +26,7 @@
 //! container start, which is rounded *up* (so a container start is never
 //! later than the start its pairing was recorded for).
 
+mod agent_tokens;
 mod agents;
 mod history;
 mod lifecycle;
@@ -88,6 +89,7 @@ pub async fn connect(url: &str) -> Result<Store, sqlx::Error> {
     Ok(Store::from_parts(Parts {
         backend: Backend::Postgres,
         agents: s.clone(),
+        agent_tokens: s.clone(),
         lifecycle: s.clone(),
         users: s.clone(),
         history: s.clone(),

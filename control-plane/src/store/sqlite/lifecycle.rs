@@ -131,6 +131,16 @@ impl LifecycleStore for SqliteStore {
         Ok(())
     }
 
+    async fn set_token(&self, id: &str, encrypted_token: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE agents SET encrypted_token = ?1, updated_at = ?2 WHERE id = ?3")
+            .bind(encrypted_token)
+            .bind(Utc::now())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn set_healthy(&self, id: &str, at: DateTime<Utc>) -> Result<(), sqlx::Error> {
         let db = &self.pool;
         sqlx::query("UPDATE agents SET last_health_at = ?1 WHERE id = ?2")
