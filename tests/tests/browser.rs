@@ -4,12 +4,14 @@
 //! inline validation error first), watch it reach RUNNING without reloading,
 //! chat with it, watch its logs and resources, see a Telegram channel added
 //! through the API report `ok` on its page and in the list, stop it, see the transitions
-//! on the admin page, delete it. Screenshots of every page are saved to
+//! on the admin page, see its public URL and issue and revoke an access token
+//! for it (issue 13), delete it. Screenshots of every page are saved to
 //! `tests/screenshots/`, at desktop and phone width.
 
 use std::time::Duration;
 
-use serde_json::json;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
 use zcaas_test_support::{agent_containers, docker_cli, TestApp};
 use zcaas_tests::browser::{Browser, DESKTOP, PHONE};
 
@@ -366,6 +368,142 @@ async fn dashboard_signup_create_watch_chat_stop_admin_delete() {
         .await
         .unwrap();
 
+    // The public URL and its access tokens (issue 13): the page shows
+    // https://<slug>.<domain> with a curl call of its /webhook; a token
+    // issued through the form (an inline 422 first) is shown once, listed
+    // by its last four, known to the API and accepted by the agent; revoked
+    // with a confirmation, it is gone from the list and refused. Issuing
+    // and revoking restart the RUNNING agent.
+    b.goto(&format!("{base}/#/agents/{id}")).await.unwrap();
+    b.wait_text("#agent-status", "RUNNING", UI).await.unwrap();
+    let public = b
+        .wait_text("#agent-public-url", "https://", UI)
+        .await
+        .unwrap();
+    assert_eq!(public, "https://browser-bot.agents.test");
+    let curl = b
+        .js(
+            "return document.getElementById('public-curl').textContent;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        curl,
+        json!(
+            "curl https://browser-bot.agents.test/webhook -H \"Authorization: Bearer <token>\" \
+             -H 'Content-Type: application/json' -d '{\"message\":\"hello\"}'"
+        )
+    );
+    b.wait_text("#token-list", "No tokens yet", UI)
+        .await
+        .unwrap();
+    let started = started_at().expect("the agent's container");
+    b.click("#token-issue").await.unwrap();
+    b.wait("the API's error under the token name", UI, || async {
+        let err = b.text("#token-name-error").await?.unwrap_or_default();
+        Ok((!err.is_empty()).then_some(()))
+    })
+    .await
+    .unwrap();
+    b.fill("#token-name", "laptop").await.unwrap();
+    b.click("#token-issue").await.unwrap();
+    b.wait_visible("#token-value", UI).await.unwrap();
+    let token = b
+        .js(
+            "return document.getElementById('token-value').value;",
+            vec![],
+        )
+        .await
+        .unwrap()
+        .as_str()
+        .expect("the new token in its field")
+        .to_owned();
+    assert!(token.starts_with("zcp_"), "{token}");
+    assert_eq!(
+        b.text("#token-name-error").await.unwrap().as_deref(),
+        Some(""),
+        "the error is cleared"
+    );
+    b.wait_text("#token-once", "will not be shown again", UI)
+        .await
+        .unwrap();
+    // The agent was RUNNING: the answer says a restart is pending, and so
+    // does the page.
+    b.wait_text("#token-restart", "restarting", UI)
+        .await
+        .unwrap();
+    let last_four = &token[token.len() - 4..];
+    let row = b
+        .wait_text("#token-list li[data-token-id]", "laptop", UI)
+        .await
+        .unwrap();
+    assert!(row.contains(&format!("…{last_four}")), "{row}");
+    assert!(row.contains('—'), "never used yet: {row}");
+    assert!(!row.contains(&token), "the list shows the token: {row}");
+    let token_id = b
+        .js(
+            "return document.querySelector('#token-list li[data-token-id]').dataset.tokenId;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let tokens_path = format!("/api/agents/{id}/tokens");
+    let (code, listed) = env.call(Method::GET, &tokens_path, Some(&jwt), None).await;
+    assert_eq!(code, 200, "{listed}");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed[0]["id"], token_id, "{listed}");
+    assert_eq!(listed[0]["name"], "laptop", "{listed}");
+    assert_eq!(listed[0]["lastFour"], last_four, "{listed}");
+    assert!(!listed.to_string().contains(&token), "{listed}");
+    b.screenshot("10-agent-token-issued").await.unwrap();
+    b.resize(PHONE).await.unwrap();
+    assert!(
+        !b.overflows_horizontally().await.unwrap(),
+        "agent page with a new token at phone width"
+    );
+    b.js(
+        "document.getElementById('agent-tokens').scrollIntoView();",
+        vec![],
+    )
+    .await
+    .unwrap();
+    b.screenshot("10-agent-token-issued-phone").await.unwrap();
+    b.resize(DESKTOP).await.unwrap();
+    // The agent restarts with the token and accepts it.
+    let started = wait_restarted(&b, &env, &jwt, &id, &started).await;
+    let (code, reply) = webhook(&env, &jwt, &id, &token).await;
+    assert_eq!(code, 200, "{reply}");
+    assert_eq!(reply["response"], "echo: through a token", "{reply}");
+
+    // Revoke: a confirmation first; then the list is empty and the agent,
+    // restarted, refuses the token.
+    b.click("#token-list li[data-token-id] .revoke")
+        .await
+        .unwrap();
+    b.click("#token-list li[data-token-id] .confirm-revoke")
+        .await
+        .unwrap();
+    b.wait_text("#token-list", "No tokens yet", UI)
+        .await
+        .unwrap();
+    let gone = b
+        .js(
+            "return !document.querySelector('#token-list li[data-token-id]') \
+             && document.getElementById('token-new').classList.contains('hidden');",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(gone, json!(true), "no token left on the page");
+    let (code, listed) = env.call(Method::GET, &tokens_path, Some(&jwt), None).await;
+    assert_eq!(code, 200, "{listed}");
+    assert_eq!(listed, json!([]));
+    b.screenshot("11-agent-token-revoked").await.unwrap();
+    wait_restarted(&b, &env, &jwt, &id, &started).await;
+    let (code, reply) = webhook(&env, &jwt, &id, &token).await;
+    assert_eq!(code, 401, "a revoked token: {reply}");
+
     // Delete, with a confirmation step; back on the list, it is gone.
     b.goto(&format!("{base}/#/agents/{id}")).await.unwrap();
     b.wait_text("#agent-status", "RUNNING", UI).await.unwrap();
@@ -401,4 +539,53 @@ async fn dashboard_signup_create_watch_chat_stop_admin_delete() {
 
     b.close().await;
     env.shutdown().await;
+}
+
+/// When the agent's container last started (`State.StartedAt`).
+fn started_at() -> anyhow::Result<String> {
+    docker_cli(&[
+        "inspect",
+        "-f",
+        "{{.State.StartedAt}}",
+        "zeroclaw-browser-bot",
+    ])
+}
+
+/// Waits until the agent's container has started again since `before`
+/// (the restart that applies issued or revoked tokens) and the agent is
+/// RUNNING, for the API and on the page; returns the new start time.
+async fn wait_restarted(b: &Browser, env: &TestApp, jwt: &str, id: &str, before: &str) -> String {
+    b.wait("the agent restarted and RUNNING again", DEPLOY, || async {
+        let now = started_at()?;
+        let (_, agent) = env.get_agent(jwt, id).await;
+        let shown = b.text("#agent-status").await?;
+        Ok(
+            (now != before && agent["status"] == "RUNNING" && shown.as_deref() == Some("RUNNING"))
+                .then_some(now),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+/// `POST /webhook` on the agent's gateway (its host port) with `token` as
+/// the bearer token → (status, body).
+async fn webhook(env: &TestApp, jwt: &str, id: &str, token: &str) -> (StatusCode, Value) {
+    let (code, agent) = env.get_agent(jwt, id).await;
+    assert_eq!(code, 200, "{agent}");
+    let port = agent["containerPort"].as_u64().expect("a host port");
+    let res = env
+        .http
+        .post(format!("http://127.0.0.1:{port}/webhook"))
+        .bearer_auth(token)
+        .json(&json!({"message": "through a token"}))
+        .send()
+        .await
+        .expect("the agent's gateway answers");
+    let code = res.status();
+    let text = res.text().await.expect("a body");
+    (
+        code,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }

@@ -1,11 +1,14 @@
 // One agent's page: status with the deploy's progress and history (the
 // agent's event stream, with history), actions (start/stop/restart/retry,
 // delete), CPU and memory (polled), the chat box (POST …/message) and the
-// live logs (…/logs?follow=true). Everything the page opens is closed by
-// the cleanup it returns.
+// live logs (…/logs?follow=true), the agent's public URL and the access
+// tokens that open it (…/tokens). Everything the page opens is closed by the
+// cleanup it returns.
 
 import { api, stream } from './api.js';
-import { h, append, clear, badge, setBadge, timeEl, toast, busy, channelBadges } from './dom.js';
+import {
+  h, append, clear, badge, setBadge, timeEl, toast, busy, channelBadges, field, setFieldError, copyable,
+} from './dom.js';
 
 const STATS_EVERY_MS = 3000;
 const MAX_LOG_LINES = 1000;
@@ -56,6 +59,8 @@ export function renderAgent(main, id) {
   const chatForm = h('form', { class: 'chat-form' }, chatInput, chatSend);
   const logs = h('div', { class: 'logs', id: 'agent-logs', tabindex: '0', role: 'log', 'aria-label': 'Container logs' });
   const logState = h('span', { class: 'live', text: 'idle' });
+  const publicUrl = publicPanel();
+  const tokens = tokensPanel(base, () => status, () => publicUrl.url());
 
   append(main,
     h('p', {}, h('a', { href: '#/agents' }, '← My agents')),
@@ -69,6 +74,7 @@ export function renderAgent(main, id) {
     h('div', { class: 'grid two' },
       h('section', { class: 'panel' }, h('h2', { text: 'Status history' }), history),
       h('section', { class: 'panel' }, h('h2', { text: 'Configuration' }), facts)),
+    h('div', { class: 'grid two' }, publicUrl.el, tokens.el),
     h('section', { class: 'panel' }, h('div', { class: 'row spread' }, h('h2', { text: 'Logs' }), logState), logs));
 
   // `at`: when the agent entered `next` (ms since the epoch), if known.
@@ -145,6 +151,7 @@ export function renderAgent(main, id) {
     title.textContent = agent.name;
     document.title = `zcaas · ${agent.name}`;
     renderFacts(facts, agent);
+    publicUrl.set(agent);
     lastError.textContent = agent.lastError ? `Last error: ${agent.lastError}` : '';
     lastError.classList.toggle('hidden', !agent.lastError);
     renderChannels(agent.channelHealth);
@@ -287,6 +294,7 @@ export function renderAgent(main, id) {
 
   load().then((ok) => {
     if (!ok) return;
+    tokens.load();
     pollStats();
     if (!logStream && agent.containerId) openLogs();
   });
@@ -295,6 +303,184 @@ export function renderAgent(main, id) {
     timers.forEach(clearInterval);
     closers.forEach((c) => c());
   };
+}
+
+// The public URL: `https://<slug>.<domain>` (the agent's `publicUrl`),
+// where the agent answers only its public paths, and a ready-to-copy curl
+// call of its `/webhook` (DESIGN.md §1: bearer token, `{"message": …}`).
+function publicPanel() {
+  const link = h('a', { id: 'agent-public-url', class: 'mono', target: '_blank', rel: 'noopener noreferrer' });
+  const health = h('a', { id: 'agent-public-health', target: '_blank', rel: 'noopener noreferrer' }, '/health');
+  const none = h('p', { class: 'muted', id: 'agent-public-none', text: 'No public URL yet.' });
+  const line = h('p', { class: 'public-url' }, link);
+  const usage = h('div', {});
+  const el = h('section', { class: 'panel', id: 'agent-public', 'aria-labelledby': 'agent-public-title' },
+    h('h2', { id: 'agent-public-title', text: 'Public URL' }),
+    none, line, usage);
+  let shown = null;
+  return {
+    el,
+    /** The URL shown, or null. */
+    url: () => (shown && /^https?:/i.test(shown) ? shown : null),
+    set(agent) {
+      const subdomain = agent.subdomain ? `https://${agent.subdomain}` : null;
+      const url = String(agent.publicUrl || subdomain || '').replace(/\/+$/, '');
+      if (url === shown) return;
+      shown = url;
+      // Only an http(s) URL becomes a link.
+      const ok = /^https?:\/\/[^\s/]+$/i.test(url);
+      none.classList.toggle('hidden', ok);
+      line.classList.toggle('hidden', !ok);
+      clear(usage);
+      if (!ok) return;
+      link.textContent = url;
+      link.href = url;
+      health.href = `${url}/health`;
+      append(usage,
+        h('p', { class: 'hint' },
+          'Only the public paths answer here — by default ', h('code', { text: '/webhook' }), ' (messages, with an access token) and ',
+          health, ' — everything else is 404.'),
+        h('p', { class: 'hint', text: 'Send a message with an access token (issue one below):' }),
+        copyable('public-curl', curlCommand(url, '<token>'), 'A curl call of the webhook', true).el);
+    },
+  };
+}
+
+/** The webhook call from a shell, with `token` as the bearer token. */
+function curlCommand(url, token) {
+  return `curl ${url}/webhook -H "Authorization: Bearer ${token}" -H 'Content-Type: application/json' -d '{"message":"hello"}'`;
+}
+
+// Access tokens for the public URL (`…/tokens`): the list (name, created,
+// last four, last use) with a confirmed Revoke on each; the form issues
+// one, shown once. Issuing or revoking restarts a RUNNING agent, which
+// reads its tokens at start (the page's status follows the restart).
+function tokensPanel(base, getStatus, getUrl) {
+  const path = `${base}/tokens`;
+  const list = h('ul', { class: 'tokens', id: 'token-list', 'aria-live': 'polite' });
+  const listError = h('p', { class: 'form-error hidden', role: 'alert', id: 'token-list-error' });
+  const name = field('token-name', 'Name', h('input', { type: 'text', name: 'name', maxlength: 64, autocomplete: 'off' }),
+    'Where it is used, e.g. "laptop" or "CI".');
+  const formError = h('p', { class: 'form-error hidden', role: 'alert', id: 'token-error' });
+  const submit = h('button', { type: 'submit', id: 'token-issue' }, 'Issue token');
+  const form = h('form', { class: 'token-form', novalidate: true, id: 'token-form', 'aria-label': 'Issue an access token' },
+    name.el, submit);
+  const fresh = h('div', { class: 'secret hidden', id: 'token-new', role: 'region', 'aria-label': 'New access token' });
+  const el = h('section', { class: 'panel', id: 'agent-tokens', 'aria-labelledby': 'agent-tokens-title' },
+    h('h2', { id: 'agent-tokens-title', text: 'Access tokens' }),
+    h('p', { class: 'hint', id: 'token-restart-note',
+      text: 'Tokens open the public URL. Issuing or revoking one restarts the agent if it is running, '
+        + 'so it is briefly unavailable.' }),
+    listError, list, formError, form, fresh);
+
+  async function load() {
+    try {
+      const tokens = await api('GET', path);
+      render(tokens || []);
+      listError.classList.add('hidden');
+    } catch (e) {
+      listError.textContent = `Could not load the tokens: ${e.message}`;
+      listError.classList.remove('hidden');
+    }
+  }
+
+  function render(tokens) {
+    clear(list);
+    if (tokens.length === 0) list.append(h('li', { class: 'muted empty', text: 'No tokens yet.' }));
+    for (const t of tokens) list.append(row(t));
+  }
+
+  function row(t) {
+    const revoke = h('button', { type: 'button', class: 'secondary revoke', 'aria-label': `Revoke the token "${t.name}"` }, 'Revoke');
+    const confirm = h('button', {
+      type: 'button', class: 'danger confirm-revoke hidden', 'aria-label': `Confirm: revoke the token "${t.name}"`,
+    }, 'Confirm revoke');
+    const keep = h('button', { type: 'button', class: 'secondary keep hidden' }, 'Keep');
+    const ask = (on) => {
+      revoke.classList.toggle('hidden', on);
+      confirm.classList.toggle('hidden', !on);
+      keep.classList.toggle('hidden', !on);
+      (on ? confirm : revoke).focus();
+    };
+    revoke.addEventListener('click', () => ask(true));
+    keep.addEventListener('click', () => ask(false));
+    confirm.addEventListener('click', async () => {
+      const done = busy(confirm, 'Revoking…');
+      const restarts = getStatus() === 'RUNNING';
+      try {
+        await api('DELETE', `${path}/${encodeURIComponent(t.id)}`);
+        if (fresh.dataset.tokenId === t.id) hideFresh();
+        toast(`Token "${t.name}" revoked${restarts ? '; the agent restarts to apply it' : ''}`);
+        await load();
+      } catch (e) {
+        done();
+        ask(false);
+        toast(`Could not revoke "${t.name}": ${e.message}`);
+      }
+    });
+    return h('li', { 'data-token-id': t.id },
+      h('div', { class: 'token-main' },
+        h('strong', { class: 'token-name', text: t.name }),
+        h('span', { class: 'mono muted token-last4', text: t.lastFour ? `…${t.lastFour}` : '' })),
+      h('div', { class: 'token-meta muted' },
+        h('span', {}, 'created ', timeEl(t.createdAt)),
+        h('span', { class: 'token-used' }, 'last used ', t.lastUsedAt ? timeEl(t.lastUsedAt) : '—')),
+      h('div', { class: 'row' }, revoke, confirm, keep));
+  }
+
+  function hideFresh() {
+    clear(fresh);
+    fresh.classList.add('hidden');
+    delete fresh.dataset.tokenId;
+  }
+
+  // The token itself is in this answer only: shown once, until dismissed.
+  function showFresh(t) {
+    clear(fresh);
+    fresh.dataset.tokenId = t.id;
+    const secret = copyable('token-value', t.token, `The new token "${t.name}"`);
+    const note = t.restartPending
+      ? 'The agent is restarting to accept it; the token works once the agent is RUNNING again.'
+      : getStatus() === 'RUNNING' ? null : 'The agent accepts it from its next start.';
+    const url = getUrl();
+    const dismiss = h('button', { type: 'button', class: 'secondary', id: 'token-dismiss' }, 'Done');
+    dismiss.addEventListener('click', () => { hideFresh(); name.input.focus(); });
+    append(fresh,
+      h('p', {}, h('strong', { text: `Token "${t.name}" issued.` }), ' ',
+        h('span', { class: 'once', id: 'token-once', text: 'Copy it now: it will not be shown again.' })),
+      secret.el,
+      note ? h('p', { class: 'hint', id: 'token-restart', text: note }) : null,
+      url ? h('details', {}, h('summary', { text: 'Try it with curl' }),
+        copyable('token-curl', curlCommand(url, t.token), 'A curl call with the new token', true).el) : null,
+      h('div', { class: 'row' }, dismiss));
+    fresh.classList.remove('hidden');
+    secret.value.focus();
+  }
+
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    setFieldError(name, '');
+    formError.classList.add('hidden');
+    const done = busy(submit, 'Issuing…');
+    try {
+      const t = await api('POST', path, { name: name.input.value.trim() });
+      done();
+      name.input.value = '';
+      showFresh(t);
+      await load();
+    } catch (e) {
+      done();
+      if (e.field === 'name') {
+        setFieldError(name, e.message);
+        name.input.focus();
+      } else {
+        formError.textContent = e.message;
+        formError.classList.remove('hidden');
+      }
+    }
+  });
+
+  return { el, load };
 }
 
 function meter(label, id) {

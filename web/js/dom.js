@@ -124,3 +124,53 @@ export function channelBadges(health) {
   }
   return el;
 }
+
+/**
+ * Copies `text` to the clipboard. The Clipboard API needs a secure context
+ * (HTTPS or localhost); elsewhere `fallback` (the element showing the text:
+ * an input, or any element whose contents are selected) is selected and
+ * copied the old way. Resolves with whether the copy worked.
+ */
+export async function copyText(text, fallback) {
+  if (navigator.clipboard && window.isSecureContext) {
+    try {
+      await navigator.clipboard.writeText(text);
+      return true;
+    } catch (e) { /* refused: try the fallback */ }
+  }
+  if (!fallback) return false;
+  if (typeof fallback.select === 'function') {
+    fallback.focus();
+    fallback.select();
+  } else {
+    const range = document.createRange();
+    range.selectNodeContents(fallback);
+    const sel = window.getSelection();
+    sel.removeAllRanges();
+    sel.addRange(range);
+  }
+  try { return document.execCommand('copy'); } catch (e) { return false; }
+}
+
+/**
+ * A read-only, copyable value with its Copy button: `{ el, value, button }`.
+ * `multiline` shows it as a wrapped block (commands, read with
+ * textContent), else as a one-line read-only input (tokens, read with
+ * `value`). The text is never parsed as markup.
+ */
+export function copyable(id, text, label, multiline = false) {
+  let value;
+  if (multiline) {
+    value = h('pre', { id, class: 'snippet', tabindex: '0', 'aria-label': label, text });
+  } else {
+    value = h('input', { id, type: 'text', class: 'mono', readonly: true, spellcheck: 'false', autocomplete: 'off', 'aria-label': label });
+    value.value = text;
+    value.addEventListener('focus', () => value.select());
+  }
+  const button = h('button', { type: 'button', class: 'secondary', id: `${id}-copy` }, 'Copy');
+  button.addEventListener('click', async () => {
+    const ok = await copyText(text, value);
+    toast(ok ? 'Copied to the clipboard' : 'Select the text and copy it (Ctrl+C)');
+  });
+  return { el: h('div', { class: 'copyable' }, value, button), value, button };
+}
