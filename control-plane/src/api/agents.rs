@@ -90,22 +90,50 @@ fn token_taken(field: String) -> ApiError {
 
 /// `GET /api/agents` → 200 with the caller's agents, oldest first; 401 when
 /// the token's user no longer exists. One store query: it lists and proves
-/// the user exists at once.
+/// the user exists at once. The answer is the JSON array of the agents'
+/// [`AgentView`]s, byte for byte what `Json(Vec<AgentView>)` writes, each
+/// view serialised as it is made into one buffer sized for the list (no
+/// vector of views, no growing the buffer from 128 bytes).
 async fn list(
     State(state): State<AppState>,
     BearerSubject(user_id): BearerSubject,
-) -> Result<axum::Json<Vec<AgentView>>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::http::{header, HeaderValue};
+    use axum::response::IntoResponse;
     let rows = state
         .store
         .agents()
         .list_owned(&user_id)
         .await?
         .ok_or(ApiError::Unauthorized("invalid or expired token"))?;
-    Ok(axum::Json(
-        rows.into_iter()
-            .map(|a| AgentView::new(a, &state.secrets))
-            .collect(),
-    ))
+    let body = views_json(rows, &state.secrets).map_err(|e| ApiError::Internal(e.into()))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
+}
+
+/// The JSON array of the views of `rows`: the bytes of
+/// `serde_json::to_vec(&Vec<AgentView>)`, written view by view.
+fn views_json(
+    rows: Vec<Agent>,
+    secrets: &crate::secrets::SecretBox,
+) -> serde_json::Result<Vec<u8>> {
+    // An agent's view is about 1 KB of JSON.
+    let mut body = Vec::with_capacity(2 + 1280 * rows.len());
+    body.push(b'[');
+    for (i, agent) in rows.into_iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        serde_json::to_writer(&mut body, &AgentView::new(agent, secrets))?;
+    }
+    body.push(b']');
+    Ok(body)
 }
 
 /// `GET /api/agents/{id}` → 200, or 404.
@@ -192,4 +220,50 @@ async fn remove(
     requests::delete(&state.reconciler, &agent).await?;
     tracing::info!(agent_id = %agent.id, slug = %agent.slug, "agent deleted");
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::reconciler::testing;
+    use crate::secrets::{SecretBox, SecretField};
+
+    /// The list's JSON is byte for byte what `Json(Vec<AgentView>)` wrote:
+    /// for none, one and several agents, secrets and all.
+    #[test]
+    fn views_json_is_the_json_of_the_vector_of_views() {
+        let secrets = SecretBox::ephemeral();
+        let mut rows = Vec::new();
+        for (k, status) in [Status::Running, Status::Error, Status::Pending]
+            .into_iter()
+            .enumerate()
+        {
+            let mut a = testing::agent(status);
+            a.id = format!("agent-{k}");
+            a.slug = format!("slug-{k}");
+            if k > 0 {
+                a.encrypted_api_key = Some(
+                    secrets
+                        .encrypt(&a.id, SecretField::ApiKey, "sk-0123456789abcdefghij")
+                        .unwrap(),
+                );
+                a.last_error = Some("quoted \"error\" — ünïcode".into());
+                a.memory_mb = Some(12.345_678_901_234_567);
+            }
+            rows.push(a);
+        }
+        for n in 0..=rows.len() {
+            let part = rows[..n].to_vec();
+            let old: Vec<AgentView> = part
+                .iter()
+                .cloned()
+                .map(|a| AgentView::new(a, &secrets))
+                .collect();
+            assert_eq!(
+                String::from_utf8(views_json(part, &secrets).unwrap()).unwrap(),
+                String::from_utf8(serde_json::to_vec(&old).unwrap()).unwrap()
+            );
+        }
+    }
 }

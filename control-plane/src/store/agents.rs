@@ -104,6 +104,111 @@ pub struct NewAgent {
     pub channel_tokens: Vec<ChannelToken>,
 }
 
+/// Every column of `agents`, qualified by `a.`, in the order of [`Agent`]'s
+/// fields: the select list of the hot list query, decoded by position with
+/// [`agent_at`] instead of by name (`FromRow` looks each of the 39 names up
+/// per row).
+pub(crate) const AGENT_COLUMNS: &str = "a.id, a.user_id, a.name, a.slug, a.agent_name, \
+     a.user_name, a.timezone, a.communication_style, a.container_id, a.container_port, a.status, \
+     a.provider, a.provider_url, a.model, a.temperature, a.memory_backend, a.auto_save, \
+     a.encrypted_token, a.encrypted_api_key, a.encrypted_channels, a.subdomain, a.memory_mb, \
+     a.cpu_percent, a.last_health_at, a.desired_state, a.attempts, a.next_attempt_at, \
+     a.last_error, a.spec_hash, a.image, a.memory_limit_mb, a.nano_cpus, a.ever_running, \
+     a.paired_started_at, a.config_generation, a.deployed_generation, a.channel_health, \
+     a.created_at, a.updated_at";
+
+/// The [`Agent`] in the first columns of `row`, selected as
+/// [`AGENT_COLUMNS`], decoded by position (both backends).
+pub(crate) fn agent_at<'r, R>(row: &'r R) -> Result<Agent, sqlx::Error>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    f64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    chrono::DateTime<chrono::Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Status: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    crate::status::DesiredState: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let mut column = 0usize;
+    let mut next = || {
+        column += 1;
+        column - 1
+    };
+    // A struct expression evaluates its fields in the order written: this
+    // order is AGENT_COLUMNS' (`tests/store_list.rs` compares the result
+    // with `FromRow` on `SELECT *`, every column set and unset).
+    Ok(Agent {
+        id: row.try_get(next())?,
+        user_id: row.try_get(next())?,
+        name: row.try_get(next())?,
+        slug: row.try_get(next())?,
+        agent_name: row.try_get(next())?,
+        user_name: row.try_get(next())?,
+        timezone: row.try_get(next())?,
+        communication_style: row.try_get(next())?,
+        container_id: row.try_get(next())?,
+        container_port: row.try_get(next())?,
+        status: row.try_get(next())?,
+        provider: row.try_get(next())?,
+        provider_url: row.try_get(next())?,
+        model: row.try_get(next())?,
+        temperature: row.try_get(next())?,
+        memory_backend: row.try_get(next())?,
+        auto_save: row.try_get(next())?,
+        encrypted_token: row.try_get(next())?,
+        encrypted_api_key: row.try_get(next())?,
+        encrypted_channels: row.try_get(next())?,
+        subdomain: row.try_get(next())?,
+        memory_mb: row.try_get(next())?,
+        cpu_percent: row.try_get(next())?,
+        last_health_at: row.try_get(next())?,
+        desired_state: row.try_get(next())?,
+        attempts: row.try_get(next())?,
+        next_attempt_at: row.try_get(next())?,
+        last_error: row.try_get(next())?,
+        spec_hash: row.try_get(next())?,
+        image: row.try_get(next())?,
+        memory_limit_mb: row.try_get(next())?,
+        nano_cpus: row.try_get(next())?,
+        ever_running: row.try_get(next())?,
+        paired_started_at: row.try_get(next())?,
+        config_generation: row.try_get(next())?,
+        deployed_generation: row.try_get(next())?,
+        channel_health: row.try_get(next())?,
+        created_at: row.try_get(next())?,
+        updated_at: row.try_get(next())?,
+    })
+}
+
+/// The owner's agents from the rows of the list query: each row is
+/// [`AGENT_COLUMNS`] of one agent of the user's `LEFT JOIN`, or all NULL for
+/// a user without agents; no row at all means no such user (`None`).
+pub(crate) fn owned_agents<'r, R>(rows: &'r [R]) -> Result<Option<Vec<Agent>>, sqlx::Error>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    f64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    chrono::DateTime<chrono::Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Status: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    crate::status::DesiredState: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    if rows.len() == 1 && first.try_get::<Option<String>, _>(0)?.is_none() {
+        return Ok(Some(Vec::new()));
+    }
+    rows.iter()
+        .map(agent_at)
+        .collect::<Result<_, _>>()
+        .map(Some)
+}
+
 /// An agent with its owner's email (admin views).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AgentWithOwner {

@@ -8,8 +8,8 @@ use crate::model::Agent;
 use crate::secrets::SecretField;
 use crate::status::{DesiredState, Status};
 use crate::store::agents::{
-    AgentChanges, AgentStore, AgentWithOwner, ChannelToken, ClaimError, InsertError, NewAgent,
-    StoredSecrets, UpdateError,
+    owned_agents, AgentChanges, AgentStore, AgentWithOwner, ChannelToken, ClaimError, InsertError,
+    NewAgent, StoredSecrets, UpdateError, AGENT_COLUMNS,
 };
 
 /// Replaces the channel tokens of agent `id` with `tokens`, inside the
@@ -166,30 +166,23 @@ impl AgentStore for PgStore {
     }
 
     async fn list_owned(&self, user_id: &str) -> Result<Option<Vec<Agent>>, sqlx::Error> {
-        use sqlx::{FromRow, Row};
         if has_nul(user_id) {
             return Ok(None);
         }
         // One row per agent, or one row of NULL agent columns for a user
         // without agents; no row at all when the user does not exist.
-        let rows = sqlx::query(
-            "SELECT u.id AS owner_id, a.* FROM users u
-             LEFT JOIN agents a ON a.user_id = u.id AND a.desired_state <> 'deleted'
-             WHERE u.id = $1 ORDER BY a.created_at, a.id",
-        )
-        .bind(user_id)
-        .fetch_all(&self.pool)
-        .await?;
-        if rows.is_empty() {
-            return Ok(None);
-        }
-        let mut agents = Vec::with_capacity(rows.len());
-        for row in &rows {
-            if row.try_get::<Option<String>, _>("id")?.is_some() {
-                agents.push(Agent::from_row(row)?);
-            }
-        }
-        Ok(Some(agents))
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "SELECT {AGENT_COLUMNS} FROM users u
+                 LEFT JOIN agents a ON a.user_id = u.id AND a.desired_state <> 'deleted'
+                 WHERE u.id = $1 ORDER BY a.created_at, a.id"
+            )
+        });
+        let rows = sqlx::query(SQL.as_str())
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await?;
+        owned_agents(&rows)
     }
 
     async fn count_for_user(&self, user_id: &str) -> Result<i64, sqlx::Error> {
