@@ -98,7 +98,7 @@ async fn a_deployed_agent_is_hardened() {
     }
     assert_eq!(
         labels[&format!("traefik.http.routers.{slug}.rule")],
-        format!("Host(`{slug}.agents.test`)")
+        format!("Host(`{slug}.agents.test`) && (Path(`/webhook`) || Path(`/health`))")
     );
 
     // As the kernel sees the agent's process.
