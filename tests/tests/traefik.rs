@@ -510,6 +510,30 @@ async fn webhook_until(
     }
 }
 
+/// This test app's installation id.
+fn installation_of(env: &TestApp) -> String {
+    env.state()
+        .orchestrator
+        .installation()
+        .expect("the test app is scoped to an installation")
+        .to_owned()
+}
+
+/// A real Traefik on the app's network that routes only this
+/// installation's containers (the per-installation constraint traefik.yml
+/// documents).
+async fn traefik_for_this_installation(env: &TestApp) -> TraefikContainer {
+    let installation = installation_of(env);
+    TraefikContainer::start(
+        &env.prefix,
+        &env.config.network,
+        Some(&format!(
+            "Label(`{MANAGED_LABEL}`, `true`) && Label(`{INSTALLATION_LABEL}`, `{installation}`)"
+        )),
+    )
+    .await
+}
+
 /// The whole public face of one agent through a real Traefik: routed from
 /// its labels at `https://<slug>.<domain>`, HTTP redirected to HTTPS, only
 /// the public paths (everything else Traefik's 404), a bearer token the
@@ -524,20 +548,7 @@ async fn a_real_traefik_routes_only_the_public_paths_of_an_agent() {
         c.traefik_cert_resolver = String::new();
     })
     .await;
-    let installation = env
-        .state()
-        .orchestrator
-        .installation()
-        .expect("the test app is scoped to an installation")
-        .to_owned();
-    let traefik = TraefikContainer::start(
-        &env.prefix,
-        &env.config.network,
-        Some(&format!(
-            "Label(`{MANAGED_LABEL}`, `true`) && Label(`{INSTALLATION_LABEL}`, `{installation}`)"
-        )),
-    )
-    .await;
+    let traefik = traefik_for_this_installation(&env).await;
     let jwt = env.register("public").await;
     let agent = env
         .create_running_agent(&jwt, env.agent_body("Public Face"))
@@ -729,20 +740,8 @@ fn stand_in(name: &str, network: &str, host: &str, labels: &[(&str, &str)]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_traefik_never_routes_foreign_containers() {
     let env = TestApp::in_world().await;
-    let installation = env
-        .state()
-        .orchestrator
-        .installation()
-        .expect("scoped")
-        .to_owned();
-    let traefik = TraefikContainer::start(
-        &env.prefix,
-        &env.config.network,
-        Some(&format!(
-            "Label(`{MANAGED_LABEL}`, `true`) && Label(`{INSTALLATION_LABEL}`, `{installation}`)"
-        )),
-    )
-    .await;
+    let installation = installation_of(&env);
+    let traefik = traefik_for_this_installation(&env).await;
     let p = &env.prefix;
     let test_label = p.as_str();
     let ours = format!("{p}-ours");

@@ -214,11 +214,13 @@ async fn runtime_profile(ctx: &Context, image: &str) -> anyhow::Result<RuntimePr
 /// `profile`'s dialect, with its secrets decrypted, and the tokens seeded
 /// into them. The config always requires pairing. It lists paired tokens
 /// only when the owner issued tokens for the agent's public URL
-/// ([`seeded_tokens`]); otherwise none, and the agent pairs with a code.
-async fn render_files(
+/// ([`seeded_tokens`]: `issued`, from [`issued_hashes`]); otherwise none,
+/// and the agent pairs with a code.
+fn render_files(
     ctx: &Context,
     agent: &Agent,
     profile: RuntimeProfile,
+    issued: Vec<String>,
 ) -> anyhow::Result<(Vec<FileEntry>, SeededTokens)> {
     let api_key = agent
         .encrypted_api_key
@@ -230,7 +232,7 @@ async fn render_files(
         .channels(&ctx.secrets)
         .context("decrypting channels")?
         .unwrap_or_default();
-    let seeded = seeded_tokens(ctx, agent).await?;
+    let seeded = seeded_tokens(ctx, agent, issued);
     let files = agent_files::render_seeded(
         agent,
         api_key.as_deref(),
@@ -241,26 +243,29 @@ async fn render_files(
     Ok((files, seeded))
 }
 
-/// The tokens seeded into `agent`'s `paired_tokens`: the digests of the
-/// tokens its owner issued (`agent_tokens`) and, with them, the digest of
-/// the control plane's own stored token (see [`ensure_own_token`]). None
-/// without issued tokens.
-async fn seeded_tokens(ctx: &Context, agent: &Agent) -> anyhow::Result<SeededTokens> {
-    let issued = ctx
-        .store
+/// The digests of the tokens `agent`'s owner issued (`agent_tokens`), read
+/// once per start or re-pair.
+async fn issued_hashes(ctx: &Context, agent: &Agent) -> anyhow::Result<Vec<String>> {
+    ctx.store
         .agent_tokens()
         .hashes(&agent.id)
         .await
-        .context("reading the agent's issued tokens")?;
+        .context("reading the agent's issued tokens")
+}
+
+/// The tokens seeded into `agent`'s `paired_tokens`: the `issued` digests
+/// and, with them, the digest of the control plane's own stored token (see
+/// [`ensure_own_token`]). None without issued tokens.
+fn seeded_tokens(ctx: &Context, agent: &Agent, issued: Vec<String>) -> SeededTokens {
     if issued.is_empty() {
-        return Ok(SeededTokens::none());
+        return SeededTokens::none();
     }
     let own = agent
         .encrypted_token
         .as_deref()
         .and_then(|c| ctx.secrets.decrypt(&agent.id, SecretField::Token, c).ok())
         .map(|token| hex::encode(Sha256::digest(token.as_bytes())));
-    Ok(SeededTokens { issued, own })
+    SeededTokens { issued, own }
 }
 
 /// A bearer token in the shape our runtime (and upstream) issue at `/pair`:
@@ -280,24 +285,20 @@ fn mint_token() -> String {
 /// issued tokens gets the control plane's own token seeded too: the stored
 /// one if the control plane holds one it can decrypt, else a fresh one
 /// minted and stored (encrypted) here. [`pair`] then finds that stored
-/// token accepted (the "kept" branch) after every start. Returns `agent`
-/// with the token it now stores.
-async fn ensure_own_token(ctx: &Context, agent: &Agent) -> anyhow::Result<Agent> {
+/// token accepted (the "kept" branch) after every start. `issued` are the
+/// agent's issued digests ([`issued_hashes`]). Returns `agent` with the
+/// token it now stores.
+async fn ensure_own_token(
+    ctx: &Context,
+    agent: &Agent,
+    issued: &[String],
+) -> anyhow::Result<Agent> {
     let held = agent.encrypted_token.as_deref().is_some_and(|c| {
         ctx.secrets
             .decrypt(&agent.id, SecretField::Token, c)
             .is_ok()
     });
-    if held {
-        return Ok(agent.clone());
-    }
-    let issued = ctx
-        .store
-        .agent_tokens()
-        .hashes(&agent.id)
-        .await
-        .context("reading the agent's issued tokens")?;
-    if issued.is_empty() {
+    if held || issued.is_empty() {
         return Ok(agent.clone());
     }
     let encrypted = ctx
@@ -342,8 +343,9 @@ pub(crate) async fn start(
         None => ports::claim(ctx, &agent.id).await?,
     };
     // Before the files are rendered: they seed its digest.
-    let agent = &ensure_own_token(ctx, agent).await?;
-    let (files, seeded) = render_files(ctx, agent, profile).await?;
+    let issued = issued_hashes(ctx, agent).await?;
+    let agent = &ensure_own_token(ctx, agent, &issued).await?;
+    let (files, seeded) = render_files(ctx, agent, profile, issued)?;
     let hash = spec_hash(ctx, agent, profile, &files, &seeded);
     let spec = container_spec(ctx, agent, profile, port, &hash);
 
@@ -836,7 +838,8 @@ pub(crate) async fn repair(
         .ok_or_else(|| anyhow!("container never started"))?;
     tracing::info!(agent_id = %agent.id, slug = %agent.slug, reason, "re-pairing");
     let profile = runtime_profile(ctx, &agent.image).await?;
-    let (files, _) = render_files(ctx, agent, profile).await?;
+    let issued = issued_hashes(ctx, agent).await?;
+    let (files, _) = render_files(ctx, agent, profile, issued)?;
     let target = PairingTarget {
         container_id: &c.id,
         port: agent.container_port,
