@@ -10,12 +10,14 @@ use crate::orchestrator::{Endpoint, Orchestrator, OrchestratorError, AGENT_PORT}
 /// `http://<agent_host>:<port>` with the row's claimed host port (`None`
 /// before one is claimed, or for a stored port out of range). `network`
 /// mode: `http://<ip>:42617` with the address the engine reports *now* for
-/// the workload (`endpoint`) on the agents' network — never a name resolved through DNS,
-/// whose cached answer could point at another container after a restart
-/// (`None` without such a container or address).
+/// the workload (`endpoint`) on `network`, the agent's own agents' network
+/// ([`Agent::network_or`]) — never a name resolved through DNS, whose
+/// cached answer could point at another container after a restart (`None`
+/// without such a container or address).
 pub fn gateway_base(
     config: &Config,
     port: Option<i64>,
+    network: &str,
     endpoint: Option<&Endpoint>,
 ) -> Option<String> {
     match config.agent_address {
@@ -24,10 +26,27 @@ pub fn gateway_base(
             Some(format!("http://{}:{port}", config.agent_host))
         }
         AgentAddress::Network => {
-            let ip = endpoint?.ip_addresses.get(&config.network)?;
+            let ip = endpoint?.ip_addresses.get(network)?;
             Some(format!("http://{ip}:{AGENT_PORT}"))
         }
     }
+}
+
+/// The base URL of `agent`'s gateway given `endpoint`, what the engine
+/// reports for its workload now (pure; see [`gateway_base`]). For callers
+/// that observe many workloads at once (one listing per poll) instead of
+/// inspecting each.
+pub fn agent_gateway_base(
+    config: &Config,
+    agent: &Agent,
+    endpoint: Option<&Endpoint>,
+) -> Option<String> {
+    gateway_base(
+        config,
+        agent.container_port,
+        agent.network_or(&config.network),
+        endpoint,
+    )
 }
 
 /// The base URL the control plane reaches `agent`'s gateway on now
@@ -51,9 +70,5 @@ pub async fn agent_base_url(
             })
             .map(|c| c.endpoint()),
     };
-    Ok(gateway_base(
-        config,
-        agent.container_port,
-        endpoint.as_ref(),
-    ))
+    Ok(agent_gateway_base(config, agent, endpoint.as_ref()))
 }

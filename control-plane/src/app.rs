@@ -44,9 +44,11 @@ impl App {
     /// 1. creates `data_dir` (mode 0700), loads or creates the master keyring
     ///    and the JWT secret in it (mode 0600);
     /// 2. opens the database and applies the embedded migrations;
-    /// 3. connects to Docker, ensures the agent network, and builds the
-    ///    runtime image if it is missing (a failed build is logged, not
-    ///    fatal: deploys then fail with that reason until it is fixed);
+    /// 3. connects to Docker, builds the runtime image if it is missing (a
+    ///    failed build is logged, not fatal: deploys then fail with that
+    ///    reason until it is fixed), and ensures every agents' network in
+    ///    use with the `network_attach` containers connected to each (and
+    ///    again every few seconds, on every replica);
     /// 4. creates the first admin account if there is none and prints its
     ///    credentials once to stdout;
     /// 5. joins the competition for the reconciler's lease (a lone replica
@@ -79,13 +81,12 @@ impl App {
             .context("connecting to Docker")?
             .with_installation(installation);
         docker.ping().await.context("pinging Docker")?;
-        docker
-            .ensure_network(&config.network)
-            .await
-            .with_context(|| format!("network {}", config.network))?;
         ensure_image(&docker, &config).await;
         // The one orchestrator there is today; a second engine is chosen here.
         let orchestrator: Arc<dyn Orchestrator> = Arc::new(docker);
+        // Every agents' network in use (the first always), with the
+        // `network_attach` containers (Traefik, zcaas's own) on each.
+        reconciler::networks::attach_in_use(&db, orchestrator.as_ref(), &config).await?;
 
         bootstrap_admin(&db, &config).await?;
 
@@ -108,6 +109,12 @@ impl App {
                 events
             }
         };
+        tracker.spawn(reconciler::networks::keep_attached(
+            db.clone(),
+            orchestrator.clone(),
+            config.clone(),
+            cancel.clone(),
+        ));
         let metrics = crate::metrics::Metrics::new();
         let ctx = reconciler::Context {
             store: db.clone(),

@@ -37,9 +37,12 @@ pub enum AgentAddress {
     /// (the binary, systemd) and reaches agents on their loopback ports.
     #[default]
     HostPort,
-    /// `http://zeroclaw-<slug>:42617` over the agents' network: zcaas runs in
-    /// a container attached to `network` (deploy/docker-compose.yml), where
-    /// the host's loopback ports are out of reach.
+    /// `http://<container IP>:42617` over the agent's network, the address
+    /// the engine reports now (never a DNS name): zcaas runs in a container
+    /// attached to the agents' networks (deploy/docker-compose.yml,
+    /// `network_attach`), or on a Linux host, which reaches bridge
+    /// addresses directly. No host port is published (no `docker-proxy`
+    /// per agent) and none is claimed.
     Network,
 }
 
@@ -54,8 +57,17 @@ pub struct Config {
     pub database_url: String,
     /// Agents are routed at `<slug>.<domain>`.
     pub domain: String,
-    /// The Docker network agents join (`zeroone-net`).
+    /// The first Docker network agents join (`zeroone-net`); further ones
+    /// are `<network>-2`, `<network>-3`, … ([`crate::model::agent_network_name`]).
     pub network: String,
+    /// At most this many agents on one agents' network (default 1000,
+    /// 1..=1000): a Linux bridge takes at most 1 024 ports, and every
+    /// attached endpoint counts, Traefik's and zcaas's included.
+    pub agents_per_network: u32,
+    /// Containers (names or ids) connected to every agents' network zcaas
+    /// ensures: Traefik, and zcaas itself when it runs in a container in
+    /// `network` mode. A missing one is a warning, not a failure.
+    pub network_attach: Vec<String>,
     /// The runtime image agents run (our agent-runtime image by default).
     pub runtime_image: String,
     /// Path of the static agent-runtime binary used to build `runtime_image`
@@ -72,8 +84,11 @@ pub struct Config {
     /// Host IP agent ports are bound to, and the control plane reaches agents
     /// on in [`AgentAddress::HostPort`] mode.
     pub agent_host: String,
-    /// How agents' gateways are addressed: host port (default) or container
-    /// name on the agents' network. Ports are published in both modes.
+    /// How agents' gateways are addressed: host port (default; a host port
+    /// is claimed and published per agent) or the container's address on
+    /// its agents' network (no port published or claimed). Switching modes
+    /// recreates each agent's container at its next start (the volume
+    /// kept); until then a running agent keeps its container.
     pub agent_address: AgentAddress,
     /// Traefik entrypoint and certificate resolver put in the router labels.
     pub traefik_entrypoint: String,
@@ -131,6 +146,8 @@ impl Config {
             database_url,
             domain: "localhost".into(),
             network: "zeroone-net".into(),
+            agents_per_network: DEFAULT_AGENTS_PER_NETWORK,
+            network_attach: Vec::new(),
             runtime_image: "zcaas/agent-runtime:latest".into(),
             agent_binary,
             runtime_profile: ProfileSetting::Auto,
@@ -232,6 +249,16 @@ impl Config {
         if self.lease_ttl < Duration::from_secs(2) {
             bail!("lease_ttl_secs must be at least 2");
         }
+        if !(1..=MAX_AGENTS_PER_NETWORK).contains(&self.agents_per_network) {
+            bail!(
+                "agents_per_network must be between 1 and {MAX_AGENTS_PER_NETWORK}, got {} \
+                 (a Linux bridge takes at most 1024 ports, Traefik's and zcaas's included)",
+                self.agents_per_network
+            );
+        }
+        if self.network.is_empty() {
+            bail!("network must name a Docker network");
+        }
         if self.retry_budget == 0 {
             bail!("retry_budget must be at least 1 (1 means no automatic retry)");
         }
@@ -271,6 +298,10 @@ pub struct FileConfig {
     pub database_url: Option<String>,
     pub domain: Option<String>,
     pub network: Option<String>,
+    /// 1..=1000.
+    pub agents_per_network: Option<u32>,
+    /// Container names or ids.
+    pub network_attach: Option<Vec<String>>,
     pub runtime_image: Option<String>,
     pub agent_binary: Option<PathBuf>,
     /// `auto`, `zcaas`, `zeroclaw-v1` or `zeroclaw-v3`.
@@ -336,6 +367,20 @@ pub struct ConfigArgs {
     /// Docker network agents join [default: zeroone-net].
     #[arg(long, env = "ZCAAS_NETWORK", global = true)]
     pub network: Option<String>,
+    /// At most this many agents per agents' network; further ones go to
+    /// <network>-2, <network>-3, … (1..=1000) [default: 1000].
+    #[arg(long, env = "ZCAAS_AGENTS_PER_NETWORK", global = true)]
+    pub agents_per_network: Option<u32>,
+    /// Container (name or id) connected to every agents' network: Traefik,
+    /// and zcaas itself when it runs in a container in network mode;
+    /// repeatable, or comma-separated in the variable [default: none].
+    #[arg(
+        long = "network-attach",
+        env = "ZCAAS_NETWORK_ATTACH",
+        global = true,
+        value_delimiter = ','
+    )]
+    pub network_attach: Vec<String>,
     /// Image agents run [default: zcaas/agent-runtime:latest].
     #[arg(long, env = "ZCAAS_RUNTIME_IMAGE", global = true)]
     pub runtime_image: Option<String>,
@@ -353,8 +398,10 @@ pub struct ConfigArgs {
     /// Host IP agent ports are bound to and reached on [default: 127.0.0.1].
     #[arg(long, env = "ZCAAS_AGENT_HOST", global = true)]
     pub agent_host: Option<String>,
-    /// How agents are reached: host-port (zcaas on the host) or network
-    /// (zcaas in a container on the agents' network) [default: host-port].
+    /// How agents are reached: host-port (a published loopback port per
+    /// agent) or network (the container's IP on its agents' network, no
+    /// port published: zcaas in a container attached to the agents'
+    /// networks, or on the Linux host) [default: host-port].
     #[arg(long, env = "ZCAAS_AGENT_ADDRESS", global = true, value_enum)]
     pub agent_address: Option<AgentAddress>,
     /// Traefik entrypoint in router labels [default: websecure].
@@ -482,6 +529,7 @@ impl ConfigArgs {
             database_url,
             domain,
             network,
+            agents_per_network,
             runtime_image,
             agent_binary,
             runtime_profile,
@@ -506,6 +554,17 @@ impl ConfigArgs {
         if let Some(r) = file.port_range {
             c.port_range = r;
         }
+        if !self.network_attach.is_empty() {
+            c.network_attach = self.network_attach.clone();
+        } else if let Some(listed) = file.network_attach {
+            c.network_attach = listed;
+        }
+        c.network_attach = c
+            .network_attach
+            .iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
         c.extra_labels.extend(file.extra_labels);
         c.extra_labels.extend(self.extra_labels.iter().cloned());
         if !self.public_paths.is_empty() {
@@ -548,6 +607,12 @@ impl ConfigArgs {
         Ok(c)
     }
 }
+
+/// Agents per agents' network unless configured otherwise.
+pub const DEFAULT_AGENTS_PER_NETWORK: u32 = 1000;
+/// The most `agents_per_network` may be: below the 1 024 ports of one
+/// Linux bridge, leaving room for Traefik, zcaas and agents being replaced.
+pub const MAX_AGENTS_PER_NETWORK: u32 = 1000;
 
 /// The paths every agent answers from its public URL unless configured
 /// otherwise: the gateway's message endpoint and its health check.
@@ -732,16 +797,16 @@ mod tests {
             .unwrap();
         assert_eq!(c.agent_address, AgentAddress::HostPort);
         assert_eq!(
-            gateway_base(&c, Some(40123), Some(&running.endpoint())).as_deref(),
+            gateway_base(&c, Some(40123), "zeroone-net", Some(&running.endpoint())).as_deref(),
             Some("http://127.0.0.1:40123")
         );
         assert_eq!(
-            gateway_base(&c, None, Some(&running.endpoint())),
+            gateway_base(&c, None, "zeroone-net", Some(&running.endpoint())),
             None,
             "no port claimed yet"
         );
         assert_eq!(
-            gateway_base(&c, Some(70000), None),
+            gateway_base(&c, Some(70000), "zeroone-net", None),
             None,
             "a corrupt port is no address"
         );
@@ -752,20 +817,43 @@ mod tests {
         assert_eq!(c.agent_address, AgentAddress::Network);
         // The address the engine reports now, never a name resolved by DNS.
         assert_eq!(
-            gateway_base(&c, Some(40123), Some(&running.endpoint())).as_deref(),
+            gateway_base(&c, Some(40123), "zeroone-net", Some(&running.endpoint())).as_deref(),
             Some("http://172.30.0.9:42617")
         );
         assert_eq!(
-            gateway_base(&c, Some(40123), None),
+            gateway_base(&c, Some(40123), "zeroone-net", None),
             None,
             "no container, no address"
         );
         let mut elsewhere = running.clone();
         elsewhere.ip_addresses = [("other-net".to_owned(), "10.1.0.2".to_owned())].into();
         assert_eq!(
-            gateway_base(&c, Some(40123), Some(&elsewhere.endpoint())),
+            gateway_base(&c, Some(40123), "zeroone-net", Some(&elsewhere.endpoint())),
             None,
             "only the agents' network counts"
+        );
+
+        // An agent on a further network is reached there, and only there.
+        let mut second = running.clone();
+        second.ip_addresses = [("zeroone-net-2".to_owned(), "172.31.0.4".to_owned())].into();
+        assert_eq!(
+            gateway_base(&c, None, "zeroone-net-2", Some(&second.endpoint())).as_deref(),
+            Some("http://172.31.0.4:42617")
+        );
+        assert_eq!(
+            gateway_base(&c, None, "zeroone-net", Some(&second.endpoint())),
+            None
+        );
+        let mut agent = crate::reconciler::testing::agent(crate::status::Status::Running);
+        assert_eq!(
+            crate::addressing::agent_gateway_base(&c, &agent, Some(&second.endpoint())),
+            None,
+            "no network recorded: the first"
+        );
+        agent.network = Some("zeroone-net-2".into());
+        assert_eq!(
+            crate::addressing::agent_gateway_base(&c, &agent, Some(&second.endpoint())).as_deref(),
+            Some("http://172.31.0.4:42617")
         );
 
         // The flag wins over the file.
@@ -773,12 +861,85 @@ mod tests {
         let c = cli.config.resolve(file).unwrap();
         assert_eq!(c.agent_address, AgentAddress::HostPort);
         assert_eq!(
-            gateway_base(&c, Some(40123), None).as_deref(),
+            gateway_base(&c, Some(40123), "zeroone-net", None).as_deref(),
             Some("http://10.0.0.5:40123")
         );
 
         assert!(TestCli::try_parse_from(["t", "--agent-address", "dns"]).is_err());
         assert!(toml::from_str::<FileConfig>("agent_address = \"host_port\"").is_err());
+    }
+
+    #[test]
+    fn agents_per_network_and_network_attach_layer_and_are_checked() {
+        let c = ConfigArgs::default()
+            .resolve(FileConfig::default())
+            .unwrap();
+        assert_eq!(c.agents_per_network, 1000);
+        assert!(c.network_attach.is_empty());
+        let file: FileConfig = toml::from_str(
+            "agents_per_network = 500\nnetwork_attach = [\"traefik\", \" \", \"zcaas\"]",
+        )
+        .unwrap();
+        let c = ConfigArgs::default().resolve(file.clone()).unwrap();
+        assert_eq!(c.agents_per_network, 500);
+        assert_eq!(
+            c.network_attach,
+            ["traefik", "zcaas"],
+            "blank names dropped"
+        );
+        let cli = TestCli::try_parse_from([
+            "t",
+            "--agents-per-network",
+            "2",
+            "--network-attach",
+            "edge-a,edge-b",
+        ])
+        .unwrap();
+        let c = cli.config.resolve(file).unwrap();
+        assert_eq!(c.agents_per_network, 2, "the flag wins over the file");
+        assert_eq!(c.network_attach, ["edge-a", "edge-b"]);
+        for bad in ["0", "1001", "5000"] {
+            let e = TestCli::try_parse_from(["t", "--agents-per-network", bad])
+                .unwrap()
+                .config
+                .resolve(FileConfig::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("agents_per_network"), "{e}");
+        }
+        let e = ConfigArgs::default()
+            .resolve(toml::from_str("agents_per_network = 1024").unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("agents_per_network must be between 1 and 1000"),
+            "{e}"
+        );
+        assert!(TestCli::try_parse_from(["t", "--agents-per-network", "-1"]).is_err());
+    }
+
+    #[test]
+    fn agent_networks_are_named_after_the_first() {
+        use crate::model::{agent_network_index, agent_network_name};
+        assert_eq!(agent_network_name("zeroone-net", 1), "zeroone-net");
+        assert_eq!(agent_network_name("zeroone-net", 2), "zeroone-net-2");
+        assert_eq!(agent_network_name("zeroone-net", 13), "zeroone-net-13");
+        for i in 1..30 {
+            let name = agent_network_name("zeroone-net", i);
+            assert_eq!(agent_network_index("zeroone-net", &name), Some(i));
+        }
+        for other in [
+            "zeroone",
+            "zeroone-net-",
+            "zeroone-net-1",
+            "zeroone-net-02",
+            "zeroone-net-x",
+            "zeroone-net2",
+            "zeroone-net-2-3",
+            "other-net-2",
+        ] {
+            assert_eq!(agent_network_index("zeroone-net", other), None, "{other}");
+        }
     }
 
     #[test]

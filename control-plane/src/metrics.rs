@@ -69,6 +69,11 @@ pub struct Metrics {
     pub reconcile_steps: Family<StepLabels, Counter>,
     /// Reconcile passes (one per agent per wake/resync).
     pub reconcile_passes: Counter,
+    /// The periodic resync's comparison of the fleet with the engine's
+    /// listing ([`crate::reconciler::resync`]), seconds.
+    pub resync_seconds: Histogram,
+    /// Agents the periodic resync woke (changed or never settled).
+    pub resync_woken: Counter,
     /// Docker API calls that failed, by operation.
     pub docker_errors: Family<OperationLabels, Counter>,
     /// HTTP requests by method, route and status.
@@ -79,6 +84,9 @@ pub struct Metrics {
     pub password_verifications: Counter,
     /// 1 while this replica leads the reconciler, 0 on a standby.
     pub reconciler_leader: Gauge,
+    /// The stats poll's current period: each RUNNING agent's figures are
+    /// refreshed once per this many seconds (it grows with the fleet).
+    pub stats_poll_period_seconds: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -131,6 +139,18 @@ impl Metrics {
             "Reconcile passes run",
             reconcile_passes.clone(),
         );
+        let resync_seconds = latency_histogram();
+        registry.register(
+            "zcaas_resync_duration_seconds",
+            "Periodic resync: one listing of the engine compared with every agent's last settled pass",
+            resync_seconds.clone(),
+        );
+        let resync_woken = Counter::default();
+        registry.register(
+            "zcaas_resync_woken",
+            "Agents woken by the periodic resync (changed, or never settled)",
+            resync_woken.clone(),
+        );
         let docker_errors = Family::<OperationLabels, Counter>::default();
         registry.register(
             "zcaas_docker_errors",
@@ -163,6 +183,12 @@ impl Metrics {
             "1 while this replica leads the reconciler (holds its lease), 0 on a standby",
             reconciler_leader.clone(),
         );
+        let stats_poll_period_seconds = Gauge::default();
+        registry.register(
+            "zcaas_stats_poll_period_seconds",
+            "Seconds between two stats and health polls of one RUNNING agent (grows with the fleet)",
+            stats_poll_period_seconds.clone(),
+        );
         Arc::new(Metrics {
             registry,
             agents,
@@ -171,11 +197,14 @@ impl Metrics {
             repairs,
             reconcile_steps,
             reconcile_passes,
+            resync_seconds,
+            resync_woken,
             docker_errors,
             http_requests,
             http_seconds,
             password_verifications,
             reconciler_leader,
+            stats_poll_period_seconds,
         })
     }
 

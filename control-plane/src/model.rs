@@ -53,7 +53,8 @@ pub struct Agent {
     pub timezone: String,
     pub communication_style: Option<String>,
     pub container_id: Option<String>,
-    /// Host port (40000–50000) bound to 127.0.0.1 and mapped to the agent's 42617.
+    /// Host port (40000–50000) bound to 127.0.0.1 and mapped to the agent's
+    /// 42617; `None` in `network` address mode (nothing is published).
     pub container_port: Option<i64>,
     pub status: Status,
     /// A DESIGN §1 provider name (`openai`, `anthropic`, `custom:<url>`, …).
@@ -104,9 +105,21 @@ pub struct Agent {
     pub channel_health: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The agents' network the agent's container joins, claimed at its
+    /// first deploy and never changed afterwards
+    /// ([`crate::store::LifecycleStore::claim_network`]); `None` before
+    /// that, and for agents deployed before networks were recorded (they
+    /// are on the first network: [`Agent::network_or`]).
+    pub network: Option<String>,
 }
 
 impl Agent {
+    /// The network the agent's container is on: its recorded one, or
+    /// `first` (the configured `network`) when none is recorded.
+    pub fn network_or<'a>(&'a self, first: &'a str) -> &'a str {
+        self.network.as_deref().unwrap_or(first)
+    }
+
     /// The agent's channels, decrypted (`None` when it has none). Errors:
     /// the ciphertext does not decrypt for this agent, or its JSON is not
     /// a [`Channels`].
@@ -210,4 +223,30 @@ pub struct SlackChannel {
         skip_serializing_if = "Option::is_none"
     )]
     pub api_base_url: Option<String>,
+}
+
+/// The name of the `index`-th agents' network (1-based): the first keeps
+/// the configured name `first` (existing installations are unchanged), the
+/// next ones are `<first>-2`, `<first>-3`, … One Linux bridge takes at
+/// most 1 024 ports, so a large fleet is spread over several networks.
+pub fn agent_network_name(first: &str, index: u32) -> String {
+    if index <= 1 {
+        first.to_owned()
+    } else {
+        format!("{first}-{index}")
+    }
+}
+
+/// The index of `name` among the agents' networks named after `first`
+/// ([`agent_network_name`]): 1 for `first`, `n` for `<first>-<n>` (n ≥ 2,
+/// written without leading zeros); `None` for any other name.
+pub fn agent_network_index(first: &str, name: &str) -> Option<u32> {
+    if name == first {
+        return Some(1);
+    }
+    let digits = name.strip_prefix(first)?.strip_prefix('-')?;
+    if digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().filter(|n| *n >= 2)
 }

@@ -40,8 +40,8 @@ async fn list_owned_reads_every_column_as_list_for_user_does() {
                  last_health_at = created_at, attempts = $6, next_attempt_at = updated_at,
                  last_error = $7, spec_hash = $8, ever_running = TRUE,
                  paired_started_at = created_at, config_generation = $6,
-                 deployed_generation = $6, channel_health = $9
-             WHERE id = $10",
+                 deployed_generation = $6, channel_health = $9, network = $10
+             WHERE id = $11",
         )
         .bind(format!("container-{k}"))
         .bind(40_000 + k as i64)
@@ -52,6 +52,7 @@ async fn list_owned_reads_every_column_as_list_for_user_does() {
         .bind("an error, \"quoted\" — with ünïcode")
         .bind(format!("hash-{k}"))
         .bind(r#"{"telegram":{"status":"ok"}}"#)
+        .bind(format!("zeroone-net-{}", k + 1))
         .bind(id)
         .execute(&fx.sql)
         .await
@@ -90,6 +91,8 @@ async fn list_owned_reads_every_column_as_list_for_user_does() {
     let full = &by_name[1];
     assert!(full.last_health_at.is_some() && full.deployed_generation == Some(3));
     assert_eq!(full.memory_mb, Some(12.345_678_901_234_567));
+    assert_eq!(full.network.as_deref(), Some("zeroone-net-2"));
+    assert_eq!(by_name[0].network, None);
 
     // A write is seen by the next list (the readers read the latest commit).
     db.lifecycle()

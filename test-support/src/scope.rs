@@ -163,7 +163,7 @@ impl TestScope {
             name: format!("zeroclaw-{slug}"),
             image: image.to_owned(),
             network: network.to_owned(),
-            host_port,
+            host_port: Some(host_port),
             memory_bytes: 64 * 1024 * 1024,
             nano_cpus: 500_000_000,
             // Our agent-runtime image's profile.

@@ -99,7 +99,7 @@ async fn pipeline_once(env: &TestApp, seed_way: bool, i: usize) -> anyhow::Resul
         slug: name.clone(),
         image: AGENT_IMAGE.into(),
         network: env.config.network.clone(),
-        host_port: port,
+        host_port: Some(port),
         memory_bytes: 256 << 20,
         nano_cpus: 1_000_000_000,
         command: zcaas::runtime_profile::RuntimeProfile::Zcaas.command(),

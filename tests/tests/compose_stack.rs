@@ -332,6 +332,11 @@ async fn production_compose_stack_serves_agents_through_traefik() {
         ("ZCAAS_NETWORK", network.clone()),
         ("ZCAAS_EDGE_NETWORK", edge_network.clone()),
         ("ZCAAS_EDGE_SUBNET", edge_subnet.clone()),
+        ("ZCAAS_TRAEFIK_CONTAINER", format!("{prefix}-traefik")),
+        (
+            "ZCAAS_CONTROL_PLANE_CONTAINER",
+            format!("{prefix}-control-plane"),
+        ),
         ("ZCAAS_HTTP_PORT", http_port.to_string()),
         ("ZCAAS_HTTPS_PORT", https_port.to_string()),
         ("ZCAAS_HOST_PORT", host_port.to_string()),

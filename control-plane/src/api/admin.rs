@@ -34,7 +34,12 @@ pub struct AdminAgentView {
     pub last_error: Option<String>,
     pub attempts: i64,
     pub container_id: Option<String>,
+    /// The host port published for the agent; `null` in `network` address
+    /// mode (nothing is published) and before the first deploy.
     pub container_port: Option<i64>,
+    /// The agents' network the agent's container joins (`zeroone-net`,
+    /// `zeroone-net-2`, …); `null` before its first deploy.
+    pub network: Option<String>,
     /// MiB, last polled.
     pub memory_mb: Option<f64>,
     /// Percent of one core, last polled.
@@ -71,6 +76,13 @@ async fn list_agents(
         rows.into_iter()
             .map(|r| {
                 let a = r.agent;
+                // Agents deployed before networks were recorded are on the
+                // first one.
+                let network = a.network.clone().or_else(|| {
+                    a.container_id
+                        .as_ref()
+                        .map(|_| state.config.network.clone())
+                });
                 let channel_errors = if a.status == Status::Running {
                     channel_health::in_error(a.channel_health.as_deref())
                 } else {
@@ -89,6 +101,7 @@ async fn list_agents(
                     attempts: a.attempts,
                     container_id: a.container_id,
                     container_port: a.container_port,
+                    network,
                     memory_mb: a.memory_mb,
                     cpu_percent: a.cpu_percent,
                     last_health_at: a.last_health_at,

@@ -16,6 +16,7 @@
 //! in-memory contexts; [`spec`], [`archive`] and [`logs`] are the pure parts.
 
 pub mod archive;
+pub mod cgroup;
 pub mod cleanup;
 pub mod image;
 pub mod logs;
@@ -24,10 +25,10 @@ pub mod orchestrator;
 pub mod spec;
 
 use bollard::container::{
-    CreateContainerOptions, RestartContainerOptions, StartContainerOptions, StopContainerOptions,
-    UploadToContainerOptions,
+    CreateContainerOptions, InspectContainerOptions, RestartContainerOptions,
+    StartContainerOptions, StopContainerOptions, UploadToContainerOptions,
 };
-use bollard::network::CreateNetworkOptions;
+use bollard::network::{ConnectNetworkOptions, CreateNetworkOptions};
 use bollard::volume::CreateVolumeOptions;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -87,6 +88,9 @@ pub struct DockerRuntime {
     /// This installation's id ([`INSTALLATION_LABEL`]); `None` for a handle
     /// not scoped to an installation (test cleanup, image builds).
     installation: Option<String>,
+    /// Containers' cgroup readings (stats without asking the engine), shared
+    /// by every clone.
+    cgroup: std::sync::Arc<cgroup::CgroupStats>,
 }
 
 /// Serializes network creation in this process: the engine does not enforce
@@ -104,6 +108,7 @@ impl DockerRuntime {
             docker,
             extra_labels,
             installation: None,
+            cgroup: std::sync::Arc::new(cgroup::CgroupStats::new(cgroup::CGROUP_ROOT)),
         })
     }
 
@@ -198,6 +203,45 @@ impl DockerRuntime {
             Err(e) if status_of(&e) == Some(409) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Connects the container `container` (name or id; not necessarily
+    /// ours: Traefik, zcaas's own) to each of `networks` it is not attached
+    /// to yet, and returns those it connected. One inspect of the
+    /// container, then one connect per missing network; a connect the
+    /// engine refuses because the endpoint exists already (a concurrent
+    /// attach) counts as attached. A 404 (no such container or network)
+    /// is returned as the error.
+    pub async fn attach_to_networks(
+        &self,
+        container: &str,
+        networks: &[String],
+    ) -> Result<Vec<String>, DockerError> {
+        let inspect = self
+            .docker
+            .inspect_container(container, None::<InspectContainerOptions>)
+            .await?;
+        let attached: std::collections::HashSet<String> = inspect
+            .network_settings
+            .and_then(|n| n.networks)
+            .map(|n| n.into_keys().collect())
+            .unwrap_or_default();
+        let mut connected = Vec::new();
+        for network in networks.iter().filter(|n| !attached.contains(*n)) {
+            let options = ConnectNetworkOptions {
+                container: container.to_owned(),
+                endpoint_config: Default::default(),
+            };
+            match self.docker.connect_network(network, options).await {
+                Ok(()) => connected.push(network.clone()),
+                Err(e) if matches!(status_of(&e), Some(403) | Some(409)) => {
+                    tracing::debug!(container, network = %network, error = %e,
+                        "already attached to the network");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(connected)
     }
 
     /// Whether `image` (a tag or id) is present in the local engine.

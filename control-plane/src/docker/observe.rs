@@ -4,21 +4,32 @@
 
 use super::logs::{LineSplitter, StreamKind};
 use super::{
-    status_of, ContainerEvent, ContainerStats, DockerError, DockerRuntime, LogLine,
-    ObservedContainer, AGENT_ID_LABEL, INSTALLATION_LABEL, SPEC_HASH_LABEL,
+    cgroup, status_of, ContainerEvent, ContainerStats, DockerError, DockerRuntime, LogLine,
+    ObservedContainer, AGENT_ID_LABEL, AGENT_PORT, INSTALLATION_LABEL, SPEC_HASH_LABEL,
 };
+use crate::orchestrator::{Endpoint, ListedWorkload, PolledStats};
 use bollard::container::{
     InspectContainerOptions, ListContainersOptions, LogOutput, LogsOptions, MemoryStatsStats,
     Stats, StatsOptions,
 };
-use bollard::models::{ContainerInspectResponse, EventMessage};
+use bollard::models::{ContainerInspectResponse, ContainerSummary, EventMessage};
 use bollard::system::EventsOptions;
 use chrono::{DateTime, Datelike, Utc};
 use futures::stream::{self, BoxStream, Stream, StreamExt};
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
 
 /// How many inspects [`DockerRuntime::list_managed`] runs at once.
 const LIST_CONCURRENCY: usize = 8;
+/// How many engine stats calls [`DockerRuntime::poll_stats`] runs at once
+/// for containers whose cgroup cannot be read.
+const ENGINE_STATS_CONCURRENCY: usize = 32;
+/// Container ids per listing in [`DockerRuntime::running_endpoints`] (they
+/// travel in the query string).
+const LIST_IDS_PER_CALL: usize = 200;
+/// How long [`DockerRuntime::stats`] measures CPU over when no earlier
+/// reading of the container is kept (the engine's own span).
+const CGROUP_CPU_SPAN: Duration = Duration::from_secs(1);
 
 impl DockerRuntime {
     /// Inspects a container by id or name; `None` if it does not exist.
@@ -65,6 +76,20 @@ impl DockerRuntime {
                 out.push(c);
             }
         }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Every container (running or not) carrying our label and the extra
+    /// labels, sorted by name, from one listing (no inspect per container).
+    pub async fn list_workloads(&self) -> Result<Vec<ListedWorkload>, DockerError> {
+        let options = ListContainersOptions {
+            all: true,
+            filters: HashMap::from([("label".to_owned(), self.label_filters())]),
+            ..Default::default()
+        };
+        let summaries = self.docker.list_containers(Some(options)).await?;
+        let mut out: Vec<ListedWorkload> = summaries.into_iter().filter_map(listed).collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
@@ -132,10 +157,46 @@ impl DockerRuntime {
         into_lines(self.docker.logs(id, Some(options)))
     }
 
-    /// One sample of CPU and memory use. The engine takes two readings about
-    /// a second apart so the CPU share is over that second (`stream=false`,
-    /// `one-shot=false`); expect the call to take ~1–2 s.
+    /// One sample of CPU and memory use: from the container's cgroup files
+    /// where they can be read ([`super::cgroup`]), the CPU share over the
+    /// time since the last reading kept for it, or over a second when there
+    /// is none that old; otherwise from the engine, which takes two
+    /// readings about a second apart (`stream=false`, `one-shot=false`).
+    /// Expect the call to take up to ~1–2 s.
     pub async fn stats(&self, id: &str) -> Result<ContainerStats, DockerError> {
+        if self.cgroup.layout().is_some() {
+            let first = self.cgroup_sample(id).await;
+            if let Some(first) = first {
+                let sample = match first.cpu_percent {
+                    Some(_) => Some(first),
+                    None => {
+                        tokio::time::sleep(CGROUP_CPU_SPAN).await;
+                        self.cgroup_sample(id).await
+                    }
+                };
+                if let Some(cgroup::Sample {
+                    memory_mb,
+                    cpu_percent: Some(cpu_percent),
+                }) = sample
+                {
+                    return Ok(ContainerStats {
+                        cpu_percent,
+                        memory_mb,
+                    });
+                }
+            }
+        }
+        self.engine_stats(id).await
+    }
+
+    /// Whether this host's cgroup files can be read here at all (the
+    /// layout is known); each container may still fall back to the engine.
+    pub fn reads_cgroups(&self) -> bool {
+        self.cgroup.layout().is_some()
+    }
+
+    /// [`Self::stats`] as the engine computes it, never from cgroup files.
+    pub async fn engine_stats(&self, id: &str) -> Result<ContainerStats, DockerError> {
         let options = StatsOptions {
             stream: false,
             one_shot: false,
@@ -146,6 +207,95 @@ impl DockerRuntime {
             Some(Err(e)) => Err(e.into()),
             None => Err(DockerError::Other(format!("no stats for container {id}"))),
         }
+    }
+
+    /// One cgroup reading of `id`, off the async threads.
+    async fn cgroup_sample(&self, id: &str) -> Option<cgroup::Sample> {
+        let cgroup = self.cgroup.clone();
+        let id = id.to_owned();
+        tokio::task::spawn_blocking(move || cgroup.sample(&id))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Resource use of each container of `ids` (same order) for a poll that
+    /// repeats: every cgroup-readable one read in one blocking batch, with
+    /// the CPU share since its previous poll (`None` on the first); the
+    /// others through the engine's stats ([`Self::engine_stats`], a few at
+    /// a time).
+    pub async fn poll_stats(&self, ids: &[String]) -> Vec<Result<PolledStats, DockerError>> {
+        let read: Vec<Option<cgroup::Sample>> = if self.cgroup.layout().is_some() {
+            let cgroup = self.cgroup.clone();
+            let batch = ids.to_vec();
+            tokio::task::spawn_blocking(move || batch.iter().map(|id| cgroup.sample(id)).collect())
+                .await
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let mut out: Vec<Option<Result<PolledStats, DockerError>>> = (0..ids.len())
+            .map(|i| {
+                let s = read.get(i).copied().flatten()?;
+                Some(Ok(PolledStats {
+                    memory_mb: s.memory_mb,
+                    cpu_percent: s.cpu_percent,
+                }))
+            })
+            .collect();
+        let misses: Vec<(usize, String)> = out
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.is_none())
+            .map(|(i, _)| (i, ids[i].clone()))
+            .collect();
+        let this = self.clone();
+        let fetched: Vec<(usize, Result<ContainerStats, DockerError>)> = stream::iter(misses)
+            .map(move |(i, id)| {
+                let this = this.clone();
+                async move { (i, this.engine_stats(&id).await) }
+            })
+            .buffer_unordered(ENGINE_STATS_CONCURRENCY)
+            .collect()
+            .await;
+        for (i, stats) in fetched {
+            out[i] = Some(stats.map(|s| PolledStats {
+                memory_mb: s.memory_mb,
+                cpu_percent: Some(s.cpu_percent),
+            }));
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(DockerError::Other("stats not read".to_owned()))))
+            .collect()
+    }
+
+    /// The running containers among `ids` that this installation may act
+    /// on, with their endpoints, from one listing filtered on those ids
+    /// (the engine answers it from memory; no inspect per container).
+    pub async fn running_endpoints(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<ListedWorkload>, DockerError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(LIST_IDS_PER_CALL) {
+            let options = ListContainersOptions {
+                all: false,
+                filters: HashMap::from([
+                    ("label".to_owned(), self.label_filters()),
+                    ("id".to_owned(), chunk.to_vec()),
+                ]),
+                ..Default::default()
+            };
+            let summaries = self.docker.list_containers(Some(options)).await?;
+            // The engine's `id` filter also matches prefixes: keep exact ids.
+            out.extend(
+                summaries
+                    .into_iter()
+                    .filter_map(listed)
+                    .filter(|w| chunk.contains(&w.id) && self.is_owned(&w.labels)),
+            );
+        }
+        Ok(out)
     }
 
     /// Events about our containers (`type=container`, filtered on our
@@ -303,9 +453,50 @@ pub fn observed(resp: ContainerInspectResponse) -> ObservedContainer {
     }
 }
 
+/// A listed container as [`ListedWorkload`]; `None` without an id.
+fn listed(s: ContainerSummary) -> Option<ListedWorkload> {
+    let labels: BTreeMap<String, String> = s.labels.unwrap_or_default().into_iter().collect();
+    let host_port = s.ports.unwrap_or_default().iter().find_map(|p| {
+        (p.private_port == AGENT_PORT)
+            .then_some(p.public_port)
+            .flatten()
+    });
+    let ip_addresses = s
+        .network_settings
+        .and_then(|n| n.networks)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(name, endpoint)| {
+            let ip = endpoint.ip_address.filter(|ip| !ip.is_empty())?;
+            Some((name, ip))
+        })
+        .collect();
+    Some(ListedWorkload {
+        id: s.id?,
+        name: s
+            .names
+            .unwrap_or_default()
+            .first()
+            .map(|n| n.trim_start_matches('/').to_owned())
+            .unwrap_or_default(),
+        agent_id: labels.get(AGENT_ID_LABEL).cloned(),
+        state: s.state.unwrap_or_default(),
+        created_at: s
+            .created
+            .and_then(|secs| DateTime::<Utc>::from_timestamp(secs, 0)),
+        labels,
+        endpoint: Endpoint {
+            host_port,
+            ip_addresses,
+        },
+    })
+}
+
 /// CPU and memory as `docker stats` computes them: CPU % = container delta
 /// / system delta × online CPUs × 100 (0 without a previous reading);
-/// memory = usage − page cache (cgroup v1 `cache`, v2 `inactive_file`), MiB.
+/// memory = usage − inactive page cache (cgroup v1 `total_inactive_file`,
+/// v2 `inactive_file`), MiB — the Docker CLI's
+/// `calculateMemUsageUnixNoCache`, as [`super::cgroup`] computes it.
 pub fn compute_stats(stats: &Stats) -> ContainerStats {
     let cpu = &stats.cpu_stats;
     let pre = &stats.precpu_stats;
@@ -328,12 +519,12 @@ pub fn compute_stats(stats: &Stats) -> ContainerStats {
         0.0
     };
     let memory = &stats.memory_stats;
-    let cache = match memory.stats {
-        Some(MemoryStatsStats::V1(v1)) => v1.cache,
-        Some(MemoryStatsStats::V2(v2)) => v2.inactive_file,
-        None => 0,
+    let inactive_file = match memory.stats {
+        Some(MemoryStatsStats::V1(v1)) => Some(v1.total_inactive_file),
+        Some(MemoryStatsStats::V2(v2)) => Some(v2.inactive_file),
+        None => None,
     };
-    let used = memory.usage.unwrap_or(0).saturating_sub(cache);
+    let used = cgroup::memory_no_cache(memory.usage.unwrap_or(0), inactive_file);
     ContainerStats {
         cpu_percent,
         memory_mb: used as f64 / (1024.0 * 1024.0),

@@ -148,7 +148,13 @@ fn stats_fixture() -> serde_json::Value {
     .map(|k| {
         (
             k.to_string(),
-            serde_json::json!(if *k == "cache" { 2 * 1024 * 1024 } else { 0 }),
+            // Page cache 3 MiB, 2 MiB of it inactive: `docker stats`
+            // subtracts only the inactive part.
+            serde_json::json!(match *k {
+                "cache" | "total_cache" => 3 * 1024 * 1024,
+                "total_inactive_file" => 2 * 1024 * 1024,
+                _ => 0,
+            }),
         )
     })
     .collect();

@@ -12,7 +12,8 @@ use futures::stream::{BoxStream, StreamExt};
 use super::{DockerError, DockerRuntime};
 use crate::orchestrator::{
     ContainerEvent, ContainerSpec, ContainerStats, FileEntry, ImageInfo, Incarnation, Labels,
-    LogLine, ObservedContainer, Orchestrator, OrchestratorError, Ownership, Result,
+    ListedWorkload, LogLine, ObservedContainer, Orchestrator, OrchestratorError, Ownership,
+    PolledStats, Result,
 };
 
 impl From<DockerError> for OrchestratorError {
@@ -64,6 +65,14 @@ impl Orchestrator for DockerRuntime {
 
     async fn ensure_network(&self, name: &str) -> Result<()> {
         Ok(DockerRuntime::ensure_network(self, name).await?)
+    }
+
+    async fn attach_to_networks(
+        &self,
+        container: &str,
+        networks: &[String],
+    ) -> Result<Vec<String>> {
+        Ok(DockerRuntime::attach_to_networks(self, container, networks).await?)
     }
 
     async fn image_exists(&self, image: &str) -> Result<bool> {
@@ -130,12 +139,28 @@ impl Orchestrator for DockerRuntime {
         Ok(DockerRuntime::stats(self, id).await?)
     }
 
+    async fn poll_stats(&self, ids: &[String]) -> Vec<Result<PolledStats>> {
+        DockerRuntime::poll_stats(self, ids)
+            .await
+            .into_iter()
+            .map(|r| r.map_err(OrchestratorError::from))
+            .collect()
+    }
+
+    async fn running_endpoints(&self, ids: &[String]) -> Result<Vec<ListedWorkload>> {
+        Ok(DockerRuntime::running_endpoints(self, ids).await?)
+    }
+
     fn events(&self) -> BoxStream<'static, Result<ContainerEvent>> {
         neutral(DockerRuntime::events(self))
     }
 
     async fn list_managed(&self) -> Result<Vec<ObservedContainer>> {
         Ok(DockerRuntime::list_managed(self).await?)
+    }
+
+    async fn list_workloads(&self) -> Result<Vec<ListedWorkload>> {
+        Ok(DockerRuntime::list_workloads(self).await?)
     }
 
     async fn list_managed_volumes(&self) -> Result<Vec<(String, Labels)>> {

@@ -2,6 +2,7 @@
 //! bollard's create body (seed 003's `createContainer`, hardened).
 
 use super::{router_rule, AGENT_ID_LABEL, AGENT_PORT, DATA_DIR, MANAGED_LABEL, SPEC_HASH_LABEL};
+use crate::orchestrator::TRAEFIK_NETWORK_LABEL;
 use bollard::container::Config;
 use bollard::models::{
     HealthConfig, HostConfig, HostConfigLogConfig, Mount, MountTypeEnum, PortBinding,
@@ -71,13 +72,18 @@ pub fn container_config(spec: &ContainerSpec) -> Config<String> {
     env.extend(fixed);
 
     let port_key = agent_port_key();
-    let port_bindings = HashMap::from([(
-        port_key.clone(),
-        Some(vec![PortBinding {
-            host_ip: Some(PUBLISH_IP.to_owned()),
-            host_port: Some(spec.host_port.to_string()),
-        }]),
-    )]);
+    // No host port (`network` address mode): nothing is published, so the
+    // engine runs no `docker-proxy` for the agent. The body is then exactly
+    // what it was with a port, minus `PortBindings`.
+    let port_bindings = spec.host_port.map(|port| {
+        HashMap::from([(
+            port_key.clone(),
+            Some(vec![PortBinding {
+                host_ip: Some(PUBLISH_IP.to_owned()),
+                host_port: Some(port.to_string()),
+            }]),
+        )])
+    });
 
     let host_config = HostConfig {
         // Docker's init (tini) as PID 1: it forwards SIGTERM to the agent and
@@ -85,7 +91,7 @@ pub fn container_config(spec: &ContainerSpec) -> Config<String> {
         // as PID 1, so without it every stop waited the full timeout and
         // ended in SIGKILL (exit 137, ~10 s; issue 11).
         init: Some(true),
-        port_bindings: Some(port_bindings),
+        port_bindings,
         memory: Some(spec.memory_bytes),
         nano_cpus: Some(spec.nano_cpus),
         restart_policy: Some(RestartPolicy {
@@ -184,7 +190,7 @@ fn labels(spec: &ContainerSpec) -> HashMap<String, String> {
         ),
         AGENT_PORT.to_string(),
     );
-    labels.insert("traefik.docker.network".to_owned(), spec.network.clone());
+    labels.insert(TRAEFIK_NETWORK_LABEL.to_owned(), spec.network.clone());
     labels
 }
 
@@ -200,7 +206,7 @@ mod tests {
             slug: "ada".into(),
             image: "zcaas/agent-runtime:latest".into(),
             network: "zeroone-net".into(),
-            host_port: 40123,
+            host_port: Some(40123),
             memory_bytes: 256 * 1024 * 1024,
             nano_cpus: 500_000_000,
             command: vec!["daemon".into()],
@@ -278,6 +284,34 @@ mod tests {
                 host_port: Some("40123".into())
             }]
         );
+    }
+
+    #[test]
+    fn no_host_port_publishes_nothing_and_keeps_the_rest() {
+        let mut s = spec();
+        s.host_port = None;
+        let c = container_config(&s);
+        assert_eq!(host(&c).port_bindings, None, "no port published");
+        let json = serde_json::to_value(&c).expect("json");
+        assert!(json["HostConfig"].get("PortBindings").is_none(), "{json}");
+        assert_eq!(json["ExposedPorts"], serde_json::json!({"42617/tcp": {}}));
+        // Everything else is the body with a port, PortBindings aside.
+        let mut with_port = serde_json::to_value(container_config(&spec())).expect("json");
+        with_port["HostConfig"]
+            .as_object_mut()
+            .expect("host config")
+            .remove("PortBindings");
+        assert_eq!(json, with_port);
+    }
+
+    #[test]
+    fn the_agents_network_is_its_own() {
+        let mut s = spec();
+        s.network = "zeroone-net-2".into();
+        let c = container_config(&s);
+        assert_eq!(host(&c).network_mode.as_deref(), Some("zeroone-net-2"));
+        let labels = c.labels.expect("labels");
+        assert_eq!(labels["traefik.docker.network"], "zeroone-net-2");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use tokio::sync::broadcast;
 use super::{
     ownership_of, ContainerEvent, ContainerSpec, ContainerStats, FileEntry, ImageInfo, Incarnation,
     Labels, LogLine, ObservedContainer, Orchestrator, OrchestratorError, Ownership, Result,
-    AGENT_ID_LABEL, INSTALLATION_LABEL, MANAGED_LABEL, SPEC_HASH_LABEL,
+    AGENT_ID_LABEL, INSTALLATION_LABEL, MANAGED_LABEL, SPEC_HASH_LABEL, TRAEFIK_NETWORK_LABEL,
 };
 
 /// How often a follow of the fake's logs looks for new lines.
@@ -74,7 +74,9 @@ struct Workload {
 
 impl Workload {
     fn observed(&self) -> ObservedContainer {
-        let labels = self.spec.labels.clone();
+        let mut labels = self.spec.labels.clone();
+        // As the engine's create body labels it (`docker/spec.rs`).
+        labels.insert(TRAEFIK_NETWORK_LABEL.to_owned(), self.spec.network.clone());
         ObservedContainer {
             id: self.id.clone(),
             name: self.spec.name.clone(),
@@ -90,7 +92,7 @@ impl Workload {
             exit_code: self.exit_code,
             oom_killed: false,
             restart_count: 0,
-            host_port: Some(self.spec.host_port),
+            host_port: self.spec.host_port,
             ip_addresses: BTreeMap::from([(self.spec.network.clone(), "10.88.0.2".to_owned())]),
         }
     }
@@ -102,6 +104,9 @@ struct State {
     workloads: BTreeMap<String, Workload>,
     volumes: BTreeMap<String, Labels>,
     networks: BTreeMap<String, Labels>,
+    /// Containers that are not agents' (Traefik, zcaas's own), by name:
+    /// the networks each is attached to ([`FakeOrchestrator::add_edge`]).
+    attachments: BTreeMap<String, BTreeSet<String>>,
     images: BTreeSet<String>,
     /// Labels of images, by name (an image not listed has none).
     image_labels: BTreeMap<String, Labels>,
@@ -200,6 +205,26 @@ impl FakeOrchestrator {
     /// Whether volume `name` exists.
     pub fn volume_exists(&self, name: &str) -> bool {
         self.lock().volumes.contains_key(name)
+    }
+
+    /// Adds a container that is not an agent's (Traefik, zcaas's own), on
+    /// no network, for [`Orchestrator::attach_to_networks`].
+    pub fn add_edge(&self, name: &str) {
+        self.lock().attachments.entry(name.to_owned()).or_default();
+    }
+
+    /// The networks the edge container `name` is attached to (sorted).
+    pub fn edge_networks(&self, name: &str) -> Vec<String> {
+        self.lock()
+            .attachments
+            .get(name)
+            .map(|n| n.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The networks that exist (sorted).
+    pub fn networks(&self) -> Vec<String> {
+        self.lock().networks.keys().cloned().collect()
     }
 
     /// Creates a workload as a previous process would have left it: created
@@ -447,6 +472,27 @@ impl Orchestrator for FakeOrchestrator {
             .entry(name.to_owned())
             .or_insert(labels);
         Ok(())
+    }
+
+    async fn attach_to_networks(
+        &self,
+        container: &str,
+        networks: &[String],
+    ) -> Result<Vec<String>> {
+        let mut st = self.lock();
+        if let Some(missing) = networks.iter().find(|n| !st.networks.contains_key(*n)) {
+            return Err(OrchestratorError::NotFound(
+                format!("no network {missing}").into(),
+            ));
+        }
+        let attached = st.attachments.get_mut(container).ok_or_else(|| {
+            OrchestratorError::NotFound(format!("no container {container}").into())
+        })?;
+        Ok(networks
+            .iter()
+            .filter(|n| attached.insert((*n).clone()))
+            .cloned()
+            .collect())
     }
 
     async fn image_exists(&self, image: &str) -> Result<bool> {

@@ -32,6 +32,10 @@ pub const SPEC_HASH_LABEL: &str = "io.zcaas.spec-hash";
 /// installations may share one engine, and each only ever stops, removes or
 /// changes its own objects (and unlabelled ones its rows name).
 pub const INSTALLATION_LABEL: &str = "io.zcaas.installation";
+/// The network Traefik reaches an agent's workload on (Traefik's own
+/// label): the agent's agents' network, so also how the reconciler tells
+/// that a workload was made for the network its agent holds.
+pub const TRAEFIK_NETWORK_LABEL: &str = "traefik.docker.network";
 /// The port the agent gateway listens on inside its container.
 pub const AGENT_PORT: u16 = 42617;
 /// Where the agent's data volume is mounted; injected files are relative to it.
@@ -156,6 +160,50 @@ pub struct ContainerStats {
     pub memory_mb: f64,
 }
 
+/// Resource use of one workload as a periodic poll reads it
+/// ([`Orchestrator::poll_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PolledStats {
+    /// Memory in MiB (usage minus page cache).
+    pub memory_mb: f64,
+    /// Percent of one CPU since the previous poll of this workload; `None`
+    /// without one to compare with (its first poll, or a new start).
+    pub cpu_percent: Option<f64>,
+}
+
+/// A workload as one listing of many reports it
+/// ([`Orchestrator::list_workloads`], [`Orchestrator::running_endpoints`]):
+/// what the engine keeps in memory, without the per-workload details of an
+/// inspect (no start or finish time, exit code, restart count).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedWorkload {
+    pub id: String,
+    /// Without the leading `/`.
+    pub name: String,
+    /// Value of [`AGENT_ID_LABEL`].
+    pub agent_id: Option<String>,
+    pub labels: Labels,
+    /// The engine's state word, as [`ObservedContainer::state`].
+    pub state: String,
+    /// When the workload was created; `None` if the engine did not say.
+    pub created_at: Option<DateTime<Utc>>,
+    pub endpoint: Endpoint,
+}
+
+impl From<&ObservedContainer> for ListedWorkload {
+    fn from(c: &ObservedContainer) -> Self {
+        ListedWorkload {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            agent_id: c.agent_id.clone(),
+            labels: c.labels.clone(),
+            state: c.state.clone(),
+            created_at: c.created_at,
+            endpoint: c.endpoint(),
+        }
+    }
+}
+
 /// An engine event about one of our workloads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContainerEvent {
@@ -197,9 +245,12 @@ pub struct ContainerSpec {
     /// The slug (a DNS label), used for the Traefik router name and host.
     pub slug: String,
     pub image: String,
+    /// The agents' network the workload joins (the agent's own,
+    /// [`crate::model::Agent::network_or`]); Traefik reaches it there.
     pub network: String,
-    /// Host port bound on 127.0.0.1 to the agent's 42617.
-    pub host_port: u16,
+    /// Host port bound on 127.0.0.1 to the agent's 42617; `None` publishes
+    /// nothing (`network` address mode: no `docker-proxy` per agent).
+    pub host_port: Option<u16>,
     pub memory_bytes: i64,
     pub nano_cpus: i64,
     /// The container command (the image's entrypoint is kept), e.g.
@@ -299,6 +350,17 @@ pub trait Orchestrator: Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
     /// Creates the agents' network `name` if it does not exist.
     async fn ensure_network(&self, name: &str) -> Result<()>;
+    /// Connects the container `container` (a name or id: Traefik, zcaas's
+    /// own container — not ours, named by the operator in
+    /// `network_attach`) to each of `networks` it is not attached to yet,
+    /// and returns those it connected (idempotent: already attached is no
+    /// change). The one change zcaas makes to a container it does not own,
+    /// and only the one the operator asked for.
+    ///
+    /// Errors: [`OrchestratorError::NotFound`] when there is no such
+    /// container (or no such network).
+    async fn attach_to_networks(&self, container: &str, networks: &[String])
+        -> Result<Vec<String>>;
     /// Whether `image` is present.
     async fn image_exists(&self, image: &str) -> Result<bool>;
     /// The id and labels of `image` (a tag or id); `None` if it is not
@@ -344,12 +406,38 @@ pub trait Orchestrator: Send + Sync + 'static {
     fn logs_since(&self, id: &str, since: DateTime<Utc>) -> BoxStream<'static, Result<LogLine>>;
     /// One sample of CPU and memory use.
     async fn stats(&self, id: &str) -> Result<ContainerStats>;
+    /// Resource use of each of the workloads `ids` (same order), for a poll
+    /// that comes back on an interval: cheap per workload and without a
+    /// wait, the CPU share being over the time since the previous poll.
+    /// Default: [`Self::stats`] of each.
+    async fn poll_stats(&self, ids: &[String]) -> Vec<Result<PolledStats>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(self.stats(id).await.map(|s| PolledStats {
+                memory_mb: s.memory_mb,
+                cpu_percent: Some(s.cpu_percent),
+            }));
+        }
+        out
+    }
     /// Events about our workloads from the moment of this call on. The
     /// stream may end (engine restart): reconnect and resync.
     fn events(&self) -> BoxStream<'static, Result<ContainerEvent>>;
 
-    /// Every workload carrying our labels, sorted by name.
+    /// Every workload carrying our labels, sorted by name, each inspected.
     async fn list_managed(&self) -> Result<Vec<ObservedContainer>>;
+    /// Every workload carrying our labels, sorted by name, as one listing
+    /// reports them: for the periodic resync and the orphan sweep, which
+    /// look at every workload every few seconds (Docker: one call, no
+    /// inspect per workload). Default: [`Self::list_managed`].
+    async fn list_workloads(&self) -> Result<Vec<ListedWorkload>> {
+        Ok(self
+            .list_managed()
+            .await?
+            .iter()
+            .map(ListedWorkload::from)
+            .collect())
+    }
     /// Every volume carrying our labels, `(name, labels)` sorted by name.
     async fn list_managed_volumes(&self) -> Result<Vec<(String, Labels)>>;
     /// Every network carrying our labels, `(name, labels)` sorted by name.
@@ -358,6 +446,21 @@ pub trait Orchestrator: Send + Sync + 'static {
     /// How the workload's gateway is reached now; `None` if it is gone.
     async fn endpoint(&self, id_or_name: &str) -> Result<Option<Endpoint>> {
         Ok(self.inspect(id_or_name).await?.map(|c| c.endpoint()))
+    }
+    /// The workloads among `ids` that run now and that this installation
+    /// may act on ([`Self::is_owned`]), with how each is reached: for
+    /// callers that reach many workloads at once (Docker: one listing, no
+    /// inspect per workload). Default: [`Self::inspect`] of each.
+    async fn running_endpoints(&self, ids: &[String]) -> Result<Vec<ListedWorkload>> {
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(c) = self.inspect(id).await? {
+                if c.running && self.is_owned(&c.labels) {
+                    out.push(ListedWorkload::from(&c));
+                }
+            }
+        }
+        Ok(out)
     }
 }
 

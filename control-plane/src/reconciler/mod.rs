@@ -3,9 +3,12 @@
 //! Docker (never trusted from memory) and closes the gap: deploy, pair,
 //! re-pair, stop, delete (STYLE.md items 9–13; the kube-rs controller model).
 //!
-//! Woken by API writes ([`Reconciler::wake`]) and by a periodic resync
-//! of every agent; each pass re-plans after every step until the agent is
-//! settled, so a pass interrupted anywhere is finished by the next.
+//! Woken by API writes ([`Reconciler::wake`]), by the engine's events
+//! ([`watch`]) and by a periodic resync that wakes the agents whose row or
+//! workload changed since their last settled pass ([`resync`]; every agent
+//! on each event-stream (re)connect and every 5 minutes); each pass
+//! re-plans after every step until the agent is settled, so a pass
+//! interrupted anywhere is finished by the next.
 //!
 //! Of several replicas on one database only the leader reconciles
 //! ([`leader`]: a lease with a TTL); a [`ReconcilerHandle`] is the
@@ -13,6 +16,7 @@
 //! what the HTTP layer holds on every replica.
 
 pub mod leader;
+pub mod networks;
 pub mod ops;
 pub mod pairing;
 #[cfg(test)]
@@ -22,6 +26,7 @@ pub mod plan;
 pub mod ports;
 pub mod replica;
 pub mod requests;
+pub mod resync;
 pub mod stats;
 pub mod sweep;
 #[cfg(test)]
@@ -47,7 +52,8 @@ use crate::store::Store;
 use plan::Step;
 pub use replica::Reconciler;
 
-/// How often every agent is looked at even without a wake.
+/// How often the fleet is compared with the engine even without a wake
+/// ([`resync`]).
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(10);
 /// Delay before retrying a pass that failed on an infrastructure error.
 const ERROR_REQUEUE: Duration = Duration::from_secs(5);
@@ -95,6 +101,9 @@ struct Slot {
     /// Docker reported an `oom` event for this agent's container since its
     /// last successful start (`State.OOMKilled` alone is unreliable).
     oom_seen: bool,
+    /// What the last pass saw when it left the agent settled; cleared when
+    /// a pass begins ([`resync`]).
+    settled: Option<resync::Fingerprint>,
 }
 
 pub(crate) struct Inner {
@@ -108,6 +117,9 @@ pub(crate) struct Inner {
     image_build: Mutex<()>,
     /// What the orphan sweep already reported.
     reported: sweep::Reported,
+    /// The agents' networks this term ensured and attached the edge
+    /// containers to.
+    attached: networks::Attached,
 }
 
 /// Handle to the reconciler of one leadership term (its tasks stop with the
@@ -131,6 +143,7 @@ pub fn spawn(ctx: Context, cancel: CancellationToken, tracker: &TaskTracker) -> 
             deploy_permits: Semaphore::new(permits),
             image_build: Mutex::new(()),
             reported: sweep::Reported::default(),
+            attached: networks::Attached::default(),
         }),
     };
     // The watcher resyncs on every (re)connect, the first one included, so
@@ -139,11 +152,15 @@ pub fn spawn(ctx: Context, cancel: CancellationToken, tracker: &TaskTracker) -> 
     tracker.spawn(stats::run(handle.clone(), cancel.clone()));
     let resync = handle.clone();
     tracker.spawn(async move {
-        loop {
+        for round in 1u32.. {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = tokio::time::sleep(RESYNC_INTERVAL) => {
-                    resync.resync_all().await;
+                    if round % resync::FULL_RESYNC_EVERY == 0 {
+                        resync.resync_all().await;
+                    } else {
+                        resync.resync_changed().await;
+                    }
                     resync.sweep_orphans().await;
                 }
             }
@@ -252,6 +269,65 @@ impl ReconcilerHandle {
         }
     }
 
+    /// Wakes the agents whose row or workload changed since their last
+    /// settled pass, or that never settled ([`resync::to_wake`]), from one
+    /// listing of the engine; wakes every agent when the listing fails.
+    pub async fn resync_changed(&self) {
+        let ctx = &self.inner.ctx;
+        let began = std::time::Instant::now();
+        let rows = match ctx.store.lifecycle().list_all().await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(error = %e, "resync: listing agents failed");
+                return;
+            }
+        };
+        let listed = match ctx.orchestrator.list_workloads().await {
+            Ok(listed) => listed,
+            Err(e) => {
+                ctx.metrics.docker_error("list");
+                tracing::warn!(error = %e, "resync: listing workloads failed; waking every agent");
+                for agent in &rows {
+                    self.wake(&agent.id);
+                }
+                return;
+            }
+        };
+        let woken = {
+            let slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+            let settled: HashMap<String, resync::Fingerprint> = slots
+                .iter()
+                .filter_map(|(id, slot)| Some((id.clone(), slot.settled.clone()?)))
+                .collect();
+            resync::to_wake(&rows, &listed, &settled)
+        };
+        for id in &woken {
+            self.wake(id);
+        }
+        ctx.metrics
+            .resync_seconds
+            .observe(began.elapsed().as_secs_f64());
+        ctx.metrics.resync_woken.inc_by(woken.len() as u64);
+        tracing::debug!(agents = rows.len(), woken = woken.len(), "resync");
+    }
+
+    /// Remembers what a pass that left `agent` settled saw of it.
+    fn remember_settled(
+        &self,
+        agent: &crate::model::Agent,
+        observed: Option<&crate::orchestrator::ObservedContainer>,
+    ) {
+        if !resync::Fingerprint::rememberable(agent) {
+            return;
+        }
+        let fingerprint =
+            resync::Fingerprint::of(agent, observed.map(|c| (c.id.as_str(), c.state.as_str())));
+        let mut slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = slots.get_mut(&agent.id) {
+            slot.settled = Some(fingerprint);
+        }
+    }
+
     /// One orphan sweep ([`sweep::sweep`]) with the configured grace;
     /// failures are logged (the next resync sweeps again).
     pub async fn sweep_orphans(&self) {
@@ -287,6 +363,7 @@ impl ReconcilerHandle {
         let slot = slots.entry(id.to_owned()).or_default();
         slot.queued = false;
         slot.current = Some(token.clone());
+        slot.settled = None;
         token
     }
 
@@ -349,7 +426,10 @@ impl ReconcilerHandle {
             let mut step_ok = None;
             tracing::debug!(agent_id = id, slug = %agent.slug, ?step, "reconcile step");
             let result = match step {
-                Step::Idle => return Outcome::Settled,
+                Step::Idle => {
+                    self.remember_settled(&agent, observed.as_ref());
+                    return Outcome::Settled;
+                }
                 Step::WaitUntil(at) => {
                     let delay = (at - Utc::now()).to_std().unwrap_or_default();
                     return Outcome::RequeueAfter(delay);

@@ -13,14 +13,17 @@ use tokio_util::sync::CancellationToken;
 
 use super::plan::{backoff, exit_reason};
 use super::{ports, Context, Inner};
-use crate::addressing::gateway_base;
+use crate::addressing::{agent_gateway_base, gateway_base};
+use crate::config::AgentAddress;
 // TOKEN_STORE_PATH: where a runtime may keep paired tokens apart from
 // `config.toml` (our runtime's `persist_tokens` store); an agent with issued
 // tokens gets it emptied with every injection (`render_seeded`).
 use crate::agent_files::{self, SeededTokens, TOKEN_STORE_PATH};
 use crate::gateway::{GatewayError, PairCode};
 use crate::model::Agent;
-use crate::orchestrator::{ContainerSpec, FileEntry, ObservedContainer, Ownership, AGENT_ID_LABEL};
+use crate::orchestrator::{
+    ContainerSpec, FileEntry, ObservedContainer, Ownership, AGENT_ID_LABEL, TRAEFIK_NETWORK_LABEL,
+};
 use crate::runtime_profile::{ProfileCache, RuntimeProfile};
 use crate::secrets::SecretField;
 use crate::status::{DesiredState, Status};
@@ -88,13 +91,13 @@ async fn until_cancelled<T>(
     }
 }
 
-/// The container spec for `agent` on host port `port`, driven as `profile`
-/// (pure).
+/// The container spec for `agent` on its agents' network, publishing host
+/// port `port` (none in `network` address mode), driven as `profile` (pure).
 pub fn container_spec(
     ctx: &Context,
     agent: &Agent,
     profile: RuntimeProfile,
-    port: u16,
+    port: Option<u16>,
     spec_hash: &str,
 ) -> ContainerSpec {
     let mut labels = ctx.orchestrator.ownership_labels();
@@ -104,7 +107,7 @@ pub fn container_spec(
         name: agent.container_name(),
         slug: agent.slug.clone(),
         image: agent.image.clone(),
-        network: ctx.config.network.clone(),
+        network: agent.network_or(&ctx.config.network).to_owned(),
         host_port: port,
         memory_bytes: agent.memory_limit_mb * 1024 * 1024,
         nano_cpus: agent.nano_cpus,
@@ -331,16 +334,16 @@ pub(crate) async fn start(
     let _permit = until_cancelled(cancel, inner.deploy_permits.acquire())
         .await?
         .map_err(|_| anyhow!("shutting down"))?;
-    ctx.orchestrator
-        .ensure_network(&ctx.config.network)
-        .await
-        .context("ensuring the agents' network")?;
+    // The agent's network (claimed at its first deploy), ensured.
+    let agent = &super::networks::claim(ctx, &inner.attached, agent).await?;
+    let network = agent.network_or(&ctx.config.network).to_owned();
     ensure_image(inner, &agent.image).await?;
     let profile = runtime_profile(ctx, &agent.image).await?;
 
-    let port = match agent.container_port {
-        Some(p) => u16::try_from(p).context("stored port out of range")?,
-        None => ports::claim(ctx, &agent.id).await?,
+    let port = host_port(ctx, agent).await?;
+    let agent = &Agent {
+        container_port: port.map(i64::from),
+        ..agent.clone()
     };
     // Before the files are rendered: they seed its digest.
     let issued = issued_hashes(ctx, agent).await?;
@@ -363,12 +366,18 @@ pub(crate) async fn start(
         Some(c) if !ctx.orchestrator.is_owned(&c.labels) => {
             bail!("container name {name} is taken by another zcaas installation's container")
         }
-        Some(c) if c.spec_hash.as_deref() == Some(hash.as_str()) && c.host_port == Some(port) => {
+        Some(c)
+            if c.spec_hash.as_deref() == Some(hash.as_str())
+                && c.host_port == port
+                && on_network(&c, &network) =>
+        {
             c.running
         }
         Some(c) => {
-            // Drift: the spec changed (PATCH) or the port moved. Recreate;
-            // the data volume, and so the agent's memory, is kept.
+            // Drift: the spec changed (PATCH), the port moved (or the
+            // address mode changed: a port published or not), or the
+            // network differs. Recreate; the data volume, and so the
+            // agent's memory, is kept.
             ctx.orchestrator.remove(&c.id).await?;
             false
         }
@@ -407,17 +416,13 @@ pub(crate) async fn start(
         .endpoint(&container_id)
         .await?
         .ok_or_else(|| anyhow!("container vanished after start"))?;
-    let base =
-        gateway_base(&ctx.config, Some(i64::from(port)), Some(&endpoint)).ok_or_else(|| {
-            anyhow!(
-                "the container has no address on network {}",
-                ctx.config.network
-            )
-        })?;
+    let base = gateway_base(&ctx.config, port.map(i64::from), &network, Some(&endpoint))
+        .ok_or_else(|| anyhow!("the container has no address on network {network}"))?;
     let started_at = incarnation.started_at;
     let target = PairingTarget {
         container_id: &container_id,
-        port: Some(i64::from(port)),
+        port: port.map(i64::from),
+        network: &network,
         files: &files,
     };
     let base = until_cancelled(cancel, pair(inner, agent, &target, base, started_at)).await??;
@@ -451,6 +456,35 @@ pub(crate) async fn start(
     Ok(())
 }
 
+/// The host port `agent`'s container publishes: in `host-port` mode the one
+/// it holds, or one claimed now ([`ports::claim`]); in `network` mode none
+/// (nothing is published, so no `docker-proxy` runs per agent), and a port
+/// held from `host-port` days is released.
+async fn host_port(ctx: &Context, agent: &Agent) -> anyhow::Result<Option<u16>> {
+    match (ctx.config.agent_address, agent.container_port) {
+        (AgentAddress::HostPort, Some(p)) => {
+            Ok(Some(u16::try_from(p).context("stored port out of range")?))
+        }
+        (AgentAddress::HostPort, None) => Ok(Some(ports::claim(ctx, &agent.id).await?)),
+        (AgentAddress::Network, None) => Ok(None),
+        (AgentAddress::Network, Some(_)) => {
+            // The container is recorded again once created or adopted.
+            ctx.store
+                .lifecycle()
+                .release_port_and_container(&agent.id)
+                .await?;
+            Ok(None)
+        }
+    }
+}
+
+/// Whether the observed container was made for `network`: its Traefik
+/// network label, which every agent container carries (containers from
+/// before several networks carry the first one's name).
+fn on_network(c: &ObservedContainer, network: &str) -> bool {
+    c.labels.get(TRAEFIK_NETWORK_LABEL).map(String::as_str) == Some(network)
+}
+
 /// The agent's container name is held by a container of another agent id.
 /// If that is an orphan of this installation (its agent's row is gone, e.g.
 /// a create that finished in the daemon after the agent's DELETE), it is
@@ -475,11 +509,12 @@ async fn remove_orphan_holding_name(
 }
 
 /// The container a pairing is for: its id, the host port it publishes (for
-/// host-port addressing) and the files to inject again if its runtime has to
-/// be reset ([`pair`]).
+/// host-port addressing), its agents' network (for network addressing) and
+/// the files to inject again if its runtime has to be reset ([`pair`]).
 pub(crate) struct PairingTarget<'a> {
     pub container_id: &'a str,
     pub port: Option<i64>,
+    pub network: &'a str,
     pub files: &'a [FileEntry],
 }
 
@@ -588,7 +623,7 @@ pub(crate) async fn pair(
             .endpoint(target.container_id)
             .await?
             .ok_or_else(|| anyhow!("container vanished after the restart"))?;
-        base = gateway_base(&ctx.config, target.port, Some(&endpoint))
+        base = gateway_base(&ctx.config, target.port, target.network, Some(&endpoint))
             .ok_or_else(|| anyhow!("the agent has no gateway address after the restart"))?;
     };
     crash_point("after-pair");
@@ -831,7 +866,7 @@ pub(crate) async fn repair(
         .await?
         .filter(|c| c.agent_id.as_deref() == Some(agent.id.as_str()))
         .ok_or_else(|| anyhow!("container vanished"))?;
-    let base = gateway_base(&ctx.config, agent.container_port, Some(&c.endpoint()))
+    let base = agent_gateway_base(&ctx.config, agent, Some(&c.endpoint()))
         .ok_or_else(|| anyhow!("the agent has no gateway address"))?;
     let started_at = c
         .started_at
@@ -843,6 +878,7 @@ pub(crate) async fn repair(
     let target = PairingTarget {
         container_id: &c.id,
         port: agent.container_port,
+        network: agent.network_or(&ctx.config.network),
         files: &files,
     };
     let base = until_cancelled(cancel, pair(inner, agent, &target, base, started_at)).await??;

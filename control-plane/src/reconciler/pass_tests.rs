@@ -111,6 +111,11 @@ struct Harness {
 
 impl Harness {
     async fn new() -> Harness {
+        Self::with(|_| {}).await
+    }
+
+    /// [`Harness::new`] with `tweak` applied to the configuration.
+    async fn with(tweak: impl FnOnce(&mut Config)) -> Harness {
         let gateway: SharedGateway = Arc::default();
         let router = Router::new()
             .route("/pair", post(pair))
@@ -131,6 +136,7 @@ impl Harness {
         config.retry_backoff_base = Duration::from_millis(10);
         config.retry_backoff_max = Duration::from_millis(20);
         config.runtime_image = IMAGE.into();
+        tweak(&mut config);
         let url = format!("sqlite://{}", dir.path().join("zcaas.db").display());
         let db = Store::open(&url).await.unwrap();
         let secrets = Arc::new(SecretBox::load_or_create(&dir.path().join("master.key")).unwrap());
@@ -162,6 +168,7 @@ impl Harness {
                 deploy_permits: Semaphore::new(4),
                 image_build: Mutex::new(()),
                 reported: sweep::Reported::default(),
+                attached: super::networks::Attached::default(),
             }),
         };
         Harness {
@@ -177,6 +184,18 @@ impl Harness {
 
     /// A PENDING agent whose host port is the test gateway's.
     async fn agent(&self, slug: &str) -> Agent {
+        let agent = self.unported(slug).await;
+        assert!(self
+            .store
+            .lifecycle()
+            .try_claim_port(&agent.id, self.port)
+            .await
+            .unwrap());
+        self.get(&agent.id).await.unwrap()
+    }
+
+    /// A PENDING agent without a host port.
+    async fn unported(&self, slug: &str) -> Agent {
         let user = self
             .store
             .users()
@@ -217,13 +236,7 @@ impl Harness {
             .insert_pending(&new, None)
             .await
             .unwrap();
-        assert!(self
-            .store
-            .lifecycle()
-            .try_claim_port(&agent.id, self.port)
-            .await
-            .unwrap());
-        self.get(&agent.id).await.unwrap()
+        agent
     }
 
     async fn get(&self, id: &str) -> Option<Agent> {
@@ -361,7 +374,7 @@ async fn an_existing_workload_is_adopted() {
         &crate::agent_files::SeededTokens::none(),
     );
     let spec: ContainerSpec =
-        ops::container_spec(&h.handle.inner.ctx, &agent, profile, h.port, &hash);
+        ops::container_spec(&h.handle.inner.ctx, &agent, profile, Some(h.port), &hash);
     let id = h.fake.preexisting(&spec, &[]);
     h.running(&agent.id).await;
     let all = h.fake.list_managed().await.unwrap();
@@ -402,7 +415,7 @@ async fn a_deploy_cut_short_after_the_create_is_resumed() {
         &files,
         &crate::agent_files::SeededTokens::none(),
     );
-    let spec = ops::container_spec(&h.handle.inner.ctx, &agent, profile, h.port, &hash);
+    let spec = ops::container_spec(&h.handle.inner.ctx, &agent, profile, Some(h.port), &hash);
     let id = h.fake.preexisting(&spec, &files);
     let done = h.running(&agent.id).await;
     assert_eq!(done.container_id.as_deref(), Some(id.as_str()));
@@ -605,4 +618,127 @@ impl Harness {
             self.fake.workload(&name).unwrap().started_at
         );
     }
+}
+
+/// Agents spread over networks: with one agent per network, an agent whose
+/// first network is taken deploys on `<network>-2`, which is created and
+/// which the `network_attach` containers join (a missing one is no
+/// failure); the network is recorded and kept across a redeploy.
+#[tokio::test]
+async fn a_full_network_sends_the_next_agent_to_the_next() {
+    let h = Harness::with(|c| {
+        c.agents_per_network = 1;
+        c.network_attach = vec!["edge".into(), "missing-edge".into()];
+    })
+    .await;
+    h.fake.add_edge("edge");
+    let other = h.unported("other").await;
+    assert_eq!(
+        h.store
+            .lifecycle()
+            .claim_network(&other.id, "zeroone-net", 1)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("zeroone-net")
+    );
+    let agent = h.agent("second").await;
+    let done = h.running(&agent.id).await;
+    assert_eq!(done.network.as_deref(), Some("zeroone-net-2"));
+    let spec = h.fake.spec(&agent.container_name()).expect("a workload");
+    assert_eq!(spec.network, "zeroone-net-2");
+    assert_eq!(spec.host_port, Some(h.port), "host-port mode publishes");
+    assert!(h.fake.networks().contains(&"zeroone-net-2".to_owned()));
+    assert_eq!(h.fake.edge_networks("edge"), ["zeroone-net-2"]);
+
+    // A redeploy keeps the network, even with room on the first again.
+    h.store.lifecycle().delete(&other.id).await.unwrap();
+    h.store
+        .lifecycle()
+        .transition(
+            &agent.id,
+            Status::Running,
+            Status::Stopping,
+            "restart",
+            None,
+        )
+        .await
+        .unwrap();
+    let again = h
+        .drive(&agent.id, |a| {
+            a.is_some_and(|a| a.status == Status::Running)
+        })
+        .await
+        .unwrap();
+    assert_eq!(again.network.as_deref(), Some("zeroone-net-2"));
+}
+
+#[tokio::test]
+async fn the_stats_poll_records_a_running_agents_figures() {
+    let h = Harness::new().await;
+    let agent = h.agent("polled").await;
+    let agent = h.running(&agent.id).await;
+    let before = agent
+        .last_health_at
+        .expect("stamped by the move to RUNNING");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(super::stats::poll_once(&h.handle).await, 1);
+    let polled = h.get(&agent.id).await.unwrap();
+    // The fake's figures, and the gateway's `/health` answered.
+    assert_eq!(
+        (polled.memory_mb, polled.cpu_percent),
+        (Some(10.0), Some(1.0))
+    );
+    assert!(polled.last_health_at.expect("health time") > before);
+    assert_eq!(polled.channel_health, None);
+}
+
+/// The periodic resync compares one listing with what each agent's last
+/// settled pass saw: a settled agent costs no pass; its workload dying
+/// wakes it; a write to its row wakes it.
+#[tokio::test]
+async fn the_periodic_resync_wakes_only_what_changed() {
+    let h = Harness::new().await;
+    let agent = h.agent("quiet").await;
+    let agent = h.running(&agent.id).await;
+    let woken = || h.handle.inner.ctx.metrics.resync_woken.get();
+    // Settled through a scheduled pass (one that remembers).
+    h.handle.reconcile_now(&agent.id).await;
+    let passes = h.handle.inner.ctx.metrics.reconcile_passes.get();
+    h.handle.resync_changed().await;
+    h.handle.resync_changed().await;
+    assert_eq!(woken(), 0, "a settled agent is not woken");
+    assert_eq!(h.handle.inner.ctx.metrics.reconcile_passes.get(), passes);
+
+    // A write to its row (here: desired state set again, same value).
+    h.store
+        .lifecycle()
+        .set_desired(&agent.id, crate::status::DesiredState::Running)
+        .await
+        .unwrap();
+    h.handle.resync_changed().await;
+    assert_eq!(woken(), 1, "its row was written");
+    // The woken pass finishes (and remembers what it saw).
+    tokio::time::timeout(BOUND, async {
+        loop {
+            let idle = {
+                let slots = h.handle.inner.slots.lock().unwrap();
+                slots
+                    .get(&agent.id)
+                    .is_some_and(|s| !s.queued && s.current.is_none() && s.settled.is_some())
+            };
+            if idle {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the woken pass settles");
+    h.handle.resync_changed().await;
+    assert_eq!(woken(), 1, "settled again");
+
+    h.fake.crash(&agent.container_name(), 1);
+    h.handle.resync_changed().await;
+    assert_eq!(woken(), 2, "its workload exited");
 }

@@ -17,7 +17,7 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 
-use crate::orchestrator::{ObservedContainer, Orchestrator, Ownership, AGENT_ID_LABEL};
+use crate::orchestrator::{ListedWorkload, Orchestrator, Ownership, AGENT_ID_LABEL};
 use crate::store::Store;
 
 /// What this installation sees on the engine besides its agents' objects.
@@ -25,10 +25,11 @@ use crate::store::Store;
 pub struct Survey {
     /// This installation's agent containers with no row, created before the
     /// grace period began.
-    pub orphan_containers: Vec<ObservedContainer>,
+    pub orphan_containers: Vec<ListedWorkload>,
     /// This installation's agent volumes with no row (names).
     pub orphan_volumes: Vec<String>,
-    /// This installation's networks other than the configured one (names).
+    /// This installation's networks other than the agents' networks (the
+    /// configured one and `<network>-<n>`) (names).
     pub orphan_networks: Vec<String>,
     /// Legacy objects (no installation id) of agents with no row here:
     /// `container <name>` / `volume <name>`. Never removed by zcaas.
@@ -51,7 +52,7 @@ pub async fn survey(
     grace: std::time::Duration,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Survey> {
-    let containers = docker.list_managed().await?;
+    let containers = docker.list_workloads().await?;
     let volumes = docker.list_managed_volumes().await?;
     let networks = docker.list_managed_networks().await?;
     let known: HashSet<String> = db
@@ -96,7 +97,10 @@ pub async fn survey(
     for (name, labels) in networks {
         match docker.ownership(&labels) {
             Ownership::Foreign => out.foreign += 1,
-            Ownership::Ours if docker.installation().is_some() && name != network => {
+            Ownership::Ours
+                if docker.installation().is_some()
+                    && crate::model::agent_network_index(network, &name).is_none() =>
+            {
                 out.orphan_networks.push(name);
             }
             _ => {}

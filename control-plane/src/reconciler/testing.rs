@@ -50,6 +50,7 @@ pub fn agent(status: Status) -> Agent {
         channel_health: None,
         created_at: now,
         updated_at: now,
+        network: None,
     }
 }
 

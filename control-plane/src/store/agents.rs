@@ -106,7 +106,7 @@ pub struct NewAgent {
 
 /// Every column of `agents`, qualified by `a.`, in the order of [`Agent`]'s
 /// fields: the select list of the hot list query, decoded by position with
-/// [`agent_at`] instead of by name (`FromRow` looks each of the 39 names up
+/// [`agent_at`] instead of by name (`FromRow` looks each of the 40 names up
 /// per row).
 pub(crate) const AGENT_COLUMNS: &str = "a.id, a.user_id, a.name, a.slug, a.agent_name, \
      a.user_name, a.timezone, a.communication_style, a.container_id, a.container_port, a.status, \
@@ -115,7 +115,7 @@ pub(crate) const AGENT_COLUMNS: &str = "a.id, a.user_id, a.name, a.slug, a.agent
      a.cpu_percent, a.last_health_at, a.desired_state, a.attempts, a.next_attempt_at, \
      a.last_error, a.spec_hash, a.image, a.memory_limit_mb, a.nano_cpus, a.ever_running, \
      a.paired_started_at, a.config_generation, a.deployed_generation, a.channel_health, \
-     a.created_at, a.updated_at";
+     a.created_at, a.updated_at, a.network";
 
 /// The [`Agent`] in the first columns of `row`, selected as
 /// [`AGENT_COLUMNS`], decoded by position (both backends).
@@ -179,6 +179,7 @@ where
         channel_health: row.try_get(next())?,
         created_at: row.try_get(next())?,
         updated_at: row.try_get(next())?,
+        network: row.try_get(next())?,
     })
 }
 

@@ -14,6 +14,21 @@ use crate::events::AgentEvent;
 use crate::model::Agent;
 use crate::status::{DesiredState, Status};
 
+/// What one poll of a RUNNING agent read ([`LifecycleStore::record_polls`]).
+/// `None` leaves the column as it is.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PollRecord {
+    pub id: String,
+    /// `memory_mb`: MiB, page cache excluded.
+    pub memory_mb: Option<f64>,
+    /// `cpu_percent`: percent of one CPU since the previous poll.
+    pub cpu_percent: Option<f64>,
+    /// `last_health_at`: when its `/health` answered.
+    pub healthy_at: Option<DateTime<Utc>>,
+    /// `channel_health`: `Some(report)` replaces it (`Some(None)` clears it).
+    pub channel_health: Option<Option<String>>,
+}
+
 /// Lifecycle reads and writes of agent rows.
 #[async_trait::async_trait]
 pub trait LifecycleStore: Send + Sync {
@@ -62,6 +77,31 @@ pub trait LifecycleStore: Send + Sync {
     /// another agent holds that port (a UNIQUE column: two claims of one
     /// port never both succeed) or the agent already has one.
     async fn try_claim_port(&self, id: &str, port: u16) -> Result<bool, sqlx::Error>;
+
+    /// Claims an agents' network for agent `id` if it holds none, and
+    /// returns the one it holds (`None`: no such agent). The claim takes
+    /// the lowest-numbered network ([`crate::model::agent_network_name`]
+    /// after `first`) on which fewer than `per_network` other agents not
+    /// being deleted hold a place ([`pick_network`]); an agent without a
+    /// recorded network but with a container (deployed before networks
+    /// were recorded) holds a place on the first. A held network never
+    /// changes; a deleted agent's place is free again.
+    ///
+    /// Guarantee: concurrent claims never put more than `per_network`
+    /// agents on one network (SQLite: one writer, the write lock taken by
+    /// the transaction's first statement; PostgreSQL: an advisory
+    /// transaction lock around the count and the claim).
+    async fn claim_network(
+        &self,
+        id: &str,
+        first: &str,
+        per_network: u32,
+    ) -> Result<Option<String>, sqlx::Error>;
+
+    /// Every agents' network some agent holds (every row, those being
+    /// deleted included), `first` standing for agents with none recorded
+    /// but a container; sorted, distinct.
+    async fn networks_in_use(&self, first: &str) -> Result<Vec<String>, sqlx::Error>;
 
     /// Releases the agent's host port and forgets its container.
     async fn release_port_and_container(&self, id: &str) -> Result<(), sqlx::Error>;
@@ -114,6 +154,14 @@ pub trait LifecycleStore: Send + Sync {
         cpu_percent: f64,
     ) -> Result<(), sqlx::Error>;
 
+    /// Stores what one round of the stats poll read of several agents
+    /// ([`PollRecord`]; a `None` field leaves its column as it is), in one
+    /// transaction (SQLite) or one statement (PostgreSQL) rather than one
+    /// write per agent. Only agents still RUNNING are written: a poll that
+    /// raced a stop, a redeploy or a delete leaves that row alone. Returns
+    /// how many rows were written.
+    async fn record_polls(&self, records: &[PollRecord]) -> Result<u64, sqlx::Error>;
+
     /// Stores the agent's channel health report (JSON of
     /// [`crate::channel_health::Report`], `None` clears it), as the stats
     /// poll last read it from the agent's `/health`.
@@ -124,4 +172,72 @@ pub trait LifecycleStore: Send + Sync {
 
     /// Deletes the agent row (its events stay as history).
     async fn delete(&self, id: &str) -> Result<(), sqlx::Error>;
+}
+
+/// The network a claim takes (pure): the lowest-numbered agents' network
+/// named after `first` ([`crate::model::agent_network_name`]) holding
+/// fewer than `per_network` of the agents in `held` (the networks other
+/// agents hold, one entry per agent; `None` counts as `first`). Names that
+/// are no agents' network of `first` (a network configured before) are
+/// not counted.
+pub fn pick_network(first: &str, held: &[Option<String>], per_network: u32) -> String {
+    let mut counts: std::collections::BTreeMap<u32, u32> = Default::default();
+    for name in held {
+        let index = match name {
+            None => Some(1),
+            Some(name) => crate::model::agent_network_index(first, name),
+        };
+        if let Some(index) = index {
+            *counts.entry(index).or_default() += 1;
+        }
+    }
+    let index = (1..)
+        .find(|i| counts.get(i).copied().unwrap_or(0) < per_network.max(1))
+        .unwrap_or(1);
+    crate::model::agent_network_name(first, index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick_network;
+
+    fn held(names: &[Option<&str>]) -> Vec<Option<String>> {
+        names.iter().map(|n| n.map(str::to_owned)).collect()
+    }
+
+    #[test]
+    fn claims_fill_the_lowest_network_with_room() {
+        assert_eq!(pick_network("net", &[], 2), "net");
+        assert_eq!(pick_network("net", &held(&[Some("net")]), 2), "net");
+        assert_eq!(pick_network("net", &held(&[Some("net"), None]), 2), "net-2");
+        assert_eq!(
+            pick_network("net", &held(&[Some("net"), Some("net"), Some("net-2")]), 2),
+            "net-2"
+        );
+        // A slot freed on the first network is taken before the third.
+        assert_eq!(
+            pick_network(
+                "net",
+                &held(&[Some("net"), Some("net-2"), Some("net-2")]),
+                2
+            ),
+            "net"
+        );
+        // Gaps are filled, other names are not counted.
+        assert_eq!(
+            pick_network(
+                "net",
+                &held(&[
+                    Some("net"),
+                    Some("net"),
+                    Some("net-3"),
+                    Some("other"),
+                    Some("net-02")
+                ]),
+                2
+            ),
+            "net-2"
+        );
+        assert_eq!(pick_network("net", &held(&[Some("net")]), 1), "net-2");
+    }
 }

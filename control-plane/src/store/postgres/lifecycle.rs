@@ -6,11 +6,11 @@
 use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::{PgConnection, PgPool};
 
-use super::{has_nul, now, text, violates, PgStore, EVENTS_LOCK};
+use super::{has_nul, now, text, violates, PgStore, EVENTS_LOCK, NETWORKS_LOCK};
 use crate::events::AgentEvent;
 use crate::model::Agent;
 use crate::status::{DesiredState, Status};
-use crate::store::lifecycle::LifecycleStore;
+use crate::store::lifecycle::{LifecycleStore, PollRecord};
 
 #[async_trait::async_trait]
 impl LifecycleStore for PgStore {
@@ -84,6 +84,64 @@ impl LifecycleStore for PgStore {
             Err(e) if violates(&e, "agents_container_port_key") => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// In one transaction: the advisory lock [`NETWORKS_LOCK`] (held until
+    /// the transaction ends), so claims count and write one at a time; the
+    /// count runs after the lock is granted, and under READ COMMITTED each
+    /// statement sees every claim committed before it.
+    async fn claim_network(
+        &self,
+        id: &str,
+        first: &str,
+        per_network: u32,
+    ) -> Result<Option<String>, sqlx::Error> {
+        if has_nul(id) {
+            return Ok(None);
+        }
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(NETWORKS_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        let held: Option<Option<String>> =
+            sqlx::query_scalar("SELECT network FROM agents WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(held) = held else {
+            return Ok(None);
+        };
+        if let Some(network) = held {
+            return Ok(Some(network));
+        }
+        let others: Vec<Option<String>> = sqlx::query_scalar(
+            "SELECT network FROM agents
+             WHERE id <> $1 AND desired_state <> 'deleted'
+               AND (network IS NOT NULL OR container_id IS NOT NULL)",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let network = crate::store::lifecycle::pick_network(first, &others, per_network);
+        sqlx::query("UPDATE agents SET network = $1, updated_at = $2 WHERE id = $3")
+            .bind(text(&network))
+            .bind(now())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(network))
+    }
+
+    async fn networks_in_use(&self, first: &str) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT DISTINCT COALESCE(network, $1) AS n FROM agents
+             WHERE network IS NOT NULL OR container_id IS NOT NULL ORDER BY n",
+        )
+        .bind(text(first))
+        .fetch_all(&self.pool)
+        .await
     }
 
     async fn release_port_and_container(&self, id: &str) -> Result<(), sqlx::Error> {
@@ -224,6 +282,50 @@ impl LifecycleStore for PgStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// One statement: the records travel as parallel arrays, `UNNEST`ed
+    /// into a table the update joins on.
+    async fn record_polls(&self, records: &[PollRecord]) -> Result<u64, sqlx::Error> {
+        let records: Vec<&PollRecord> = records.iter().filter(|r| !has_nul(&r.id)).collect();
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        let memory: Vec<Option<f64>> = records.iter().map(|r| r.memory_mb).collect();
+        let cpu: Vec<Option<f64>> = records.iter().map(|r| r.cpu_percent).collect();
+        let healthy: Vec<Option<DateTime<Utc>>> = records.iter().map(|r| r.healthy_at).collect();
+        let set_channels: Vec<bool> = records.iter().map(|r| r.channel_health.is_some()).collect();
+        let channels: Vec<Option<String>> = records
+            .iter()
+            .map(|r| {
+                r.channel_health
+                    .as_ref()?
+                    .as_deref()
+                    .map(|c| text(c).into_owned())
+            })
+            .collect();
+        let done = sqlx::query(
+            "UPDATE agents AS a SET memory_mb = COALESCE(u.memory_mb, a.memory_mb),
+                cpu_percent = COALESCE(u.cpu_percent, a.cpu_percent),
+                last_health_at = COALESCE(u.healthy_at, a.last_health_at),
+                channel_health = CASE WHEN u.set_channels THEN u.channel_health
+                                      ELSE a.channel_health END
+             FROM UNNEST($1::text[], $2::float8[], $3::float8[], $4::timestamptz[], $5::bool[],
+                         $6::text[])
+                  AS u(id, memory_mb, cpu_percent, healthy_at, set_channels, channel_health)
+             WHERE a.id = u.id AND a.status = $7",
+        )
+        .bind(&ids)
+        .bind(&memory)
+        .bind(&cpu)
+        .bind(&healthy)
+        .bind(&set_channels)
+        .bind(&channels)
+        .bind(Status::Running.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     async fn set_desired(&self, id: &str, desired: DesiredState) -> Result<(), sqlx::Error> {

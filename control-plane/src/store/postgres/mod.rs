@@ -62,6 +62,11 @@ pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// advisory lock space; nothing else of zcaas uses this key.
 pub const EVENTS_LOCK: i64 = 0x7a63_6161_7365_7631;
 
+/// The key of the transaction-scoped advisory lock every agents' network
+/// claim takes before it counts (ASCII `zcaanet1`), so two claims never
+/// both see room for one last agent on a network (single-key space).
+pub const NETWORKS_LOCK: i64 = 0x7a63_6161_6e65_7431;
+
 /// The first key of the two-key advisory locks serialising one user's
 /// ticket issues (the second is `hashtext(user_id)`); ASCII `zctk`. The
 /// two-key space never overlaps the single-key one.

@@ -8,7 +8,7 @@ use super::SqliteStore;
 use crate::events::AgentEvent;
 use crate::model::Agent;
 use crate::status::{DesiredState, Status};
-use crate::store::lifecycle::LifecycleStore;
+use crate::store::lifecycle::{LifecycleStore, PollRecord};
 
 #[async_trait::async_trait]
 impl LifecycleStore for SqliteStore {
@@ -79,6 +79,57 @@ impl LifecycleStore for SqliteStore {
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// One transaction whose first statement writes (a no-op UPDATE of the
+    /// agent's row), so it holds SQLite's single write lock from the start:
+    /// the count and the claim that follows see every claim committed
+    /// before, and no other claim can commit in between.
+    async fn claim_network(
+        &self,
+        id: &str,
+        first: &str,
+        per_network: u32,
+    ) -> Result<Option<String>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let held: Option<(Option<String>,)> =
+            sqlx::query_as("UPDATE agents SET network = network WHERE id = ?1 RETURNING network")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((held,)) = held else {
+            return Ok(None);
+        };
+        if let Some(network) = held {
+            return Ok(Some(network));
+        }
+        let others: Vec<Option<String>> = sqlx::query_scalar(
+            "SELECT network FROM agents
+             WHERE id <> ?1 AND desired_state <> 'deleted'
+               AND (network IS NOT NULL OR container_id IS NOT NULL)",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let network = crate::store::lifecycle::pick_network(first, &others, per_network);
+        sqlx::query("UPDATE agents SET network = ?1, updated_at = ?2 WHERE id = ?3")
+            .bind(&network)
+            .bind(Utc::now())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(network))
+    }
+
+    async fn networks_in_use(&self, first: &str) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT DISTINCT COALESCE(network, ?1) AS n FROM agents
+             WHERE network IS NOT NULL OR container_id IS NOT NULL ORDER BY n",
+        )
+        .bind(first)
+        .fetch_all(&self.pool)
+        .await
     }
 
     async fn release_port_and_container(&self, id: &str) -> Result<(), sqlx::Error> {
@@ -198,6 +249,38 @@ impl LifecycleStore for SqliteStore {
             .execute(db)
             .await?;
         Ok(())
+    }
+
+    /// One transaction, one prepared statement run per record: one commit
+    /// (and one take of SQLite's write lock) per round instead of one per
+    /// agent.
+    async fn record_polls(&self, records: &[PollRecord]) -> Result<u64, sqlx::Error> {
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut written = 0;
+        for r in records {
+            written += sqlx::query(
+                "UPDATE agents SET memory_mb = COALESCE(?1, memory_mb),
+                    cpu_percent = COALESCE(?2, cpu_percent),
+                    last_health_at = COALESCE(?3, last_health_at),
+                    channel_health = CASE WHEN ?4 THEN ?5 ELSE channel_health END
+                 WHERE id = ?6 AND status = ?7",
+            )
+            .bind(r.memory_mb)
+            .bind(r.cpu_percent)
+            .bind(r.healthy_at)
+            .bind(r.channel_health.is_some())
+            .bind(r.channel_health.clone().flatten())
+            .bind(&r.id)
+            .bind(Status::Running.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(written)
     }
 
     async fn set_desired(&self, id: &str, desired: DesiredState) -> Result<(), sqlx::Error> {
