@@ -146,17 +146,16 @@ impl AgentStore for SqliteStore {
                  WHERE u.id = ?1 ORDER BY a.created_at, a.id"
             )
         });
-        let query = sqlx::query(SQL.as_str()).bind(user_id);
-        let rows = match self.readers.get().await? {
-            Some(mut reader) => match query.fetch_all(reader.conn()).await {
-                Ok(rows) => rows,
-                Err(e) => {
-                    reader.discard();
-                    return Err(e);
-                }
-            },
-            None => query.fetch_all(&self.pool).await?,
-        };
+        if let Some(owned) = self
+            .readers
+            .run(|conn| super::readers::owned_agents(conn, &SQL, user_id))
+        {
+            return Ok(owned);
+        }
+        let rows = sqlx::query(SQL.as_str())
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await?;
         owned_agents(&rows)
     }
 

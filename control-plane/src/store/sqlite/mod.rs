@@ -5,6 +5,7 @@ mod agent_tokens;
 mod agents;
 mod history;
 mod lifecycle;
+mod readers;
 mod shared;
 mod users;
 
@@ -17,6 +18,8 @@ use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
+use readers::Readers;
+
 use super::{AdminStore, Backend, Notification, Parts, Store};
 
 /// The embedded migrations (`migrations/sqlite`, append-only).
@@ -28,93 +31,18 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The database's clock in SQL: milliseconds since the Unix epoch.
 pub(crate) const NOW_MS: &str = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
 
-/// Every table of the store on one SQLite pool, plus the few connections
-/// the hottest read (`GET /api/agents`) takes directly ([`Readers`]).
+/// Every table of the store on one SQLite pool, plus the read-only
+/// connections the hottest read (`GET /api/agents`) runs on inline
+/// ([`Readers`]).
 pub struct SqliteStore {
     pool: SqlitePool,
     readers: Readers,
 }
 
-/// How many [`Readers`] a file database keeps: one per core of the small
-/// hosts zcaas runs on; a list waits for a free one rather than adding
-/// another worker thread to switch to.
-const READERS: usize = 2;
-
-/// Connections that only read (`PRAGMA query_only`), outside the pool, for
-/// the list query. sqlx runs each SQLite connection on its own worker
-/// thread, and its pool pings that thread on every acquire and every
-/// release: two more round trips between threads per query than the query
-/// itself (futex wake-ups and context switches). A reader is taken
-/// with `try_lock` round-robin (waiting in turn on one when all are busy),
-/// opened on first use and dropped after any error (the next use opens it
-/// again). A reader only ever runs single autocommit `SELECT`s, so a
-/// request dropped mid-query leaves no transaction behind. In-memory
-/// databases have none (a reader would open another database).
-pub(crate) struct Readers {
-    options: SqliteConnectOptions,
-    slots: Box<[tokio::sync::Mutex<Option<sqlx::SqliteConnection>>]>,
-    next: std::sync::atomic::AtomicUsize,
-    closed: std::sync::atomic::AtomicBool,
-}
-
-/// A reader taken from [`Readers`], held until dropped.
-pub(crate) struct Reader<'a>(tokio::sync::MutexGuard<'a, Option<sqlx::SqliteConnection>>);
-
-impl Readers {
-    fn new(options: SqliteConnectOptions, n: usize) -> Self {
-        Readers {
-            options: options.pragma("query_only", "ON"),
-            slots: (0..n).map(|_| tokio::sync::Mutex::new(None)).collect(),
-            next: std::sync::atomic::AtomicUsize::new(0),
-            closed: std::sync::atomic::AtomicBool::new(false),
-        }
-    }
-
-    /// A free reader; `None` when there are none (in-memory database).
-    pub(crate) async fn get(&self) -> Result<Option<Reader<'_>>, sqlx::Error> {
-        use std::sync::atomic::Ordering;
-        let n = self.slots.len();
-        if n == 0 {
-            return Ok(None);
-        }
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        let free = (0..n).find_map(|k| self.slots[(start + k) % n].try_lock().ok());
-        let mut slot = match free {
-            Some(slot) => slot,
-            None => self.slots[start].lock().await,
-        };
-        if self.closed.load(Ordering::Acquire) {
-            return Err(sqlx::Error::PoolClosed);
-        }
-        if slot.is_none() {
-            *slot = Some(sqlx::ConnectOptions::connect(&self.options).await?);
-        }
-        Ok(Some(Reader(slot)))
-    }
-
-    /// Closes every reader; later [`Self::get`]s fail with `PoolClosed`.
-    async fn close(&self) {
-        self.closed
-            .store(true, std::sync::atomic::Ordering::Release);
-        for slot in self.slots.iter() {
-            if let Some(conn) = slot.lock().await.take() {
-                let _ = sqlx::Connection::close(conn).await;
-            }
-        }
-    }
-}
-
-impl Reader<'_> {
-    /// The connection.
-    pub(crate) fn conn(&mut self) -> &mut sqlx::SqliteConnection {
-        // `Readers::get` fills the slot before handing it out.
-        self.0.as_mut().expect("a reader holds a connection")
-    }
-
-    /// Drops the connection after an error; the next use opens another.
-    pub(crate) fn discard(mut self) {
-        self.0.take();
-    }
+/// How many [`Readers`] a file database keeps: one per core, as many as the
+/// runtime's worker threads, since a reader is never held across an await.
+fn reader_count() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
 }
 
 /// Opens a pool on `url` (`sqlite://path`, created if missing) with WAL,
@@ -128,7 +56,8 @@ pub async fn connect(url: &str) -> Result<Store, sqlx::Error> {
         .busy_timeout(BUSY_TIMEOUT)
         .foreign_keys(true);
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-    let readers = Readers::new(options.clone(), if in_memory { 0 } else { READERS });
+    let file = (!in_memory).then(|| options.get_filename().to_path_buf());
+    let readers = Readers::new(file, reader_count());
     let pool = SqlitePoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(10))
@@ -168,7 +97,7 @@ impl AdminStore for SqliteStore {
     }
 
     async fn close(&self) {
-        self.readers.close().await;
+        self.readers.close();
         self.pool.close().await
     }
 
