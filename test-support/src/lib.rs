@@ -20,6 +20,8 @@
 //!   `restart`, `message`, `delete_agent`… so tests spell no API paths;
 //!   [`SseReader`] for the event and log streams, [`LogBuffer`] for what
 //!   the service logged.
+//! - **The host** ([`host`]): `/proc` readings for the benchmarks (process
+//!   tree, PSS, CPU time, available memory) and a description of the machine.
 //!
 //! Helpers panic with a message rather than return errors (a failed step is
 //! a failed test), and every wait is bounded. What a test may expect to fail
@@ -33,6 +35,7 @@ pub mod api;
 pub mod app;
 pub mod binaries;
 pub mod cli;
+pub mod host;
 pub mod images;
 pub mod logs;
 pub mod postgres;

@@ -102,10 +102,18 @@ impl ServerProcess {
     /// [`zcaas_command_with`]) on a free port of 127.0.0.1 and waits up to
     /// 60 s until `/healthz` answers; its [`Api`] has the test's `prefix`
     /// and `provider`. Stdin and stdout are closed; stderr is `cmd`'s.
-    pub async fn start_command(
+    pub async fn start_command(cmd: Command, prefix: &str, provider: &str) -> anyhow::Result<Self> {
+        Self::start_command_within(cmd, prefix, provider, START_TIMEOUT).await
+    }
+
+    /// [`ServerProcess::start_command`], waiting up to `timeout` for
+    /// `/healthz` (a control plane with thousands of agents to survey at
+    /// start-up may need more than the tests' 60 s).
+    pub async fn start_command_within(
         mut cmd: Command,
         prefix: &str,
         provider: &str,
+        timeout: Duration,
     ) -> anyhow::Result<Self> {
         let port = free_port()?;
         cmd.arg("serve")
@@ -117,7 +125,7 @@ impl ServerProcess {
             child,
             api: Api::new(format!("http://127.0.0.1:{port}"), prefix, provider),
         };
-        let deadline = Instant::now() + START_TIMEOUT;
+        let deadline = Instant::now() + timeout;
         loop {
             let health = server.api.http.get(server.api.url("/healthz")).send();
             if let Ok(res) = health.await {
@@ -129,7 +137,7 @@ impl ServerProcess {
                 bail!("zcaas exited during start-up: {status}");
             }
             if Instant::now() > deadline {
-                bail!("zcaas did not become healthy within {START_TIMEOUT:?}");
+                bail!("zcaas did not become healthy within {timeout:?}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
