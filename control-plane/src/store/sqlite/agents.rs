@@ -146,10 +146,15 @@ impl AgentStore for SqliteStore {
                  WHERE u.id = ?1 ORDER BY a.created_at, a.id"
             )
         });
-        if let Some(owned) = self
-            .readers
-            .run(|conn| super::readers::owned_agents(conn, &SQL, user_id))
-        {
+        let readers = self.readers.clone();
+        let user = user_id.to_owned();
+        let fast = tokio::task::spawn_blocking(move || {
+            readers.run(|conn| super::readers::owned_agents(conn, &SQL, &user))
+        })
+        .await
+        .ok()
+        .flatten();
+        if let Some(owned) = fast {
             return Ok(owned);
         }
         let rows = sqlx::query(SQL.as_str())

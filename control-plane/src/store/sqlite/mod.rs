@@ -32,17 +32,18 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const NOW_MS: &str = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
 
 /// Every table of the store on one SQLite pool, plus the read-only
-/// connections the hottest read (`GET /api/agents`) runs on inline
-/// ([`Readers`]).
+/// connections the hottest read (`GET /api/agents`) runs on from the
+/// blocking pool ([`Readers`]).
 pub struct SqliteStore {
     pool: SqlitePool,
-    readers: Readers,
+    readers: Arc<Readers>,
 }
 
-/// How many [`Readers`] a file database keeps: one per core, as many as the
-/// runtime's worker threads, since a reader is never held across an await.
+/// How many [`Readers`] a file database keeps: two per core (at least 4),
+/// so that lists queued on the blocking pool rarely find none free (they
+/// would take the slower pool path).
 fn reader_count() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
+    2 * std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
 }
 
 /// Opens a pool on `url` (`sqlite://path`, created if missing) with WAL,
@@ -57,7 +58,7 @@ pub async fn connect(url: &str) -> Result<Store, sqlx::Error> {
         .foreign_keys(true);
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
     let file = (!in_memory).then(|| options.get_filename().to_path_buf());
-    let readers = Readers::new(file, reader_count());
+    let readers = Arc::new(Readers::new(file, reader_count()));
     let pool = SqlitePoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(10))

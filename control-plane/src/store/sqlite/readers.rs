@@ -1,21 +1,23 @@
 //! The reader connections behind `GET /api/agents` on SQLite: the list
-//! query runs on the request's own thread through rusqlite, not on one of
-//! sqlx's connection worker threads.
+//! query runs through rusqlite on one thread of tokio's blocking pool, not
+//! on one of sqlx's connection worker threads.
 //!
 //! Why: sqlx runs each SQLite connection on a worker thread of its own; the
 //! statement and every row cross a channel to and from it (futex wake-ups,
 //! context switches), and its pool pings that thread on every acquire and
 //! release. For a ten-row indexed read that hand-off costs several times the
-//! query itself (BENCHMARKS.md, issue 14). A WAL reader does not wait for the
-//! writer (readers see the last commit, SQLite's `wal.html` §2.2), so a
-//! read-only query with a zero busy timeout runs to completion in tens of
-//! microseconds, short enough to run inline on an async worker.
+//! query itself (BENCHMARKS.md, issue 14). Here the whole query is one
+//! hand-off to the blocking pool and back. Not inline on the async worker:
+//! a WAL reader can wait inside SQLite while a writer commits or
+//! checkpoints (`walTryBeginRead` retries with sleeps, whatever the busy
+//! timeout), and such a wait on an async worker stalls every request
+//! queued on it (measured: p99 above 100 ms with the stats poll writing).
 //!
 //! The fast path is only an optimisation: when no reader is free, the
-//! database is busy (WAL recovery, a checkpoint holding a lock), or anything
-//! fails — opening, preparing, stepping, decoding a value in a form this
-//! decoder does not take — the caller runs the same query through the sqlx
-//! pool, whose answer (or error) is authoritative.
+//! database is busy, or anything fails — opening, preparing, stepping,
+//! decoding a value in a form this decoder does not take — the caller runs
+//! the same query through the sqlx pool, whose answer (or error) is
+//! authoritative.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -29,9 +31,9 @@ use crate::model::Agent;
 use crate::status::{DesiredState, Status};
 
 /// Read-only rusqlite connections on the store's file, outside sqlx's pool.
-/// A reader is taken with `try_lock` and never held across an `.await`, so
-/// with one per async worker thread one is nearly always free; opened on
-/// first use, dropped after an error (the next use opens it again).
+/// A reader is taken with `try_lock` for one synchronous query (never held
+/// across an `.await`); opened on first use, dropped after an error (the
+/// next use opens it again).
 pub(crate) struct Readers {
     /// The database file; `None` for an in-memory database (a reader would
     /// open another, empty, database) — then there are no readers.
@@ -56,7 +58,8 @@ impl Readers {
         }
     }
 
-    /// Runs `query` on a free reader, inline. `None`: no reader was free,
+    /// Runs `query` on a free reader, on the calling thread (a blocking one:
+    /// it may wait inside SQLite). `None`: no reader was free,
     /// there are none, the store is closed, or the query failed in any way
     /// (the reader is then dropped) — the caller takes the pool's path.
     pub(crate) fn run<T>(
@@ -107,7 +110,7 @@ impl Readers {
 }
 
 /// A read-only, query-only connection with no busy wait (a busy database
-/// sends the request to the pool instead of blocking an async worker).
+/// sends the request to the pool rather than hold a blocking thread).
 fn open(path: &PathBuf) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
