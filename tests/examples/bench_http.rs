@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 use zcaas::secrets::{SecretBox, SecretField};
+use zcaas_test_support::host::{self, loadavg, machine_jiffies, pid_of};
 use zcaas_test_support::process::{zcaas_command_with, ServerProcess};
 use zcaas_test_support::store::TestDatabase;
 use zcaas_test_support::{built_binary, docker_cli, Api, World, TEST_LABEL};
@@ -147,12 +148,6 @@ fn log_tail(data_dir: &tempfile::TempDir) -> String {
 struct Deployed {
     id: String,
     port: u16,
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -352,7 +347,7 @@ async fn measure_rss(server: &Server, what: &str, ports: &[u16]) -> anyhow::Resu
     let cpu_before = (
         cpu_seconds(server.pid())?,
         dockerd.map(cpu_seconds).transpose()?,
-        machine_busy()?,
+        machine_jiffies(),
     );
     let mut samples = Vec::new();
     for _ in 0..20 {
@@ -367,7 +362,7 @@ async fn measure_rss(server: &Server, what: &str, ports: &[u16]) -> anyhow::Resu
     };
     let busy = {
         let (b0, t0) = cpu_before.2;
-        let (b1, t1) = machine_busy()?;
+        let (b1, t1) = machine_jiffies();
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         (b1 - b0) / (t1 - t0).max(1.0) * cpus
     };
@@ -413,44 +408,9 @@ struct WrkRun {
     seconds: f64,
 }
 
-/// The pid of the first process whose command name is `comm`.
-fn pid_of(comm: &str) -> Option<u32> {
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        let name = std::fs::read_to_string(e.path().join("comm")).ok()?;
-        (name.trim() == comm).then_some(pid)
-    })
-}
-
-/// Busy and total jiffies of the whole machine (`/proc/stat`).
-fn machine_busy() -> anyhow::Result<(f64, f64)> {
-    let stat = std::fs::read_to_string("/proc/stat")?;
-    let cpu: Vec<f64> = stat
-        .lines()
-        .next()
-        .context("/proc/stat")?
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    let total: f64 = cpu.iter().sum();
-    // idle and iowait are not busy.
-    let idle = cpu.get(3).copied().unwrap_or(0.0) + cpu.get(4).copied().unwrap_or(0.0);
-    Ok((total - idle, total))
-}
-
 /// CPU seconds (user + system) the process has used so far.
 fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) start at field 3.
-    let rest = stat.rsplit_once(')').context("stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11).context("utime")?.parse::<f64>()?
-        + fields.get(12).context("stime")?.parse::<f64>()?;
-    let hz: f64 = String::from_utf8(Command::new("getconf").arg("CLK_TCK").output()?.stdout)?
-        .trim()
-        .parse()?;
-    Ok(ticks / hz)
+    host::cpu_seconds(pid).with_context(|| format!("/proc/{pid}/stat"))
 }
 
 /// `wrk -t2 -c32 -d<secs>s --latency` on `url`, timed with `/usr/bin/time`
@@ -459,7 +419,7 @@ fn wrk(server: &Server, url: &str, jwt: &str, secs: u32) -> anyhow::Result<WrkRu
     let auth = format!("Authorization: Bearer {jwt}");
     let duration = format!("-d{secs}s");
     let before = cpu_seconds(server.pid())?;
-    let (busy0, total0) = machine_busy()?;
+    let (busy0, total0) = machine_jiffies();
     let t = Instant::now();
     let out = Command::new("/usr/bin/time")
         .args(["-f", "wrk-cpu %U %S", "wrk", "-t2", "-c32", &duration])
@@ -468,7 +428,7 @@ fn wrk(server: &Server, url: &str, jwt: &str, secs: u32) -> anyhow::Result<WrkRu
         .context("running wrk (apt-get install -y wrk time)")?;
     let seconds = t.elapsed().as_secs_f64();
     let server_cpu = cpu_seconds(server.pid())? - before;
-    let (busy1, total1) = machine_busy()?;
+    let (busy1, total1) = machine_jiffies();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let machine_cpu = (busy1 - busy0) / (total1 - total0).max(1.0) * cpus * seconds;
     let stderr = String::from_utf8_lossy(&out.stderr);
