@@ -99,7 +99,7 @@ async fn agent_runtime_pairs_answers_and_re_pairs_after_restart() {
     let injected = t0.elapsed() - created;
     let mut config = docker.client().download_from_container(
         &id,
-        Some(bollard::container::DownloadFromContainerOptions {
+        Some(bollard::query_parameters::DownloadFromContainerOptions {
             path: format!("{DATA_DIR}/{CONFIG_PATH}"),
         }),
     );

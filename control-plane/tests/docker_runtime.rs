@@ -7,7 +7,7 @@
 //! Every object carries `io.zcaas.test=<prefix>` and is removed by label when
 //! the test's scope drops, even on panic.
 
-use bollard::container::DownloadFromContainerOptions;
+use bollard::query_parameters::{DownloadFromContainerOptions, UploadToContainerOptions};
 use futures::StreamExt;
 use std::io::Read;
 use std::process::Command;
@@ -229,13 +229,15 @@ async fn container_lifecycle_with_injected_files() {
         .client()
         .upload_to_container(
             &id,
-            Some(bollard::container::UploadToContainerOptions {
-                path: "/",
+            Some(UploadToContainerOptions {
+                path: "/".to_owned(),
                 ..Default::default()
             }),
-            zcaas::docker::archive::build_tar(&files, 0, 0)
-                .expect("tar")
-                .into(),
+            bollard::body_full(
+                zcaas::docker::archive::build_tar(&files, 0, 0)
+                    .expect("tar")
+                    .into(),
+            ),
         )
         .await;
     assert!(

@@ -3,9 +3,10 @@
 //! Nothing without our ownership label is ever removed.
 
 use super::{status_of, DockerError, DockerRuntime, MANAGED_LABEL};
-use bollard::container::{ListContainersOptions, RemoveContainerOptions};
-use bollard::network::ListNetworksOptions;
-use bollard::volume::{ListVolumesOptions, RemoveVolumeOptions};
+use bollard::query_parameters::{
+    ListContainersOptions, ListNetworksOptions, ListVolumesOptions, RemoveContainerOptions,
+    RemoveVolumeOptions,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -68,7 +69,7 @@ impl DockerRuntime {
         &self,
     ) -> Result<Vec<(String, BTreeMap<String, String>)>, DockerError> {
         let options = ListVolumesOptions {
-            filters: HashMap::from([("label".to_owned(), self.label_filters())]),
+            filters: Some(HashMap::from([("label".to_owned(), self.label_filters())])),
         };
         let listed = self.docker.list_volumes(Some(options)).await?;
         let mut out: Vec<(String, BTreeMap<String, String>)> = listed
@@ -87,7 +88,7 @@ impl DockerRuntime {
         &self,
     ) -> Result<Vec<(String, BTreeMap<String, String>)>, DockerError> {
         let options = ListNetworksOptions {
-            filters: HashMap::from([("label".to_owned(), self.label_filters())]),
+            filters: Some(HashMap::from([("label".to_owned(), self.label_filters())])),
         };
         let mut out: Vec<(String, BTreeMap<String, String>)> = self
             .docker
@@ -104,7 +105,7 @@ impl DockerRuntime {
     /// ([`super::Ownership::Ours`]); gone is success. A network with
     /// containers attached is refused by the engine (an error).
     pub async fn remove_network(&self, name: &str) -> Result<(), DockerError> {
-        let network = match self.docker.inspect_network::<String>(name, None).await {
+        let network = match self.docker.inspect_network(name, None).await {
             Ok(n) => n,
             Err(e) if status_of(&e) == Some(404) => return Ok(()),
             Err(e) => return Err(e.into()),
@@ -126,10 +127,10 @@ impl DockerRuntime {
     /// Best effort: goes on past failures and returns the first one.
     pub async fn remove_all_with_label(&self, key: &str, value: &str) -> Result<(), DockerError> {
         let filters = || {
-            HashMap::from([(
+            Some(HashMap::from([(
                 "label".to_owned(),
                 vec![format!("{MANAGED_LABEL}=true"), format!("{key}={value}")],
-            )])
+            )]))
         };
         let mut first_error: Option<DockerError> = None;
         let mut keep = |r: Result<(), DockerError>| {

@@ -5,7 +5,7 @@
 //! `errorDetail` item somewhere in the stream, so every item is read.
 
 use super::{DockerError, DockerRuntime, FileEntry};
-use bollard::image::BuildImageOptions;
+use bollard::query_parameters::BuildImageOptions;
 use futures::StreamExt;
 use std::collections::HashMap;
 
@@ -159,22 +159,26 @@ impl DockerRuntime {
         entries: &[ContextEntry],
     ) -> Result<(), DockerError> {
         let tar = context_tar(dockerfile, entries)?;
+        // `version` is left at its default, the legacy builder (V1); `pull`
+        // unset is no pull.
         let options = BuildImageOptions {
             dockerfile: "Dockerfile".to_owned(),
-            t: tag.to_owned(),
+            t: Some(tag.to_owned()),
             rm: true,
             forcerm: true,
-            pull: false,
-            labels: HashMap::from([(IMAGE_LABEL.to_owned(), "true".to_owned())]),
+            pull: None,
+            labels: Some(HashMap::from([(IMAGE_LABEL.to_owned(), "true".to_owned())])),
             ..Default::default()
         };
-        let mut stream = self.docker.build_image(options, None, Some(tar.into()));
+        let mut stream =
+            self.docker
+                .build_image(options, None, Some(bollard::body_full(tar.into())));
         let mut tail: Vec<String> = Vec::new();
         let mut failure: Option<String> = None;
         while let Some(item) = stream.next().await {
             let info = match item {
                 Ok(info) => info,
-                // bollard turns an `error` item into this.
+                // bollard turns an item with an `errorDetail` message into this.
                 Err(bollard::errors::Error::DockerStreamError { error }) => {
                     failure.get_or_insert(error);
                     continue;
@@ -193,8 +197,7 @@ impl DockerRuntime {
                     tail.remove(0);
                 }
             }
-            let detail = info.error_detail.and_then(|d| d.message);
-            if let Some(message) = info.error.or(detail) {
+            if let Some(message) = info.error_detail.and_then(|d| d.message) {
                 failure.get_or_insert(message);
             }
         }

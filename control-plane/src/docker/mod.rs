@@ -24,12 +24,13 @@ pub mod observe;
 pub mod orchestrator;
 pub mod spec;
 
-use bollard::container::{
-    CreateContainerOptions, InspectContainerOptions, RestartContainerOptions,
-    StartContainerOptions, StopContainerOptions, UploadToContainerOptions,
+use bollard::models::{
+    EndpointSettings, Ipam, NetworkConnectRequest, NetworkCreateRequest, VolumeCreateRequest,
 };
-use bollard::network::{ConnectNetworkOptions, CreateNetworkOptions};
-use bollard::volume::CreateVolumeOptions;
+use bollard::query_parameters::{
+    CreateContainerOptions, ListNetworksOptions, RestartContainerOptions, StopContainerOptions,
+    UploadToContainerOptions,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -182,27 +183,77 @@ impl DockerRuntime {
 
     /// Creates the bridge network `name` with our labels if it does not exist.
     /// An existing network of that name is used as it is (not modified).
+    ///
+    /// Looked up with a filtered `GET /networks`, not an inspect: a
+    /// network's inspect carries every endpoint on it (≈ 300 KB for 1 000
+    /// agents), and this runs at every deploy.
+    ///
+    /// One network per name: the create body has no `CheckDuplicate` any
+    /// more (deprecated in API 1.44, from which the engine always refuses a
+    /// taken name, and gone from bollard's models), so an older engine
+    /// (20.10, API 1.41) creates a second network of a taken name.
+    /// `NETWORK_LOCK` covers this process. For processes racing past the
+    /// lookup (HA replicas starting together), the same-named networks are
+    /// listed again after a create, and ours is removed unless it is the
+    /// oldest (`network_to_keep`), which every racer that sees both keeps.
+    /// Two creates the engine runs at the same instant may still each see
+    /// only their own.
     pub async fn ensure_network(&self, name: &str) -> Result<(), DockerError> {
         let _guard = NETWORK_LOCK.lock().await;
-        match self.docker.inspect_network::<String>(name, None).await {
-            // The engine also resolves id prefixes: only an exact name counts.
-            Ok(n) if n.name.as_deref() == Some(name) => return Ok(()),
-            Ok(_) => {}
-            Err(e) if status_of(&e) == Some(404) => {}
-            Err(e) => return Err(e.into()),
+        if !self.networks_named(name).await?.is_empty() {
+            return Ok(());
         }
-        let options = CreateNetworkOptions {
+        // The body 0.18 sent, `CheckDuplicate` aside.
+        let request = NetworkCreateRequest {
             name: name.to_owned(),
-            check_duplicate: true,
-            driver: "bridge".to_owned(),
-            labels: self.labels_map(),
+            driver: Some("bridge".to_owned()),
+            internal: Some(false),
+            attachable: Some(false),
+            ingress: Some(false),
+            ipam: Some(Ipam::default()),
+            enable_ipv6: Some(false),
+            options: Some(HashMap::new()),
+            labels: Some(self.labels_map()),
             ..Default::default()
         };
-        match self.docker.create_network(options).await {
-            Ok(_) => Ok(()),
-            Err(e) if status_of(&e) == Some(409) => Ok(()),
-            Err(e) => Err(e.into()),
+        let created = match self.docker.create_network(request).await {
+            Ok(created) => created.id,
+            // An engine that checks names (API 1.44 on) refuses a taken one.
+            Err(e) if status_of(&e) == Some(409) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let same_name = self.networks_named(name).await?;
+        match network_to_keep(&same_name) {
+            Some(keep) if keep != created => {
+                tracing::info!(network = name, duplicate = %created, kept = keep,
+                    "removing the network just created: another of that name was made first");
+                match self.docker.remove_network(&created).await {
+                    Err(e) if status_of(&e) != Some(404) => Err(e.into()),
+                    _ => Ok(()),
+                }
+            }
+            _ => Ok(()),
         }
+    }
+
+    /// The networks named exactly `name` (the engine's `name` filter also
+    /// matches substrings), as `(id, created)`.
+    async fn networks_named(&self, name: &str) -> Result<Vec<NetworkAge>, DockerError> {
+        let filters = HashMap::from([("name".to_owned(), vec![name.to_owned()])]);
+        let found = self
+            .docker
+            .list_networks(Some(ListNetworksOptions {
+                filters: Some(filters),
+            }))
+            .await?;
+        Ok(found
+            .into_iter()
+            .filter(|n| n.name.as_deref() == Some(name))
+            .filter_map(|n| {
+                let created = n.created.as_deref().and_then(observe::parse_docker_time);
+                Some((n.id?, created))
+            })
+            .collect())
     }
 
     /// Connects the container `container` (name or id; not necessarily
@@ -217,10 +268,7 @@ impl DockerRuntime {
         container: &str,
         networks: &[String],
     ) -> Result<Vec<String>, DockerError> {
-        let inspect = self
-            .docker
-            .inspect_container(container, None::<InspectContainerOptions>)
-            .await?;
+        let inspect = self.docker.inspect_container(container, None).await?;
         let attached: std::collections::HashSet<String> = inspect
             .network_settings
             .and_then(|n| n.networks)
@@ -228,11 +276,11 @@ impl DockerRuntime {
             .unwrap_or_default();
         let mut connected = Vec::new();
         for network in networks.iter().filter(|n| !attached.contains(*n)) {
-            let options = ConnectNetworkOptions {
+            let request = NetworkConnectRequest {
                 container: container.to_owned(),
-                endpoint_config: Default::default(),
+                endpoint_config: Some(EndpointSettings::default()),
             };
-            match self.docker.connect_network(network, options).await {
+            match self.docker.connect_network(network, request).await {
                 Ok(()) => connected.push(network.clone()),
                 Err(e) if matches!(status_of(&e), Some(403) | Some(409)) => {
                     tracing::debug!(container, network = %network, error = %e,
@@ -280,13 +328,9 @@ impl DockerRuntime {
     /// else is a [`DockerError::NameConflict`] too.
     pub async fn create_container(&self, spec: &ContainerSpec) -> Result<String, DockerError> {
         self.ensure_volume(&spec.volume, &spec.agent_id).await?;
-        let options = CreateContainerOptions {
-            name: spec.name.clone(),
-            platform: None::<String>,
-        };
         match self
             .docker
-            .create_container(Some(options), spec::container_config(spec))
+            .create_container(Some(create_options(spec)), spec::container_config(spec))
             .await
         {
             Ok(created) => Ok(created.id),
@@ -304,13 +348,7 @@ impl DockerRuntime {
                     // Removed between the conflict and the inspect: one more try.
                     None => Ok(self
                         .docker
-                        .create_container(
-                            Some(CreateContainerOptions {
-                                name: spec.name.clone(),
-                                platform: None::<String>,
-                            }),
-                            spec::container_config(spec),
-                        )
+                        .create_container(Some(create_options(spec)), spec::container_config(spec))
                         .await?
                         .id),
                     Some(_) => Err(DockerError::NameConflict(spec.name.clone())),
@@ -326,11 +364,12 @@ impl DockerRuntime {
         labels.insert(AGENT_ID_LABEL.to_owned(), agent_id.to_owned());
         let volume = self
             .docker
-            .create_volume(CreateVolumeOptions {
-                name: name.to_owned(),
-                driver: "local".to_owned(),
-                driver_opts: HashMap::new(),
-                labels,
+            .create_volume(VolumeCreateRequest {
+                name: Some(name.to_owned()),
+                driver: Some("local".to_owned()),
+                driver_opts: Some(HashMap::new()),
+                labels: Some(labels),
+                ..Default::default()
             })
             .await?;
         let labels: BTreeMap<String, String> = volume.labels.into_iter().collect();
@@ -367,10 +406,11 @@ impl DockerRuntime {
             .map_err(|e| DockerError::Other(e.to_string()))?;
         let options = UploadToContainerOptions {
             path: DATA_DIR.to_owned(),
-            no_overwrite_dir_non_dir: "true".to_owned(),
+            no_overwrite_dir_non_dir: Some("true".to_owned()),
+            ..Default::default()
         };
         self.docker
-            .upload_to_container(id, Some(options), tar.into())
+            .upload_to_container(id, Some(options), bollard::body_full(tar.into()))
             .await?;
         Ok(())
     }
@@ -380,11 +420,7 @@ impl DockerRuntime {
         if self.owned(id).await?.is_none() {
             return Err(DockerError::Other(format!("container {id} does not exist")));
         }
-        match self
-            .docker
-            .start_container(id, None::<StartContainerOptions<String>>)
-            .await
-        {
+        match self.docker.start_container(id, None).await {
             Ok(()) => Ok(()),
             Err(e) if status_of(&e) == Some(304) => Ok(()),
             Err(e) => Err(e.into()),
@@ -397,12 +433,11 @@ impl DockerRuntime {
         if self.owned(id).await?.is_none() {
             return Ok(());
         }
-        let t = i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX);
-        match self
-            .docker
-            .stop_container(id, Some(StopContainerOptions { t }))
-            .await
-        {
+        let options = StopContainerOptions {
+            t: Some(timeout_secs(timeout)),
+            ..Default::default()
+        };
+        match self.docker.stop_container(id, Some(options)).await {
             Ok(()) => Ok(()),
             Err(e) if matches!(status_of(&e), Some(304) | Some(404)) => Ok(()),
             Err(e) => Err(e.into()),
@@ -415,10 +450,68 @@ impl DockerRuntime {
         if self.owned(id).await?.is_none() {
             return Err(DockerError::Other(format!("container {id} does not exist")));
         }
-        let t = isize::try_from(timeout.as_secs()).unwrap_or(isize::MAX);
-        self.docker
-            .restart_container(id, Some(RestartContainerOptions { t }))
-            .await?;
+        let options = RestartContainerOptions {
+            t: Some(timeout_secs(timeout)),
+            ..Default::default()
+        };
+        self.docker.restart_container(id, Some(options)).await?;
         Ok(())
+    }
+}
+
+/// A network's id and creation time, as [`network_to_keep`] compares them.
+type NetworkAge = (String, Option<chrono::DateTime<chrono::Utc>>);
+
+/// Of several networks of one name, the one to keep: the oldest (one
+/// without a creation time counts as newest), ties broken by id.
+fn network_to_keep(networks: &[NetworkAge]) -> Option<&str> {
+    networks
+        .iter()
+        .min_by(|(a_id, a_at), (b_id, b_at)| {
+            (a_at.is_none(), a_at, a_id).cmp(&(b_at.is_none(), b_at, b_id))
+        })
+        .map(|(id, _)| id.as_str())
+}
+
+/// The query of a container create: the container's name (no platform:
+/// bollard sends an empty `platform`, which the engine ignores).
+fn create_options(spec: &ContainerSpec) -> CreateContainerOptions {
+    CreateContainerOptions {
+        name: Some(spec.name.clone()),
+        ..Default::default()
+    }
+}
+
+/// A stop timeout in whole seconds, as the engine's `t` (an `i32`);
+/// longer ones are capped.
+fn timeout_secs(timeout: Duration) -> i32 {
+    i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn the_oldest_network_of_a_name_is_kept() {
+        let at = |s: i64| chrono::Utc.timestamp_opt(s, 0).single();
+        let networks: Vec<NetworkAge> = vec![
+            ("b2".into(), at(20)),
+            ("a1".into(), None),
+            ("c3".into(), at(10)),
+            ("a0".into(), at(10)),
+        ];
+        assert_eq!(network_to_keep(&networks), Some("a0"));
+        assert_eq!(network_to_keep(&networks[..2]), Some("b2"));
+        assert_eq!(network_to_keep(&networks[1..2]), Some("a1"));
+        assert_eq!(network_to_keep(&[]), None);
+    }
+
+    #[test]
+    fn stop_timeouts_fit_the_engine_field() {
+        assert_eq!(timeout_secs(Duration::from_secs(10)), 10);
+        assert_eq!(timeout_secs(Duration::from_millis(1500)), 1);
+        assert_eq!(timeout_secs(Duration::from_secs(u64::MAX)), i32::MAX);
     }
 }

@@ -8,12 +8,12 @@ use super::{
     ObservedContainer, AGENT_ID_LABEL, AGENT_PORT, INSTALLATION_LABEL, SPEC_HASH_LABEL,
 };
 use crate::orchestrator::{Endpoint, ListedWorkload, PolledStats};
-use bollard::container::{
-    InspectContainerOptions, ListContainersOptions, LogOutput, LogsOptions, MemoryStatsStats,
-    Stats, StatsOptions,
+use bollard::container::LogOutput;
+use bollard::models::{
+    ContainerCpuStats, ContainerInspectResponse, ContainerStatsResponse, ContainerSummary,
+    EventMessage,
 };
-use bollard::models::{ContainerInspectResponse, ContainerSummary, EventMessage};
-use bollard::system::EventsOptions;
+use bollard::query_parameters::{EventsOptions, ListContainersOptions, LogsOptions, StatsOptions};
 use chrono::{DateTime, Datelike, Utc};
 use futures::stream::{self, BoxStream, Stream, StreamExt};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -44,11 +44,7 @@ impl DockerRuntime {
         &self,
         id_or_name: &str,
     ) -> Result<Option<ContainerInspectResponse>, DockerError> {
-        match self
-            .docker
-            .inspect_container(id_or_name, None::<InspectContainerOptions>)
-            .await
-        {
+        match self.docker.inspect_container(id_or_name, None).await {
             Ok(resp) => Ok(Some(resp)),
             Err(e) if status_of(&e) == Some(404) => Ok(None),
             Err(e) => Err(e.into()),
@@ -60,7 +56,7 @@ impl DockerRuntime {
     pub async fn list_managed(&self) -> Result<Vec<ObservedContainer>, DockerError> {
         let options = ListContainersOptions {
             all: true,
-            filters: HashMap::from([("label".to_owned(), self.label_filters())]),
+            filters: Some(HashMap::from([("label".to_owned(), self.label_filters())])),
             ..Default::default()
         };
         let summaries = self.docker.list_containers(Some(options)).await?;
@@ -85,7 +81,7 @@ impl DockerRuntime {
     pub async fn list_workloads(&self) -> Result<Vec<ListedWorkload>, DockerError> {
         let options = ListContainersOptions {
             all: true,
-            filters: HashMap::from([("label".to_owned(), self.label_filters())]),
+            filters: Some(HashMap::from([("label".to_owned(), self.label_filters())])),
             ..Default::default()
         };
         let summaries = self.docker.list_containers(Some(options)).await?;
@@ -149,7 +145,8 @@ impl DockerRuntime {
             follow: true,
             stdout: true,
             stderr: true,
-            since: since.timestamp(),
+            // The engine's field is an `i32` of seconds (until 2038).
+            since: i32::try_from(since.timestamp().max(0)).unwrap_or(i32::MAX),
             until: 0,
             timestamps: true,
             tail: "all".to_owned(),
@@ -280,10 +277,10 @@ impl DockerRuntime {
         for chunk in ids.chunks(LIST_IDS_PER_CALL) {
             let options = ListContainersOptions {
                 all: false,
-                filters: HashMap::from([
+                filters: Some(HashMap::from([
                     ("label".to_owned(), self.label_filters()),
                     ("id".to_owned(), chunk.to_vec()),
-                ]),
+                ])),
                 ..Default::default()
             };
             let summaries = self.docker.list_containers(Some(options)).await?;
@@ -309,17 +306,17 @@ impl DockerRuntime {
     /// reconnect; an end is not "done".
     pub fn events(&self) -> BoxStream<'static, Result<ContainerEvent, DockerError>> {
         let now = Utc::now();
-        let options = EventsOptions::<String> {
+        let options = EventsOptions {
             since: Some(format!(
                 "{}.{:09}",
                 now.timestamp(),
                 now.timestamp_subsec_nanos()
             )),
             until: None,
-            filters: HashMap::from([
+            filters: Some(HashMap::from([
                 ("type".to_owned(), vec!["container".to_owned()]),
                 ("label".to_owned(), self.label_filters()),
-            ]),
+            ])),
         };
         self.docker
             .events(Some(options))
@@ -480,7 +477,7 @@ fn listed(s: ContainerSummary) -> Option<ListedWorkload> {
             .map(|n| n.trim_start_matches('/').to_owned())
             .unwrap_or_default(),
         agent_id: labels.get(AGENT_ID_LABEL).cloned(),
-        state: s.state.unwrap_or_default(),
+        state: s.state.map(|s| s.to_string()).unwrap_or_default(),
         created_at: s
             .created
             .and_then(|secs| DateTime::<Utc>::from_timestamp(secs, 0)),
@@ -497,13 +494,17 @@ fn listed(s: ContainerSummary) -> Option<ListedWorkload> {
 /// memory = usage − inactive page cache (cgroup v1 `total_inactive_file`,
 /// v2 `inactive_file`), MiB — the Docker CLI's
 /// `calculateMemUsageUnixNoCache`, as [`super::cgroup`] computes it.
-pub fn compute_stats(stats: &Stats) -> ContainerStats {
-    let cpu = &stats.cpu_stats;
-    let pre = &stats.precpu_stats;
-    let cpu_delta = cpu
-        .cpu_usage
-        .total_usage
-        .saturating_sub(pre.cpu_usage.total_usage) as f64;
+pub fn compute_stats(stats: &ContainerStatsResponse) -> ContainerStats {
+    let none = ContainerCpuStats::default();
+    let cpu = stats.cpu_stats.as_ref().unwrap_or(&none);
+    let pre = stats.precpu_stats.as_ref().unwrap_or(&none);
+    let total_usage = |c: &ContainerCpuStats| {
+        c.cpu_usage
+            .as_ref()
+            .and_then(|u| u.total_usage)
+            .unwrap_or(0)
+    };
+    let cpu_delta = total_usage(cpu).saturating_sub(total_usage(pre)) as f64;
     let system_delta = cpu
         .system_cpu_usage
         .unwrap_or(0)
@@ -511,20 +512,36 @@ pub fn compute_stats(stats: &Stats) -> ContainerStats {
     let online = cpu
         .online_cpus
         .filter(|n| *n > 0)
-        .or_else(|| cpu.cpu_usage.percpu_usage.as_ref().map(|p| p.len() as u64))
+        .map(u64::from)
+        .or_else(|| {
+            cpu.cpu_usage
+                .as_ref()
+                .and_then(|u| u.percpu_usage.as_ref())
+                .map(|p| p.len() as u64)
+        })
         .unwrap_or(1) as f64;
     let cpu_percent = if cpu_delta > 0.0 && system_delta > 0.0 {
         cpu_delta / system_delta * online * 100.0
     } else {
         0.0
     };
-    let memory = &stats.memory_stats;
-    let inactive_file = match memory.stats {
-        Some(MemoryStatsStats::V1(v1)) => Some(v1.total_inactive_file),
-        Some(MemoryStatsStats::V2(v2)) => Some(v2.inactive_file),
-        None => None,
-    };
-    let used = cgroup::memory_no_cache(memory.usage.unwrap_or(0), inactive_file);
+    let usage = stats
+        .memory_stats
+        .as_ref()
+        .and_then(|m| m.usage)
+        .unwrap_or(0);
+    // The engine's raw map: cgroup v1 has `total_inactive_file` (and a
+    // non-hierarchical `inactive_file`), v2 only `inactive_file`.
+    let inactive_file = stats
+        .memory_stats
+        .as_ref()
+        .and_then(|m| m.stats.as_ref())
+        .and_then(|s| {
+            s.get("total_inactive_file")
+                .or_else(|| s.get("inactive_file"))
+        })
+        .copied();
+    let used = cgroup::memory_no_cache(usage, inactive_file);
     ContainerStats {
         cpu_percent,
         memory_mb: used as f64 / (1024.0 * 1024.0),

@@ -110,7 +110,7 @@ fn docker_zero_time_is_none() {
 }
 
 fn stats_fixture() -> serde_json::Value {
-    // Captured from Docker 20.10 on cgroup v1, trimmed to what `Stats` needs.
+    // Captured from Docker 20.10 on cgroup v1, trimmed to what `compute_stats` reads.
     let v1: serde_json::Map<String, serde_json::Value> = [
         "active_anon",
         "active_file",
@@ -181,7 +181,8 @@ fn stats_fixture() -> serde_json::Value {
 
 #[test]
 fn stats_like_docker_stats() {
-    let stats: Stats = serde_json::from_value(stats_fixture()).expect("stats fixture");
+    let stats: ContainerStatsResponse =
+        serde_json::from_value(stats_fixture()).expect("stats fixture");
     let s = compute_stats(&stats);
     // 0.25 s of CPU over 1 s of system time on 2 CPUs = 50 % of one core.
     assert!((s.cpu_percent - 50.0).abs() < 1e-9, "{}", s.cpu_percent);

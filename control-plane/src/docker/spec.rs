@@ -3,10 +3,9 @@
 
 use super::{router_rule, AGENT_ID_LABEL, AGENT_PORT, DATA_DIR, MANAGED_LABEL, SPEC_HASH_LABEL};
 use crate::orchestrator::TRAEFIK_NETWORK_LABEL;
-use bollard::container::Config;
 use bollard::models::{
-    HealthConfig, HostConfig, HostConfigLogConfig, Mount, MountTypeEnum, PortBinding,
-    RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, HealthConfig, HostConfig, HostConfigLogConfig, Mount, MountType,
+    PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use std::collections::HashMap;
 
@@ -54,7 +53,7 @@ pub fn fixed_env() -> Vec<String> {
 
 /// The create body for `spec`. The name goes separately in
 /// `CreateContainerOptions`. Pure: no I/O, unit-tested field by field.
-pub fn container_config(spec: &ContainerSpec) -> Config<String> {
+pub fn container_config(spec: &ContainerSpec) -> ContainerCreateBody {
     let fixed = fixed_env();
     let fixed_keys: Vec<&str> = fixed
         .iter()
@@ -102,7 +101,7 @@ pub fn container_config(spec: &ContainerSpec) -> Config<String> {
         mounts: Some(vec![Mount {
             target: Some(DATA_DIR.to_owned()),
             source: Some(spec.volume.clone()),
-            typ: Some(MountTypeEnum::VOLUME),
+            typ: Some(MountType::VOLUME),
             read_only: Some(false),
             ..Default::default()
         }]),
@@ -128,11 +127,12 @@ pub fn container_config(spec: &ContainerSpec) -> Config<String> {
         ..Default::default()
     };
 
-    Config {
+    ContainerCreateBody {
         image: Some(spec.image.clone()),
         cmd: Some(spec.command.clone()),
         env: Some(env),
-        exposed_ports: Some(HashMap::from([(port_key, HashMap::new())])),
+        // Sent as `{"42617/tcp": {}}`, the engine's map shape.
+        exposed_ports: Some(vec![port_key]),
         tty: Some(false),
         attach_stdin: Some(false),
         open_stdin: Some(false),
@@ -229,7 +229,7 @@ mod tests {
         }
     }
 
-    fn host(config: &Config<String>) -> &HostConfig {
+    fn host(config: &ContainerCreateBody) -> &HostConfig {
         config.host_config.as_ref().expect("host config")
     }
 
@@ -270,7 +270,7 @@ mod tests {
     fn port_is_exposed_and_published_on_loopback_only() {
         let c = container_config(&spec());
         let exposed = c.exposed_ports.expect("exposed");
-        assert_eq!(exposed.keys().collect::<Vec<_>>(), vec!["42617/tcp"]);
+        assert_eq!(exposed, vec!["42617/tcp"]);
         let bindings = host(&container_config(&spec()))
             .port_bindings
             .clone()
@@ -332,7 +332,7 @@ mod tests {
         let c = container_config(&spec());
         let mounts = host(&c).mounts.clone().expect("mounts");
         assert_eq!(mounts.len(), 1);
-        assert_eq!(mounts[0].typ, Some(MountTypeEnum::VOLUME));
+        assert_eq!(mounts[0].typ, Some(MountType::VOLUME));
         assert_eq!(mounts[0].source.as_deref(), Some("zeroclaw-ada-data"));
         assert_eq!(mounts[0].target.as_deref(), Some("/zeroclaw-data"));
         assert_eq!(mounts[0].read_only, Some(false));
