@@ -16,6 +16,8 @@ cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "bench-density: wrk not found (apt-get install -y wrk)" >&2; exit 1; }
 [ -x /usr/bin/time ] || { echo "bench-density: /usr/bin/time not found (apt-get install -y time)" >&2; exit 1; }
 cargo build --release -p control-plane -p agent-runtime -p zcaas-tests --bins --examples
+# The agents' image is built from the `agent` profile's binary.
+cargo build --profile agent -p agent-runtime
 # One agent costs the control plane a few descriptors (its HTTP connections); the fleet's
 # containers cost dockerd and containerd many more, but those are the daemons' own limits.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

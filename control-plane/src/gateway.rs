@@ -73,6 +73,16 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(35);
 /// Lockout assumed when a 429 carries no `retry_after` (upstream: 300 s).
 pub const DEFAULT_LOCKOUT_SECS: u64 = 300;
+
+/// How long an idle connection to an agent is kept for reuse. Short: the
+/// stats and health poll reaches each agent once per period (10 s and more,
+/// growing with the fleet), and with hyper's default 90 s every agent's
+/// connection stayed open between polls — ≈ 50 KiB of buffers and a task
+/// in this process, and a socket in the agent, per agent (BENCHMARKS.md,
+/// density). A deploy's requests and a conversation's messages follow each
+/// other within it.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Longest body excerpt kept in [`GatewayError::Unexpected`].
 const BODY_EXCERPT: usize = 512;
 /// Most bytes read of an answer of `/pair`, `/health` or `/api/status`.
@@ -107,6 +117,7 @@ impl GatewayClient {
         let builder = || {
             reqwest::Client::builder()
                 .connect_timeout(connect)
+                .pool_idle_timeout(POOL_IDLE_TIMEOUT)
                 .no_proxy()
                 .redirect(reqwest::redirect::Policy::none())
         };

@@ -37,6 +37,20 @@ pub struct StepLabels {
     pub outcome: String,
 }
 
+/// Labels of `zcaas_deploy_phase_duration_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    /// One of [`DEPLOY_PHASES`].
+    pub phase: String,
+}
+
+/// The phases of a start, in order: `queue` (waiting for a deploy permit),
+/// `prepare` (network, image, port, tokens, files rendered, the existing
+/// container inspected), `create` (container created and its files
+/// uploaded), `start` (the engine's start, then its address read), `pair`
+/// (a token obtained or confirmed), `healthy` (`/health` answered).
+pub const DEPLOY_PHASES: [&str; 6] = ["queue", "prepare", "create", "start", "pair", "healthy"];
+
 /// Labels of `zcaas_docker_errors_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OperationLabels {
@@ -63,6 +77,9 @@ pub struct Metrics {
     pub agent_channel_up: Family<ChannelLabels, Gauge>,
     /// POST → RUNNING, seconds (each successful start, re-starts included).
     pub deploy_seconds: Histogram,
+    /// Each phase of a start ([`DEPLOY_PHASES`]), seconds: where a deploy's
+    /// time goes, and which phase slows down as the fleet grows.
+    pub deploy_phase_seconds: Family<PhaseLabels, Histogram>,
     /// Tokens obtained or confirmed for a container start after the first.
     pub repairs: Counter,
     /// Reconcile steps executed, by step and outcome.
@@ -120,6 +137,14 @@ impl Metrics {
             "zcaas_deploy_duration_seconds",
             "Time from STARTING to RUNNING",
             deploy_seconds.clone(),
+        );
+        let deploy_phase_seconds = Family::<PhaseLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "zcaas_deploy_phase_duration_seconds",
+            "Each phase of a container start (queue, prepare, create, start, pair, healthy)",
+            deploy_phase_seconds.clone(),
         );
         let repairs = Counter::default();
         registry.register(
@@ -194,6 +219,7 @@ impl Metrics {
             agents,
             agent_channel_up,
             deploy_seconds,
+            deploy_phase_seconds,
             repairs,
             reconcile_steps,
             reconcile_passes,
@@ -216,6 +242,18 @@ impl Metrics {
                 outcome: if ok { "ok" } else { "error" }.to_owned(),
             })
             .inc();
+    }
+
+    /// Records that a start's `phase` (one of [`DEPLOY_PHASES`]) took the
+    /// time since `*since`, and moves `*since` to now.
+    pub fn deploy_phase(&self, phase: &str, since: &mut std::time::Instant) {
+        let now = std::time::Instant::now();
+        self.deploy_phase_seconds
+            .get_or_create(&PhaseLabels {
+                phase: phase.to_owned(),
+            })
+            .observe(now.duration_since(*since).as_secs_f64());
+        *since = now;
     }
 
     /// Counts a failed Docker call.
@@ -271,6 +309,9 @@ mod tests {
         m.step("start", false);
         m.docker_error("inspect");
         m.deploy_seconds.observe(0.6);
+        let mut since = std::time::Instant::now() - std::time::Duration::from_millis(30);
+        m.deploy_phase("create", &mut since);
+        assert!(since.elapsed() < std::time::Duration::from_millis(30));
         m.repairs.inc();
         m.password_verifications.inc();
         m.reconciler_leader.set(1);
@@ -283,6 +324,8 @@ mod tests {
             "zcaas_reconcile_steps_total{step=\"start\",outcome=\"error\"} 1",
             "zcaas_docker_errors_total{operation=\"inspect\"} 1",
             "zcaas_deploy_duration_seconds_count 1",
+            "zcaas_deploy_phase_duration_seconds_count{phase=\"create\"} 1",
+            "zcaas_deploy_phase_duration_seconds_bucket{le=\"0.05\",phase=\"create\"} 1",
             "zcaas_repairs_total 1",
             "zcaas_password_verifications_total 1",
             "zcaas_reconciler_leader 1",

@@ -216,6 +216,7 @@ impl Options {
 
 fn main() -> anyhow::Result<()> {
     let opts = Options::parse(std::env::args().skip(1))?;
+    host_limits(opts.agents)?;
     // The in-process control plane of the reconcile measurement logs into
     // this output: warnings only, unless asked otherwise. (Still one thread.)
     if std::env::var_os("RUST_LOG").is_none() {
@@ -239,6 +240,43 @@ fn main() -> anyhow::Result<()> {
         println!("{}", leftovers(prefix));
     }
     result
+}
+
+/// Refuses, before anything is created, a fleet the host's kernel limits
+/// would stop part-way (each limit's reason: deploy/OPERATIONS.md,
+/// "Capacity"): the IPv4 neighbour table's hard size (`gc_thresh3`; each
+/// running agent holds two entries) and `kernel.pid_max` (about 15 threads
+/// per agent with its shim).
+fn host_limits(agents: usize) -> anyhow::Result<()> {
+    let read =
+        |path: &str| -> Option<usize> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
+    let mut short = Vec::new();
+    let neigh = "/proc/sys/net/ipv4/neigh/default/gc_thresh3";
+    if let Some(have) = read(neigh) {
+        let need = 2 * agents + 256;
+        if have < need {
+            short.push(format!(
+                "net.ipv4.neigh.default.gc_thresh3 = {have} < {need} (two neighbour entries per agent): \
+                 sysctl -w net.ipv4.neigh.default.gc_thresh1=8192 net.ipv4.neigh.default.gc_thresh2=32768 \
+                 net.ipv4.neigh.default.gc_thresh3=65536"
+            ));
+        }
+    }
+    if let Some(have) = read("/proc/sys/kernel/pid_max") {
+        let need = 16 * agents + 8192;
+        if have < need {
+            short.push(format!(
+                "kernel.pid_max = {have} < {need} (about 15 threads per agent): sysctl -w kernel.pid_max=4194304"
+            ));
+        }
+    }
+    if short.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "this host cannot hold {agents} agents; raise, for the run (and restore after):\n  {}",
+        short.join("\n  ")
+    )
 }
 
 /// What is left on the engine with our label (it must be nothing).
@@ -650,7 +688,7 @@ struct Checkpoint {
     zcaas_pss_kib: u64,
     dockerd_rss_kib: u64,
     containerd_rss_kib: u64,
-    cpu: IdleCpu,
+    cpu: CpuWindow,
 }
 
 /// One wave of creates.
@@ -793,7 +831,7 @@ async fn measure(
         "\n## the whole fleet: {} agents RUNNING",
         running.len()
     ));
-    messages(fleet, server.api(), &running, &mut figures).await;
+    messages(fleet, server, checkpoints.last(), &running, &mut figures).await?;
     lists(fleet, server, &mut figures).await?;
     for s in &fleet.streams {
         s.abort();
@@ -807,6 +845,7 @@ async fn measure(
 async fn probe(fleet: &Fleet<'_>, api: &Api, running: usize) -> anyhow::Result<Vec<f64>> {
     let jwt = &fleet.users[0].jwt;
     let mut ms = Vec::new();
+    let phases_before = deploy_phases(api).await;
     for k in 0..fleet.opts.probe {
         let body = api.agent_body(&format!("{} p{running}-{k}", fleet.prefix));
         let (status, agent) = post_json(api, "/api/agents", jwt, &body).await?;
@@ -833,7 +872,52 @@ async fn probe(fleet: &Fleet<'_>, api: &Api, running: usize) -> anyhow::Result<V
         }
     }
     ms.sort_by(f64::total_cmp);
+    let phases_after = deploy_phases(api).await;
+    let means: Vec<String> = zcaas::metrics::DEPLOY_PHASES
+        .iter()
+        .map(|&phase| {
+            let (s0, n0) = phases_before.get(phase).copied().unwrap_or_default();
+            let (s1, n1) = phases_after.get(phase).copied().unwrap_or_default();
+            match n1 - n0 {
+                n if n > 0.0 => format!("{phase} {:.0}", (s1 - s0) / n * 1000.0),
+                _ => format!("{phase} -"),
+            }
+        })
+        .collect();
+    println!(
+        "  where one start's time goes with {running} RUNNING (zcaas_deploy_phase_duration_seconds, mean ms): {}",
+        means.join(", ")
+    );
     Ok(ms)
+}
+
+/// `zcaas_deploy_phase_duration_seconds` by phase: (sum in seconds, count).
+async fn deploy_phases(api: &Api) -> HashMap<String, (f64, f64)> {
+    let mut out: HashMap<String, (f64, f64)> = HashMap::new();
+    let Ok(res) = api.http.get(api.url("/metrics")).send().await else {
+        return out;
+    };
+    let text = res.text().await.unwrap_or_default();
+    let series = "zcaas_deploy_phase_duration_seconds_";
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(series) else {
+            continue;
+        };
+        let (kind, rest) = rest.split_once("{phase=\"").unwrap_or(("", ""));
+        let Some((phase, value)) = rest.split_once("\"} ") else {
+            continue;
+        };
+        let Ok(value) = value.trim().parse::<f64>() else {
+            continue;
+        };
+        let entry = out.entry(phase.to_owned()).or_default();
+        match kind {
+            "sum" => entry.0 = value,
+            "count" => entry.1 = value,
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Creates agents `from..to`, `concurrency` in flight at a time.
@@ -964,6 +1048,12 @@ struct FleetMemory {
     /// Every process below each container's shim (docker-init, the agent,
     /// any `runc exec` of a health check in flight).
     agent_kib: u64,
+    /// The file-backed part of `agent_kib` (the binaries' pages: shared
+    /// between containers only when they map the same inode — kernel
+    /// overlayfs over one image layer, not a FUSE mount per container).
+    agent_pss_file_kib: u64,
+    /// The agent processes' RSS, for the share PSS divides away.
+    agent_rss_kib: u64,
     agent_procs: usize,
     shim_kib: u64,
     shims: usize,
@@ -1069,6 +1159,9 @@ fn fleet_memory(prefix: &str) -> anyhow::Result<FleetMemory> {
         m.agent_procs += tree.len();
         m.agent_threads += tree.iter().map(|&p| threads(p)).sum::<usize>();
         m.agent_kib += tree.iter().map(|&p| pss(p)).sum::<u64>();
+        let rollup = |p: u32, key: &str| host::smaps_rollup(p, key).unwrap_or(0);
+        m.agent_pss_file_kib += tree.iter().map(|&p| rollup(p, "Pss_File")).sum::<u64>();
+        m.agent_rss_kib += tree.iter().map(|&p| rollup(p, "Rss")).sum::<u64>();
         m.agent_pids.extend(tree);
         if let Some(pid) = c["GraphDriver"]["Data"]["MergedDir"]
             .as_str()
@@ -1148,53 +1241,78 @@ fn pid_projection(memory: &FleetMemory, agents: usize) -> Option<String> {
     })
 }
 
-/// CPU over an idle window, in cores.
+/// CPU over a window (idle, or the message phase), in cores.
 #[derive(Default, Debug)]
-struct IdleCpu {
+struct CpuWindow {
     secs: f64,
     zcaas: f64,
     dockerd: f64,
     containerd: f64,
     shims: f64,
     agents: f64,
+    /// This benchmark: the HTTP clients and the provider stand-in.
+    bench: f64,
     machine: f64,
 }
 
-async fn idle_cpu(server_pid: u32, secs: u64, memory: &FleetMemory) -> IdleCpu {
-    let named: Vec<u32> = [
-        Some(server_pid),
-        host::pid_of("dockerd"),
-        host::pid_of("containerd"),
-    ]
-    .into_iter()
-    .map(|p| p.unwrap_or(0))
-    .collect();
-    let read = || {
-        (
-            host::cpu_seconds_of(&named),
-            host::cpu_seconds_of(&memory.shim_pids),
-            host::cpu_seconds_of(&memory.agent_pids),
-            host::machine_jiffies(),
-            Instant::now(),
-        )
-    };
-    let before = read();
-    tokio::time::sleep(Duration::from_secs(secs)).await;
-    let after = read();
-    let window = (after.4 - before.4).as_secs_f64();
-    let one = |pid: u32| match (before.0.get(&pid), after.0.get(&pid)) {
-        (Some(b), Some(a)) => (a - b) / window,
-        _ => f64::NAN,
-    };
-    IdleCpu {
-        secs: window,
-        zcaas: one(named[0]),
-        dockerd: one(named[1]),
-        containerd: one(named[2]),
-        shims: host::cpu_delta(&before.1, &after.1) / window,
-        agents: host::cpu_delta(&before.2, &after.2) / window,
-        machine: host::busy_cores(before.3, after.3),
+/// CPU counters of the control plane, the engine, the fleet, this process
+/// and the whole machine at one instant; two of them make a [`CpuWindow`].
+struct CpuMark {
+    named: Vec<u32>,
+    named_secs: HashMap<u32, f64>,
+    shims: HashMap<u32, f64>,
+    agents: HashMap<u32, f64>,
+    bench_secs: f64,
+    machine: (f64, f64),
+    at: Instant,
+}
+
+impl CpuMark {
+    fn now(server_pid: u32, memory: &FleetMemory) -> CpuMark {
+        let named: Vec<u32> = [
+            Some(server_pid),
+            host::pid_of("dockerd"),
+            host::pid_of("containerd"),
+        ]
+        .into_iter()
+        .map(|p| p.unwrap_or(0))
+        .collect();
+        CpuMark {
+            named_secs: host::cpu_seconds_of(&named),
+            named,
+            shims: host::cpu_seconds_of(&memory.shim_pids),
+            agents: host::cpu_seconds_of(&memory.agent_pids),
+            bench_secs: host::cpu_seconds(std::process::id()).unwrap_or(0.0),
+            machine: host::machine_jiffies(),
+            at: Instant::now(),
+        }
     }
+
+    /// Cores used on average since `self` (CPU seconds per second).
+    fn since(&self, server_pid: u32, memory: &FleetMemory) -> CpuWindow {
+        let after = CpuMark::now(server_pid, memory);
+        let window = (after.at - self.at).as_secs_f64();
+        let one = |pid: u32| match (self.named_secs.get(&pid), after.named_secs.get(&pid)) {
+            (Some(b), Some(a)) => (a - b) / window,
+            _ => f64::NAN,
+        };
+        CpuWindow {
+            secs: window,
+            zcaas: one(self.named[0]),
+            dockerd: one(self.named[1]),
+            containerd: one(self.named[2]),
+            shims: host::cpu_delta(&self.shims, &after.shims) / window,
+            agents: host::cpu_delta(&self.agents, &after.agents) / window,
+            bench: (after.bench_secs - self.bench_secs) / window,
+            machine: host::busy_cores(self.machine, after.machine),
+        }
+    }
+}
+
+async fn idle_cpu(server_pid: u32, secs: u64, memory: &FleetMemory) -> CpuWindow {
+    let before = CpuMark::now(server_pid, memory);
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    before.since(server_pid, memory)
 }
 
 async fn checkpoint(
@@ -1235,6 +1353,12 @@ async fn checkpoint(
         memory.per_agent_mib(memory.proxy_kib),
         memory.proxies,
         mib(memory.total_kib())
+    );
+    println!(
+        "  agent processes: RSS {:.2} MiB per agent, PSS {:.2} of which file-backed {:.2} (the binaries' pages; shared across containers only on a storage driver that shares the image layer's inodes)",
+        memory.per_agent_mib(memory.agent_rss_kib),
+        memory.per_agent_mib(memory.agent_kib),
+        memory.per_agent_mib(memory.agent_pss_file_kib)
     );
     println!(
         "  published host ports: {} of {} containers{} | MemAvailable {:.0} MiB, {:.2} MiB less per agent than before the fleet (machine-wide: anything else running counts)",
@@ -1303,25 +1427,52 @@ async fn checkpoint(
     })
 }
 
-/// One message to every RUNNING agent through the control plane.
-async fn messages(fleet: &Fleet<'_>, api: &Api, running: &[Created], figures: &mut FleetFigures) {
+/// One message to every RUNNING agent through the control plane, and what
+/// answering costs: CPU per message above the idle rate of the last
+/// checkpoint (the fleet's processes as counted there, `zcaas`, the engine,
+/// and the whole machine less this benchmark's own clients and provider
+/// stand-in) and the fleet's PSS per agent once every agent has answered (a
+/// busy agent's memory: its conversation in memory, the provider client's
+/// connection and buffers). An agent whose first message failed is sent a
+/// second one after the others; both counts are reported.
+async fn messages(
+    fleet: &Fleet<'_>,
+    server: &Server,
+    idle: Option<&Checkpoint>,
+    running: &[Created],
+    figures: &mut FleetFigures,
+) -> anyhow::Result<()> {
+    let api = server.api();
+    let empty = FleetMemory::default();
+    let pids = idle.map_or(&empty, |cp| &cp.memory);
+    let mark = CpuMark::now(server.pid(), pids);
     let t = Instant::now();
-    let results: Vec<Result<f64, String>> = futures::stream::iter(running)
-        .map(|agent| async move {
-            let jwt = &fleet.users[agent.user].jwt;
-            let path = format!("/api/agents/{}/message", agent.id);
+    let send = |agent: &'_ Created| {
+        let jwt = fleet.users[agent.user].jwt.clone();
+        let path = format!("/api/agents/{}/message", agent.id);
+        let id = agent.id.clone();
+        async move {
             let body = json!({"message": "hello from the density benchmark"});
             let t = Instant::now();
-            match post_json(api, &path, jwt, &body).await {
+            match post_json(api, &path, &jwt, &body).await {
                 Ok((200, v)) if v["response"].is_string() => Ok(t.elapsed().as_secs_f64() * 1000.0),
-                Ok((status, v)) => Err(format!("{}: {status} {v}", agent.id)),
-                Err(e) => Err(format!("{}: {e:#}", agent.id)),
+                Ok((status, v)) => Err(format!("{id}: {status} {v}")),
+                Err(e) => Err(format!("{id}: {e:#}")),
             }
-        })
+        }
+    };
+    let results: Vec<Result<f64, String>> = futures::stream::iter(running)
+        .map(send)
         .buffer_unordered(MESSAGE_CONCURRENCY)
         .collect()
         .await;
     let secs = t.elapsed().as_secs_f64();
+    let retry: Vec<&Created> = running
+        .iter()
+        .zip(&results)
+        .filter(|(_, r)| r.is_err())
+        .map(|(agent, _)| agent)
+        .collect();
     let mut ms: Vec<f64> = results
         .iter()
         .filter_map(|r| r.as_ref().ok().copied())
@@ -1338,8 +1489,53 @@ async fn messages(fleet: &Fleet<'_>, api: &Api, running: &[Created], figures: &m
         failed.len()
     ));
     for f in failed.iter().take(10) {
-        println!("  failure: {f}");
+        figures.say(format!("  failure: {f}"));
     }
+    let cpu = mark.since(server.pid(), pids);
+    let answered = ms.len().max(1) as f64;
+    let base = idle.map(|cp| &cp.cpu);
+    // Core-seconds per message above the idle rate: (cores − idle cores) ×
+    // window ÷ messages, in ms.
+    let per = |cores: f64, idle: Option<f64>| {
+        (cores - idle.unwrap_or(0.0)).max(0.0) * cpu.secs / answered * 1000.0
+    };
+    figures.say(format!(
+        "  CPU per message above the idle rate (ms of one core; machine {:.2} cores busy in the window): agent processes {:.2} + shims {:.2}, zcaas {:.2}, dockerd {:.2}, containerd {:.2} | whole machine less this benchmark {:.2} (this benchmark {:.2})",
+        cpu.machine,
+        per(cpu.agents, base.map(|b| b.agents)),
+        per(cpu.shims, base.map(|b| b.shims)),
+        per(cpu.zcaas, base.map(|b| b.zcaas)),
+        per(cpu.dockerd, base.map(|b| b.dockerd)),
+        per(cpu.containerd, base.map(|b| b.containerd)),
+        per(cpu.machine - cpu.bench, base.map(|b| b.machine - b.bench)),
+        per(cpu.bench, None)
+    ));
+    if !retry.is_empty() {
+        let again: Vec<Result<f64, String>> = futures::stream::iter(retry.iter().copied())
+            .map(send)
+            .buffer_unordered(MESSAGE_CONCURRENCY)
+            .collect()
+            .await;
+        let ok = again.iter().filter(|r| r.is_ok()).count();
+        figures.say(format!(
+            "  second message to the {} agents whose first failed: {ok} answered",
+            retry.len()
+        ));
+        for f in again.iter().filter_map(|r| r.as_ref().err()).take(10) {
+            figures.say(format!("  failure again: {f}"));
+        }
+    }
+    if let Some(idle) = idle.map(|cp| &cp.memory) {
+        let busy = tokio::task::block_in_place(|| fleet_memory(&fleet.prefix))?;
+        figures.say(format!(
+            "  per-agent host memory (PSS) after one message each: {:.2} MiB (agent processes {:.2}) | idle at the last checkpoint: {:.2} MiB (agent processes {:.2})",
+            busy.per_agent_mib(busy.total_kib()),
+            busy.per_agent_mib(busy.agent_kib),
+            idle.per_agent_mib(idle.total_kib()),
+            idle.per_agent_mib(idle.agent_kib)
+        ));
+    }
+    Ok(())
 }
 
 /// `GET /api/agents` under wrk for the user of [`LIST_AGENTS`] and for the
@@ -1482,13 +1678,18 @@ async fn restart(
             let passes = metric(&text, "zcaas_reconcile_passes_total");
             let gauge = metric(&text, "zcaas_agents{status=\"RUNNING\"}");
             last = format!("passes {passes:?}, RUNNING gauge {gauge:?}");
-            if passes.is_some_and(|p| p >= running as f64) && gauge == Some(running as f64) {
+            // At least: an agent counted failed in its wave (ERROR at its
+            // first attempt) may have come back RUNNING on the product's
+            // retry since.
+            if passes.is_some_and(|p| p >= running as f64)
+                && gauge.is_some_and(|g| g >= running as f64)
+            {
                 confirmed = Some(t0.elapsed());
             }
         }
         if health_all.is_none() && Instant::now() >= next_list {
             next_list = Instant::now() + Duration::from_secs(1);
-            if all_health_after(fleet, api, wall).await == running {
+            if all_health_after(fleet, api, wall).await >= running {
                 health_all = Some(t0.elapsed());
             }
         }

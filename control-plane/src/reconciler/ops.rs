@@ -331,9 +331,11 @@ pub(crate) async fn start(
     cancel: &CancellationToken,
 ) -> anyhow::Result<()> {
     let ctx = &inner.ctx;
+    let mut phase = std::time::Instant::now();
     let _permit = until_cancelled(cancel, inner.deploy_permits.acquire())
         .await?
         .map_err(|_| anyhow!("shutting down"))?;
+    ctx.metrics.deploy_phase("queue", &mut phase);
     // The agent's network (claimed at its first deploy), ensured.
     let agent = &super::networks::claim(ctx, &inner.attached, agent).await?;
     let network = agent.network_or(&ctx.config.network).to_owned();
@@ -383,6 +385,7 @@ pub(crate) async fn start(
         }
         None => false,
     };
+    ctx.metrics.deploy_phase("prepare", &mut phase);
     // Creates, or adopts the matching workload and writes its files again
     // (a pass cut short after the create may not have written them).
     let container_id = ctx
@@ -394,6 +397,7 @@ pub(crate) async fn start(
         .lifecycle()
         .set_container(&agent.id, &container_id, &hash)
         .await?;
+    ctx.metrics.deploy_phase("create", &mut phase);
     crash_point("after-create");
     crash_point("after-upload");
     until_cancelled(cancel, pause_point("after-upload")).await?;
@@ -418,6 +422,7 @@ pub(crate) async fn start(
         .ok_or_else(|| anyhow!("container vanished after start"))?;
     let base = gateway_base(&ctx.config, port.map(i64::from), &network, Some(&endpoint))
         .ok_or_else(|| anyhow!("the container has no address on network {network}"))?;
+    ctx.metrics.deploy_phase("start", &mut phase);
     let started_at = incarnation.started_at;
     let target = PairingTarget {
         container_id: &container_id,
@@ -426,7 +431,9 @@ pub(crate) async fn start(
         files: &files,
     };
     let base = until_cancelled(cancel, pair(inner, agent, &target, base, started_at)).await??;
+    ctx.metrics.deploy_phase("pair", &mut phase);
     until_cancelled(cancel, wait_healthy(inner, &container_id, &base)).await??;
+    ctx.metrics.deploy_phase("healthy", &mut phase);
 
     let reason = if agent.ever_running {
         "started and re-paired"
