@@ -43,6 +43,7 @@ pub mod process;
 pub mod scope;
 pub mod sse;
 pub mod store;
+pub mod swarm;
 pub mod traefik;
 pub mod world;
 
