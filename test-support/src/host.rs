@@ -272,3 +272,78 @@ fn read_trimmed(path: &str) -> String {
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "?".to_owned())
 }
+
+/// One wrk run: its report and the CPU each side used.
+pub struct WrkRun {
+    /// wrk's whole report (stdout).
+    pub output: String,
+    /// `Requests/sec:`, and the 50 % and 99 % latencies, as wrk prints them.
+    pub rps: String,
+    pub p50: String,
+    pub p99: String,
+    /// CPU seconds (user + system) of wrk and of the server process.
+    pub wrk_cpu: f64,
+    pub server_cpu: f64,
+    /// CPU seconds the whole machine was busy (everyone's processes).
+    pub machine_cpu: f64,
+    /// Wall seconds of the run.
+    pub seconds: f64,
+}
+
+/// `wrk -t2 -c32 -d<secs>s --latency` on `url` with `jwt` as the bearer
+/// token, timed with `/usr/bin/time` for wrk's own CPU, and the CPU the
+/// process `server_pid` and the whole machine used meanwhile.
+///
+/// Errors: wrk or `/usr/bin/time` missing (`apt-get install -y wrk time`),
+/// wrk failing, any non-2xx answer, a report without its figures.
+pub fn wrk(server_pid: u32, url: &str, jwt: &str, secs: u32) -> anyhow::Result<WrkRun> {
+    use anyhow::{bail, Context as _};
+    let auth = format!("Authorization: Bearer {jwt}");
+    let duration = format!("-d{secs}s");
+    let server = || cpu_seconds(server_pid).with_context(|| format!("/proc/{server_pid}/stat"));
+    let before = server()?;
+    let busy0 = machine_jiffies();
+    let t = std::time::Instant::now();
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "wrk-cpu %U %S", "wrk", "-t2", "-c32", &duration])
+        .args(["--latency", "-H", &auth, url])
+        .output()
+        .context("running wrk (apt-get install -y wrk time)")?;
+    let seconds = t.elapsed().as_secs_f64();
+    let server_cpu = server()? - before;
+    let machine_cpu = busy_cores(busy0, machine_jiffies()) * seconds;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        bail!("wrk: {stderr}");
+    }
+    let wrk_cpu = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("wrk-cpu "))
+        .map(|v| {
+            v.split_whitespace()
+                .filter_map(|x| x.parse::<f64>().ok())
+                .sum()
+        })
+        .context("no wrk CPU time")?;
+    let output = String::from_utf8_lossy(&out.stdout).into_owned();
+    if output.contains("Non-2xx") {
+        bail!("wrk saw non-2xx answers:\n{output}");
+    }
+    let find = |prefix: &str| -> anyhow::Result<String> {
+        output
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .map(|v| v.trim().to_owned())
+            .with_context(|| format!("no {prefix} in wrk output"))
+    };
+    Ok(WrkRun {
+        rps: find("Requests/sec:")?,
+        p50: find("50%")?,
+        p99: find("99%")?,
+        output,
+        wrk_cpu,
+        server_cpu,
+        machine_cpu,
+        seconds,
+    })
+}

@@ -1553,10 +1553,10 @@ async fn lists(
         let user = &fleet.users[u];
         let owned = user.agents.load(Ordering::SeqCst);
         let url = server.api().url("/api/agents");
-        tokio::task::block_in_place(|| wrk(server.pid(), &url, &user.jwt, 3))?;
+        tokio::task::block_in_place(|| host::wrk(server.pid(), &url, &user.jwt, 3))?;
         let load = host::loadavg();
         let secs = fleet.opts.wrk_secs;
-        let run = tokio::task::block_in_place(|| wrk(server.pid(), &url, &user.jwt, secs))?;
+        let run = tokio::task::block_in_place(|| host::wrk(server.pid(), &url, &user.jwt, secs))?;
         figures.say(format!(
             "GET /api/agents ({owned} agents of the user, {} running on the host), wrk -t2 -c32 -d{secs}s: {} req/s, p50 {}, p99 {} | CPU: zcaas {:.2} cores, wrk {:.2}, everything else {:.2} | loadavg before {load}",
             fleet.running().len(),
@@ -1569,70 +1569,6 @@ async fn lists(
         ));
     }
     Ok(())
-}
-
-/// One wrk run: its figures and the CPU each side used.
-struct WrkRun {
-    rps: String,
-    p50: String,
-    p99: String,
-    /// CPU seconds (user + system) of wrk and of the zcaas process.
-    wrk_cpu: f64,
-    server_cpu: f64,
-    /// CPU seconds the whole machine was busy.
-    machine_cpu: f64,
-    seconds: f64,
-}
-
-/// `wrk -t2 -c32 -d<secs>s --latency` on `url` with the JWT, timed with
-/// `/usr/bin/time` for wrk's own CPU; fails on any non-2xx answer.
-fn wrk(server_pid: u32, url: &str, jwt: &str, secs: u32) -> anyhow::Result<WrkRun> {
-    let auth = format!("Authorization: Bearer {jwt}");
-    let duration = format!("-d{secs}s");
-    let before = host::cpu_seconds(server_pid).context("zcaas CPU")?;
-    let busy0 = host::machine_jiffies();
-    let t = Instant::now();
-    let out = Command::new("/usr/bin/time")
-        .args(["-f", "wrk-cpu %U %S", "wrk", "-t2", "-c32", &duration])
-        .args(["--latency", "-H", &auth, url])
-        .output()
-        .context("running wrk (apt-get install -y wrk time)")?;
-    let seconds = t.elapsed().as_secs_f64();
-    let server_cpu = host::cpu_seconds(server_pid).context("zcaas CPU")? - before;
-    let machine_cpu = host::busy_cores(busy0, host::machine_jiffies()) * seconds;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() {
-        bail!("wrk: {stderr}");
-    }
-    let wrk_cpu = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("wrk-cpu "))
-        .map(|v| {
-            v.split_whitespace()
-                .filter_map(|x| x.parse::<f64>().ok())
-                .sum()
-        })
-        .context("no wrk CPU time")?;
-    let output = String::from_utf8_lossy(&out.stdout).into_owned();
-    if output.contains("Non-2xx") {
-        bail!("wrk saw non-2xx answers:\n{output}");
-    }
-    let find = |prefix: &str| -> anyhow::Result<String> {
-        output
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(prefix))
-            .map(|v| v.trim().to_owned())
-            .with_context(|| format!("no {prefix} in wrk output"))
-    };
-    Ok(WrkRun {
-        rps: find("Requests/sec:")?,
-        p50: find("50%")?,
-        p99: find("99%")?,
-        wrk_cpu,
-        server_cpu,
-        machine_cpu,
-        seconds,
-    })
 }
 
 /// Stops `zcaas` (SIGTERM), measures a full reconcile pass with the control

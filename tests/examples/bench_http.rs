@@ -29,7 +29,6 @@
 //! error and on Ctrl-C too.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -394,77 +393,9 @@ async fn measure_rss(server: &Server, what: &str, ports: &[u16]) -> anyhow::Resu
     Ok(())
 }
 
-/// One wrk run: its report and the CPU each side used.
-struct WrkRun {
-    output: String,
-    rps: String,
-    p50: String,
-    p99: String,
-    /// CPU seconds (user + system) of wrk and of the zcaas process.
-    wrk_cpu: f64,
-    server_cpu: f64,
-    /// CPU seconds the whole machine was busy (everyone's processes).
-    machine_cpu: f64,
-    seconds: f64,
-}
-
 /// CPU seconds (user + system) the process has used so far.
 fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     host::cpu_seconds(pid).with_context(|| format!("/proc/{pid}/stat"))
-}
-
-/// `wrk -t2 -c32 -d<secs>s --latency` on `url`, timed with `/usr/bin/time`
-/// for wrk's own CPU; fails on any non-2xx answer.
-fn wrk(server: &Server, url: &str, jwt: &str, secs: u32) -> anyhow::Result<WrkRun> {
-    let auth = format!("Authorization: Bearer {jwt}");
-    let duration = format!("-d{secs}s");
-    let before = cpu_seconds(server.pid())?;
-    let (busy0, total0) = machine_jiffies();
-    let t = Instant::now();
-    let out = Command::new("/usr/bin/time")
-        .args(["-f", "wrk-cpu %U %S", "wrk", "-t2", "-c32", &duration])
-        .args(["--latency", "-H", &auth, url])
-        .output()
-        .context("running wrk (apt-get install -y wrk time)")?;
-    let seconds = t.elapsed().as_secs_f64();
-    let server_cpu = cpu_seconds(server.pid())? - before;
-    let (busy1, total1) = machine_jiffies();
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let machine_cpu = (busy1 - busy0) / (total1 - total0).max(1.0) * cpus * seconds;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() {
-        bail!("wrk: {stderr}");
-    }
-    let wrk_cpu = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("wrk-cpu "))
-        .map(|v| {
-            v.split_whitespace()
-                .filter_map(|x| x.parse::<f64>().ok())
-                .sum()
-        })
-        .context("no wrk CPU time")?;
-    let output = String::from_utf8_lossy(&out.stdout).into_owned();
-    if output.contains("Non-2xx") {
-        bail!("wrk saw non-2xx answers:\n{output}");
-    }
-    let find = |prefix: &str| -> anyhow::Result<String> {
-        output
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(prefix))
-            .map(|v| v.trim().to_owned())
-            .with_context(|| format!("no {prefix} in wrk output"))
-    };
-    Ok(WrkRun {
-        rps: find("Requests/sec:")?,
-        p50: find("50%")?,
-        p99: find("99%")?,
-        output,
-        wrk_cpu,
-        server_cpu,
-        machine_cpu,
-        seconds,
-    })
 }
 
 /// `wrk -t2 -c32 -d20s` on `GET /api/agents` (after a 3 s warm-up), then
@@ -479,9 +410,9 @@ async fn bench_list(server: &Server, jwt: &str) -> anyhow::Result<()> {
     }
     for (path, secs) in [("/api/agents", 20), ("/api/me", 20)] {
         let url = api.url(path);
-        tokio::task::block_in_place(|| wrk(server, &url, jwt, 3))?;
+        tokio::task::block_in_place(|| host::wrk(server.pid(), &url, jwt, 3))?;
         let load = loadavg();
-        let run = tokio::task::block_in_place(|| wrk(server, &url, jwt, secs))?;
+        let run = tokio::task::block_in_place(|| host::wrk(server.pid(), &url, jwt, secs))?;
         println!(
             "wrk -t2 -c32 -d{secs}s --latency GET {path} ({LIST_AGENTS} agents) | loadavg before {load}"
         );
