@@ -31,8 +31,9 @@ install -m 0755 "$BIN" "$CTX/agent-runtime"
 install -m 0644 "$CA_BUNDLE" "$CTX/ca-certificates.crt"
 # Owned by 65534 in the context too; the Dockerfile's COPY --chown makes it so in the image
 # whoever runs this script.
-install -d -m 0755 -o 65534 -g 65534 "$CTX/zeroclaw-data" 2>/dev/null \
-    || install -d -m 0755 "$CTX/zeroclaw-data"
+for d in zeroclaw-data zeroclaw-data/.zeroclaw zeroclaw-data/workspace; do
+    install -d -m 0755 -o 65534 -g 65534 "$CTX/$d" 2>/dev/null || install -d -m 0755 "$CTX/$d"
+done
 install -m 0644 "$ROOT/agent-runtime/Dockerfile" "$CTX/Dockerfile"
 
 DOCKER_BUILDKIT=0 docker build --quiet -t "$TAG" --label io.zcaas.managed=true "$CTX" >/dev/null

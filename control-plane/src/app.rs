@@ -18,6 +18,8 @@ use crate::api::auth::{LoginLimiter, RegistrationLimiter};
 use crate::api::AppState;
 use crate::auth::JwtKeys;
 use crate::config::Config;
+use crate::config::OrchestratorKind;
+use crate::docker::swarm::SwarmRuntime;
 use crate::docker::DockerRuntime;
 use crate::events::EventBus;
 use crate::gateway::GatewayClient;
@@ -76,14 +78,21 @@ impl App {
             .context("reading the installation id")?;
         tracing::info!(installation = %installation, "installation");
 
-        let docker = DockerRuntime::connect(config.extra_labels.clone())
-            .await
-            .context("connecting to Docker")?
-            .with_installation(installation);
+        let docker =
+            DockerRuntime::connect_to(config.docker_host.as_deref(), config.extra_labels.clone())
+                .await
+                .context("connecting to Docker")?
+                .with_installation(installation);
         docker.ping().await.context("pinging Docker")?;
         ensure_image(&docker, &config).await;
-        // The one orchestrator there is today; a second engine is chosen here.
-        let orchestrator: Arc<dyn Orchestrator> = Arc::new(docker);
+        let orchestrator: Arc<dyn Orchestrator> = match config.orchestrator {
+            OrchestratorKind::Docker => Arc::new(docker),
+            OrchestratorKind::Swarm => Arc::new(
+                SwarmRuntime::connect(docker, config.docker_host.as_deref())
+                    .await
+                    .context("connecting to the swarm")?,
+            ),
+        };
         // Every agents' network in use (the first always), with the
         // `network_attach` containers (Traefik, zcaas's own) on each.
         reconciler::networks::attach_in_use(&db, orchestrator.as_ref(), &config).await?;
@@ -92,7 +101,10 @@ impl App {
 
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let gateway = GatewayClient::new();
+        let gateway = match &config.agent_proxy {
+            Some(proxy) => GatewayClient::with_proxy(proxy).context("agent_proxy")?,
+            None => GatewayClient::new(),
+        };
         // One replica (SQLite): the bus broadcasts what is published. Several
         // (PostgreSQL): every replica's bus is fed, in id order, from the
         // database by the relay.

@@ -46,11 +46,36 @@ pub enum AgentAddress {
     Network,
 }
 
+/// The engine that runs agent workloads (`orchestrator`,
+/// `ZCAAS_ORCHESTRATOR`): the seam of [`crate::orchestrator`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum OrchestratorKind {
+    /// One Docker Engine: a container per agent ([`crate::docker::DockerRuntime`]).
+    #[default]
+    Docker,
+    /// A Docker Swarm, zcaas talking to a manager: a service per agent,
+    /// placed by Swarm on any node ([`crate::docker::swarm::SwarmRuntime`]).
+    /// Needs `agent_address = network`.
+    Swarm,
+}
+
 /// Resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Address the API listens on (`127.0.0.1:8080`).
     pub listen: SocketAddr,
+    /// The engine agents run on: `docker` (default) or `swarm`.
+    pub orchestrator: OrchestratorKind,
+    /// The Docker Engine API endpoint (`unix:///var/run/docker.sock`,
+    /// `tcp://host:2375`); `None`: `DOCKER_HOST`, else the local socket. In
+    /// `swarm` mode it must be a manager's.
+    pub docker_host: Option<String>,
+    /// An HTTP proxy (`http://host:port`) through which the control plane
+    /// reaches agents' gateways, for a control plane that is not attached
+    /// to the agents' networks itself (the multi-node tests reach a swarm's
+    /// overlay this way); `None`: direct. Only agents' traffic uses it.
+    pub agent_proxy: Option<String>,
     /// Holds the SQLite file, the master key file and the JWT secret file.
     pub data_dir: PathBuf,
     /// `sqlite://…`; defaults to `<data_dir>/zcaas.db`.
@@ -142,6 +167,9 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from("agent-runtime"));
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            orchestrator: OrchestratorKind::Docker,
+            docker_host: None,
+            agent_proxy: None,
             data_dir,
             database_url,
             domain: "localhost".into(),
@@ -256,6 +284,21 @@ impl Config {
                 self.agents_per_network
             );
         }
+        if self.orchestrator == OrchestratorKind::Swarm
+            && self.agent_address != AgentAddress::Network
+        {
+            bail!(
+                "orchestrator = swarm needs agent_address = network: a swarm task publishes no \
+                 loopback port (ZCAAS_AGENT_ADDRESS=network)"
+            );
+        }
+        if let Some(proxy) = &self.agent_proxy {
+            let ok = reqwest::Url::parse(proxy)
+                .is_ok_and(|u| u.scheme() == "http" && u.host_str().is_some());
+            if !ok {
+                bail!("agent_proxy {proxy:?} is not an http://host:port URL");
+            }
+        }
         if self.network.is_empty() {
             bail!("network must name a Docker network");
         }
@@ -294,6 +337,9 @@ pub struct FilePlans {
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub listen: Option<SocketAddr>,
+    pub orchestrator: Option<OrchestratorKind>,
+    pub docker_host: Option<String>,
+    pub agent_proxy: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
     pub domain: Option<String>,
@@ -355,6 +401,19 @@ pub struct ConfigArgs {
     /// Address the API listens on [default: 127.0.0.1:8080].
     #[arg(long, env = "ZCAAS_LISTEN", global = true)]
     pub listen: Option<SocketAddr>,
+    /// The engine agents run on: docker (one Docker Engine) or swarm (a
+    /// Docker Swarm; zcaas talks to a manager) [default: docker].
+    #[arg(long, env = "ZCAAS_ORCHESTRATOR", global = true, value_enum)]
+    pub orchestrator: Option<OrchestratorKind>,
+    /// The Docker Engine API endpoint (unix:///path or tcp://host:port)
+    /// [default: DOCKER_HOST, else the local socket].
+    #[arg(long, env = "ZCAAS_DOCKER_HOST", global = true)]
+    pub docker_host: Option<String>,
+    /// HTTP proxy (http://host:port) through which agents' gateways are
+    /// reached, when zcaas is not on the agents' networks itself
+    /// [default: none, direct].
+    #[arg(long, env = "ZCAAS_AGENT_PROXY", global = true)]
+    pub agent_proxy: Option<String>,
     /// Directory of the SQLite file, the master key and the JWT secret [default: ./data].
     #[arg(long, env = "ZCAAS_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
@@ -526,6 +585,7 @@ impl ConfigArgs {
         }
         layer!(
             listen,
+            orchestrator,
             database_url,
             domain,
             network,
@@ -542,6 +602,12 @@ impl ConfigArgs {
             retry_budget,
             log_json
         );
+        if let Some(h) = self.docker_host.clone().or(file.docker_host) {
+            c.docker_host = Some(h).filter(|h| !h.trim().is_empty());
+        }
+        if let Some(p) = self.agent_proxy.clone().or(file.agent_proxy) {
+            c.agent_proxy = Some(p).filter(|p| !p.trim().is_empty());
+        }
         if let Some(ms) = self.retry_backoff_ms.or(file.retry_backoff_ms) {
             c.retry_backoff_base = Duration::from_millis(ms);
         }

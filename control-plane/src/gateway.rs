@@ -111,26 +111,54 @@ impl GatewayClient {
 
     /// A client with explicit timeouts (tests use short ones).
     pub fn with_timeouts(connect: Duration, request: Duration, webhook: Duration) -> Self {
-        // Agents are reached on the host's loopback: never through a proxy
-        // from the environment. Redirects are answers like any other (see
-        // the module's invariant), never followed.
+        Self::build(connect, request, webhook, None).expect("a client without a proxy builds")
+    }
+
+    /// [`GatewayClient::new`] reaching every agent through the HTTP proxy
+    /// `proxy` (`http://host:port`, [`crate::config::Config::agent_proxy`]):
+    /// for a control plane that is not on the agents' networks itself.
+    ///
+    /// Errors: `proxy` is not a proxy URL reqwest accepts.
+    pub fn with_proxy(proxy: &str) -> anyhow::Result<Self> {
+        Self::build(
+            CONNECT_TIMEOUT,
+            REQUEST_TIMEOUT,
+            WEBHOOK_TIMEOUT,
+            Some(proxy),
+        )
+    }
+
+    fn build(
+        connect: Duration,
+        request: Duration,
+        webhook: Duration,
+        proxy: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let proxy = proxy.map(reqwest::Proxy::all).transpose()?;
+        // Agents are reached directly or through the configured proxy:
+        // never through a proxy from the environment. Redirects are answers
+        // like any other (see the module's invariant), never followed.
         let builder = || {
-            reqwest::Client::builder()
+            let b = reqwest::Client::builder()
                 .connect_timeout(connect)
                 .pool_idle_timeout(POOL_IDLE_TIMEOUT)
                 .no_proxy()
-                .redirect(reqwest::redirect::Policy::none())
+                .redirect(reqwest::redirect::Policy::none());
+            match &proxy {
+                Some(p) => b.proxy(p.clone()),
+                None => b,
+            }
         };
         let http = builder()
             .build()
             // Without a usable native root store (only https needs one).
             .or_else(|_| builder().tls_built_in_root_certs(false).build())
             .expect("an HTTP client without TLS roots always builds");
-        GatewayClient {
+        Ok(GatewayClient {
             http,
             request_timeout: request,
             webhook_timeout: webhook,
-        }
+        })
     }
 
     /// `POST {base}/pair` with `X-Pairing-Code: code` once; returns the bearer token.

@@ -9,21 +9,26 @@
 //! - [`TestApp::in_world`]: a [`World`] (network, images, provider
 //!   stand-in), where agents deploy, pair and answer for real (the
 //!   end-to-end tests).
+//! - [`TestApp::in_swarm`]: a [`SwarmWorld`] the test holds (a swarm of
+//!   namespaced dockerds, overlay network, provider stand-in, a proxy into
+//!   the overlay): zcaas in `swarm` mode against the manager's socket.
 //!
 //! Either way everything the app creates in Docker carries
-//! `io.zcaas.test=<prefix>` and is removed by label when the [`TestApp`]
-//! drops, even if the test panics.
+//! `io.zcaas.test=<prefix>`; on the machine's daemon it is removed by label
+//! when the [`TestApp`] drops, even if the test panics, and in a swarm the
+//! world's teardown removes everything.
 
 use std::time::{Duration, Instant};
 
 use zcaas::app::App;
-use zcaas::config::Config;
+use zcaas::config::{AgentAddress, Config, OrchestratorKind};
 use zcaas::secrets::SecretField;
 
 use crate::api::{Api, PASSWORD};
 use crate::binaries::agent_binary;
 use crate::images::AGENT_IMAGE;
 use crate::scope::{random_prefix, Cleanup, TEST_LABEL};
+use crate::swarm_world::SwarmWorld;
 use crate::world::World;
 
 /// One test's control plane, running in-process; its [`Api`] is reached
@@ -111,6 +116,31 @@ impl TestApp {
         tweak(&mut config);
         let (prefix, provider) = (world.prefix.clone(), world.provider.clone());
         Self::build(config, prefix, &provider, dir, Some(world), None).await
+    }
+
+    /// Starts the service in `swarm` mode against `world`'s manager, with
+    /// `tweak` applied to the configuration: agents are services on the
+    /// world's overlay network, reached through its proxy, with the world's
+    /// provider stand-in allowed. The test keeps `world` and drops it after
+    /// the app (declare the world first). No cleanup by label: the world's
+    /// teardown removes everything in the swarm.
+    pub async fn in_swarm(world: &SwarmWorld, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        let dir = tempfile::tempdir().expect("a data directory");
+        let mut config = Config::with_data_dir(dir.path().to_path_buf());
+        config.listen = "127.0.0.1:0".parse().expect("an address");
+        config.orchestrator = OrchestratorKind::Swarm;
+        config.docker_host = Some(world.manager_host());
+        config.agent_proxy = Some(world.proxy_url());
+        config.network = world.network.clone();
+        config.runtime_image = AGENT_IMAGE.to_string();
+        config.agent_binary = agent_binary().unwrap_or_else(|e| panic!("{e:#}"));
+        config.agent_address = AgentAddress::Network;
+        config.allow_private_provider_urls = true;
+        config.extra_labels = world.labels.clone();
+        config.domain = "agents.test".into();
+        tweak(&mut config);
+        let (prefix, provider) = (world.prefix.clone(), world.provider.clone());
+        Self::build(config, prefix, &provider, dir, None, None).await
     }
 
     async fn build(

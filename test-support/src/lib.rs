@@ -12,6 +12,11 @@
 //! - **The control plane**: in-process on `127.0.0.1:0` ([`TestApp`], with or
 //!   without a [`World`]: network, images, provider stand-in), or as a
 //!   `zcaas serve` child process ([`process::ServerProcess`]).
+//! - **A swarm** ([`swarm`], [`swarm_world`]): namespaced dockerds joined
+//!   into one Docker Swarm, and a [`SwarmWorld`] on it (overlay network,
+//!   provider stand-in, [`TestApp::in_swarm`]); the host reaches overlay
+//!   addresses through [`netns`]' proxy and relays, which open their
+//!   connections inside a container's network namespace.
 //! - **A real Traefik** ([`traefik`]): zcaas's own image with the
 //!   repository's configuration, adapted only where a test must differ.
 //! - **Store fixtures** ([`store`]): a fresh migrated store, rows with
@@ -38,12 +43,14 @@ pub mod cli;
 pub mod host;
 pub mod images;
 pub mod logs;
+pub mod netns;
 pub mod postgres;
 pub mod process;
 pub mod scope;
 pub mod sse;
 pub mod store;
 pub mod swarm;
+pub mod swarm_world;
 pub mod traefik;
 pub mod world;
 
@@ -57,8 +64,10 @@ pub use images::{
     TRAEFIK_VERSION,
 };
 pub use logs::LogBuffer;
+pub use netns::{HttpProxy, TcpRelay};
 pub use scope::{labelled, random_prefix, test_labels, Cleanup, TestScope, TEST_LABEL};
 pub use sse::{Sse, SseReader};
+pub use swarm_world::SwarmWorld;
 pub use world::World;
 
 /// A TCP port free on 127.0.0.1 right now (bound to 0, read, released).

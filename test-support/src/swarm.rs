@@ -61,6 +61,9 @@
 //!   networks and `docker_gwbridge`).
 //! - `--iptables=false`: the node programs no NAT or filter rules of its
 //!   own; the only rules on the machine are the harness's four.
+//! - `--no-new-privileges`: the daemon-wide default every swarm node of
+//!   zcaas needs (OPERATIONS.md): a service's spec cannot carry it on API
+//!   1.41, so agents' tasks get it from the daemon.
 //! - `--cgroup-parent=/zcsw-R-nK`: the node's containers live in cgroups
 //!   that carry the tag, so a container left by a killed shim is found and
 //!   its cgroups removed, not mixed with the machine's daemon's `/docker`.
@@ -490,6 +493,9 @@ impl SwarmCluster {
             .arg("-H")
             .arg(format!("unix://{}", node.socket.display()))
             .args(["--storage-driver=vfs", "--bridge=none", "--iptables=false"])
+            // What OPERATIONS.md asks of every swarm node: Swarm on API
+            // 1.41 cannot set no-new-privileges per service.
+            .arg("--no-new-privileges")
             .arg(format!("--cgroup-parent=/{}", node.netns))
             .arg(format!("--containerd-namespace={}", node.netns))
             .arg(format!("--containerd-plugins-namespace={}-p", node.netns))

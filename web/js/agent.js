@@ -225,6 +225,7 @@ export function renderAgent(main, id) {
     if (status !== 'RUNNING') { cpu.set(null); mem.set(null); return; }
     try {
       const s = await api('GET', `${base}/stats`);
+      if (s.visible === false) { cpu.set(null, s.reason); mem.set(null, s.reason); return; }
       cpu.set(s.cpuPercent, `${s.cpuPercent.toFixed(1)} %`, Math.min(100, s.cpuPercent / ((agent && agent.cpus) || 1)));
       const limit = (agent && agent.memoryLimitMb) || 0;
       mem.set(s.memoryMb, `${s.memoryMb.toFixed(1)} MiB${limit ? ` of ${limit}` : ''}`, limit ? (100 * s.memoryMb) / limit : 0);
@@ -491,6 +492,7 @@ function meter(label, id) {
     el,
     set(raw, text, pct) {
       value.textContent = raw === null || raw === undefined ? '—' : text;
+      value.title = raw === null || raw === undefined ? (text || '') : '';
       fill.style.width = `${Math.max(0, Math.min(100, pct || 0))}%`;
     },
   };

@@ -22,6 +22,7 @@ use crate::api::AppState;
 use crate::api::AuthUser;
 use crate::error::ApiError;
 use crate::model::Agent;
+use crate::orchestrator::OrchestratorError;
 use crate::reconciler::requests;
 use crate::secrets::{Redacted, SecretField};
 use crate::status::Status;
@@ -242,17 +243,27 @@ pub(crate) async fn logs(
     }))
 }
 
-/// `{"cpuPercent","memoryMb"}`.
+/// `{"visible":true,"cpuPercent","memoryMb"}`, or `{"visible":false,
+/// "reason"}` when the engine cannot show them from where the control
+/// plane runs (Swarm: the agent's task is on another node).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StatsView {
+    /// Whether the figures below were read.
+    pub visible: bool,
     /// Percent of one CPU.
-    pub cpu_percent: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<f64>,
     /// MiB.
-    pub memory_mb: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<f64>,
+    /// Why they are not visible.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
-/// `GET …/stats` → 200 with one live sample; 409 if the agent has no container.
+/// `GET …/stats` → 200 with one live sample (or `visible: false` and the
+/// reason); 409 if the agent has no container.
 async fn stats(
     State(state): State<AppState>,
     user: AuthUser,
@@ -265,8 +276,16 @@ async fn stats(
         .ok_or_else(|| ApiError::conflict("agent has no container"))?;
     match state.orchestrator.stats(container).await {
         Ok(s) => Ok(axum::Json(StatsView {
-            cpu_percent: s.cpu_percent,
-            memory_mb: s.memory_mb,
+            visible: true,
+            cpu_percent: Some(s.cpu_percent),
+            memory_mb: Some(s.memory_mb),
+            reason: None,
+        })),
+        Err(OrchestratorError::NotVisible(why)) => Ok(axum::Json(StatsView {
+            visible: false,
+            cpu_percent: None,
+            memory_mb: None,
+            reason: Some(why),
         })),
         Err(e) if e.is_not_found() => Err(ApiError::conflict("agent has no container")),
         Err(e) => Err(e.into()),

@@ -86,7 +86,8 @@ impl DockerRuntime {
     /// Builds the agent-runtime image `tag` from the static binary at `binary`
     /// with `agent-runtime/Dockerfile`, from an in-memory context, no registry.
     /// The context holds `agent-runtime` (mode 0755), the host's CA bundle as
-    /// `ca-certificates.crt`, and an empty `zeroclaw-data/` owned 65534:65534.
+    /// `ca-certificates.crt`, and `zeroclaw-data/` with empty `.zeroclaw/` and
+    /// `workspace/`, all owned 65534:65534.
     pub async fn build_agent_image(
         &self,
         tag: &str,
@@ -113,6 +114,23 @@ impl DockerRuntime {
             },
             ContextEntry {
                 path: "zeroclaw-data/".into(),
+                contents: Vec::new(),
+                mode: 0o755,
+                uid: super::spec::AGENT_UID,
+                gid: super::spec::AGENT_GID,
+            },
+            // Owned by the agent in the image, so in every new volume: on
+            // Swarm, files are mounted at paths inside these (secrets), and
+            // a missing directory would be created by root.
+            ContextEntry {
+                path: "zeroclaw-data/.zeroclaw/".into(),
+                contents: Vec::new(),
+                mode: 0o755,
+                uid: super::spec::AGENT_UID,
+                gid: super::spec::AGENT_GID,
+            },
+            ContextEntry {
+                path: "zeroclaw-data/workspace/".into(),
                 contents: Vec::new(),
                 mode: 0o755,
                 uid: super::spec::AGENT_UID,

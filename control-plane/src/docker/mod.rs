@@ -23,6 +23,7 @@ pub mod logs;
 pub mod observe;
 pub mod orchestrator;
 pub mod spec;
+pub mod swarm;
 
 use bollard::models::{
     EndpointSettings, Ipam, NetworkConnectRequest, NetworkCreateRequest, VolumeCreateRequest,
@@ -102,9 +103,34 @@ impl DockerRuntime {
     /// Connects to the local engine (`DOCKER_HOST` or the unix socket) and
     /// negotiates the API version.
     pub async fn connect(extra_labels: BTreeMap<String, String>) -> Result<Self, DockerError> {
-        let docker = bollard::Docker::connect_with_local_defaults()?
-            .negotiate_version()
-            .await?;
+        Self::connect_to(None, extra_labels).await
+    }
+
+    /// Connects to the engine at `host` (`unix:///path`, `tcp://host:port`
+    /// or `http://host:port`; `None`: as [`Self::connect`]) and negotiates
+    /// the API version.
+    ///
+    /// Errors: a scheme other than those, or the engine does not answer.
+    pub async fn connect_to(
+        host: Option<&str>,
+        extra_labels: BTreeMap<String, String>,
+    ) -> Result<Self, DockerError> {
+        const TIMEOUT_SECS: u64 = 120;
+        let docker = match host {
+            None => bollard::Docker::connect_with_local_defaults()?,
+            Some(h) if h.starts_with("unix://") => {
+                bollard::Docker::connect_with_unix(h, TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)?
+            }
+            Some(h) if h.starts_with("tcp://") || h.starts_with("http://") => {
+                bollard::Docker::connect_with_http(h, TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)?
+            }
+            Some(h) => {
+                return Err(DockerError::Other(format!(
+                    "docker_host {h:?}: only unix://, tcp:// and http:// endpoints are supported"
+                )))
+            }
+        };
+        let docker = docker.negotiate_version().await?;
         Ok(DockerRuntime {
             docker,
             extra_labels,

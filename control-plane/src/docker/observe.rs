@@ -331,7 +331,7 @@ impl DockerRuntime {
 }
 
 /// Turns a stream of log frames into a stream of lines.
-fn into_lines<S>(frames: S) -> BoxStream<'static, Result<LogLine, DockerError>>
+pub(crate) fn into_lines<S>(frames: S) -> BoxStream<'static, Result<LogLine, DockerError>>
 where
     S: Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send + 'static,
 {
@@ -447,6 +447,8 @@ pub fn observed(resp: ContainerInspectResponse) -> ObservedContainer {
         oom_killed: state.oom_killed.unwrap_or(false),
         restart_count: resp.restart_count.unwrap_or(0),
         host_port,
+        node: None,
+        status_message: None,
     }
 }
 

@@ -94,6 +94,8 @@ impl Workload {
             restart_count: 0,
             host_port: self.spec.host_port,
             ip_addresses: BTreeMap::from([(self.spec.network.clone(), "10.88.0.2".to_owned())]),
+            node: None,
+            status_message: None,
         }
     }
 }

@@ -36,6 +36,9 @@ pub const INSTALLATION_LABEL: &str = "io.zcaas.installation";
 /// label): the agent's agents' network, so also how the reconciler tells
 /// that a workload was made for the network its agent holds.
 pub const TRAEFIK_NETWORK_LABEL: &str = "traefik.docker.network";
+/// [`TRAEFIK_NETWORK_LABEL`] as Traefik's `swarm` provider spells it: on
+/// a Swarm service instead.
+pub const TRAEFIK_SWARM_NETWORK_LABEL: &str = "traefik.swarm.network";
 /// The port the agent gateway listens on inside its container.
 pub const AGENT_PORT: u16 = 42617;
 /// Where the agent's data volume is mounted; injected files are relative to it.
@@ -114,6 +117,13 @@ pub struct ObservedContainer {
     /// The workload's IPv4 address on each network it is attached to
     /// (network name → address), as the engine reports it now.
     pub ip_addresses: BTreeMap<String, String>,
+    /// The node the current incarnation is placed on (Swarm: the task's
+    /// node id); `None` on a single engine.
+    pub node: Option<String>,
+    /// Why a workload that should run does not, in the engine's words
+    /// (Swarm: a task's `Status.Err`, e.g. "no suitable node …"); `None`
+    /// when it runs or the engine says nothing.
+    pub status_message: Option<String>,
 }
 
 impl ObservedContainer {
@@ -310,6 +320,10 @@ pub enum OrchestratorError {
     /// Any other engine failure.
     #[error(transparent)]
     Engine(BoxError),
+    /// The engine cannot show this from where the control plane asks
+    /// (Swarm: stats of a task on another node); the text says why.
+    #[error("{0}")]
+    NotVisible(String),
     #[error("{0}")]
     Other(String),
 }

@@ -23,6 +23,7 @@ use crate::gateway::{GatewayError, PairCode};
 use crate::model::Agent;
 use crate::orchestrator::{
     ContainerSpec, FileEntry, ObservedContainer, Ownership, AGENT_ID_LABEL, TRAEFIK_NETWORK_LABEL,
+    TRAEFIK_SWARM_NETWORK_LABEL,
 };
 use crate::runtime_profile::{ProfileCache, RuntimeProfile};
 use crate::secrets::SecretField;
@@ -489,7 +490,11 @@ async fn host_port(ctx: &Context, agent: &Agent) -> anyhow::Result<Option<u16>> 
 /// network label, which every agent container carries (containers from
 /// before several networks carry the first one's name).
 fn on_network(c: &ObservedContainer, network: &str) -> bool {
-    c.labels.get(TRAEFIK_NETWORK_LABEL).map(String::as_str) == Some(network)
+    c.labels
+        .get(TRAEFIK_NETWORK_LABEL)
+        .or_else(|| c.labels.get(TRAEFIK_SWARM_NETWORK_LABEL))
+        .map(String::as_str)
+        == Some(network)
 }
 
 /// The agent's container name is held by a container of another agent id.

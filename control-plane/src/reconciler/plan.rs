@@ -130,10 +130,14 @@ pub fn exit_reason(c: &ObservedContainer) -> String {
     if c.oom_killed {
         return "container was OOM-killed (exit 137)".into();
     }
-    match c.exit_code {
-        Some(137) => "container was killed (exit 137: SIGKILL or out of memory)".into(),
-        Some(code) => format!("container exited with code {code}"),
-        None => format!("container is {}", c.state),
+    match (c.exit_code, &c.status_message) {
+        // A workload that cannot even be placed (Swarm: "no suitable
+        // node") says so, whatever its last incarnation's exit was.
+        (_, Some(why)) if c.state == "pending" => format!("workload cannot start: {why}"),
+        (Some(137), _) => "container was killed (exit 137: SIGKILL or out of memory)".into(),
+        (Some(code), _) => format!("container exited with code {code}"),
+        (None, Some(why)) => format!("container is {}: {why}", c.state),
+        (None, None) => format!("container is {}", c.state),
     }
 }
 

@@ -73,5 +73,7 @@ pub fn container(running: bool) -> ObservedContainer {
         restart_count: 0,
         host_port: Some(40001),
         ip_addresses: BTreeMap::new(),
+        node: None,
+        status_message: None,
     }
 }
