@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::plan::{backoff, exit_reason};
 use super::{ports, Context, Inner};
 use crate::addressing::{agent_gateway_base, gateway_base};
-use crate::config::AgentAddress;
+use crate::config::{AgentAddress, OrchestratorKind};
 // TOKEN_STORE_PATH: where a runtime may keep paired tokens apart from
 // `config.toml` (our runtime's `persist_tokens` store); an agent with issued
 // tokens gets it emptied with every injection (`render_seeded`).
@@ -342,6 +342,16 @@ pub(crate) async fn start(
     let network = agent.network_or(&ctx.config.network).to_owned();
     ensure_image(inner, &agent.image).await?;
     let profile = runtime_profile(ctx, &agent.image).await?;
+    if ctx.config.orchestrator == OrchestratorKind::Swarm && profile != RuntimeProfile::Zcaas {
+        // Swarm delivers files as read-only secrets; upstream ZeroClaw
+        // rewrites its config.toml at start (PITFALLS.md) and would fail.
+        bail!(
+            "image {} runs the upstream ZeroClaw runtime ({profile:?}), which rewrites its \
+             config.toml; with orchestrator = swarm the configuration is a read-only Swarm secret, \
+             so only zcaas's agent-runtime image is supported there",
+            agent.image
+        );
+    }
 
     let port = host_port(ctx, agent).await?;
     let agent = &Agent {
