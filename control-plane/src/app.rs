@@ -88,9 +88,13 @@ impl App {
         let orchestrator: Arc<dyn Orchestrator> = match config.orchestrator {
             OrchestratorKind::Docker => Arc::new(docker),
             OrchestratorKind::Swarm => Arc::new(
-                SwarmRuntime::connect(docker, config.docker_host.as_deref())
-                    .await
-                    .context("connecting to the swarm")?,
+                SwarmRuntime::connect(
+                    docker,
+                    config.docker_host.as_deref(),
+                    config.volume_driver.clone(),
+                )
+                .await
+                .context("connecting to the swarm")?,
             ),
         };
         // Every agents' network in use (the first always), with the

@@ -60,6 +60,32 @@ pub enum OrchestratorKind {
     Swarm,
 }
 
+/// A volume driver whose volumes every swarm node sees (`[volume_driver]`
+/// in the file): with it, agents' data is not pinned to a node and a task
+/// may start anywhere. `{volume}` in an option value is replaced by the
+/// volume's name (`zeroclaw-<slug>-data`), e.g. `local` with `type = "nfs"`,
+/// `o = "addr=10.0.0.5,rw"`, `device = ":/exports/{volume}"` (the directory
+/// must exist on the server).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeDriver {
+    /// The driver's name (`local`, a plugin's).
+    pub name: String,
+    /// Its options (`DriverOpts`).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+impl VolumeDriver {
+    /// The options for volume `volume`, `{volume}` replaced.
+    pub fn options_for(&self, volume: &str) -> BTreeMap<String, String> {
+        self.options
+            .iter()
+            .map(|(k, v)| (k.clone(), v.replace("{volume}", volume)))
+            .collect()
+    }
+}
+
 /// Resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -76,6 +102,10 @@ pub struct Config {
     /// to the agents' networks itself (the multi-node tests reach a swarm's
     /// overlay this way); `None`: direct. Only agents' traffic uses it.
     pub agent_proxy: Option<String>,
+    /// With `swarm`: a volume driver every node shares, so agents' data is
+    /// not pinned to the node of its first start; `None`: node-local
+    /// volumes, pinned (deploy/OPERATIONS.md "Several hosts").
+    pub volume_driver: Option<VolumeDriver>,
     /// Holds the SQLite file, the master key file and the JWT secret file.
     pub data_dir: PathBuf,
     /// `sqlite://…`; defaults to `<data_dir>/zcaas.db`.
@@ -170,6 +200,7 @@ impl Config {
             orchestrator: OrchestratorKind::Docker,
             docker_host: None,
             agent_proxy: None,
+            volume_driver: None,
             data_dir,
             database_url,
             domain: "localhost".into(),
@@ -340,6 +371,7 @@ pub struct FileConfig {
     pub orchestrator: Option<OrchestratorKind>,
     pub docker_host: Option<String>,
     pub agent_proxy: Option<String>,
+    pub volume_driver: Option<VolumeDriver>,
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
     pub domain: Option<String>,
@@ -605,6 +637,7 @@ impl ConfigArgs {
         if let Some(h) = self.docker_host.clone().or(file.docker_host) {
             c.docker_host = Some(h).filter(|h| !h.trim().is_empty());
         }
+        c.volume_driver = file.volume_driver.filter(|d| !d.name.trim().is_empty());
         if let Some(p) = self.agent_proxy.clone().or(file.agent_proxy) {
             c.agent_proxy = Some(p).filter(|p| !p.trim().is_empty());
         }

@@ -362,3 +362,75 @@ async fn agents_run_as_swarm_services_across_nodes() {
     let left = swarm::leftovers(&tag);
     assert!(left.is_empty(), "left on the machine: {left:?}");
 }
+
+/// With a volume driver every node shares (here `local` bind mounts of one
+/// host directory, which all the namespaced nodes see), an agent's data is
+/// not pinned: draining its node moves its task, and it is re-paired on the
+/// other node with no user action.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_shared_volume_driver_a_drained_node_moves_its_agents() {
+    if let Some(why) = swarm::unsupported() {
+        eprintln!("skipping: the swarm harness cannot run here: {why}");
+        return;
+    }
+    let world = SwarmWorld::start(2)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let tag = world.tag().to_owned();
+    let shared = world.cluster.dir().join("shared");
+    // The bind mounts' directories must exist (as an NFS export's would).
+    std::fs::create_dir_all(shared.join("zeroclaw-eve-data")).expect("the shared directory");
+    let device = format!("{}/{{volume}}", shared.display());
+    let app = TestApp::in_swarm(&world, |c| {
+        c.volume_driver = Some(zcaas::config::VolumeDriver {
+            name: "local".into(),
+            options: [
+                ("type".to_owned(), "none".to_owned()),
+                ("o".to_owned(), "bind".to_owned()),
+                ("device".to_owned(), device),
+            ]
+            .into(),
+        });
+    })
+    .await;
+    let cluster = &world.cluster;
+    let jwt = app.register("shared").await;
+    let (status, created) = app.create_agent(&jwt, app.agent_body("Eve")).await;
+    assert!(status.is_success(), "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    app.wait_running(&jwt, &id).await;
+    assert_answers(&app, &jwt, &id).await;
+    let s = service(cluster, "zeroclaw-eve");
+    assert!(
+        s["Spec"]["TaskTemplate"]["Placement"]["Constraints"].is_null(),
+        "not pinned: {s}"
+    );
+    let (_, node, _) = running_task(cluster, "zeroclaw-eve");
+    let token = app.stored_token(&id).await;
+    let node_id = cluster.node_id(node).to_owned();
+    cluster
+        .docker(0, &["node", "update", "--availability", "drain", &node_id])
+        .expect("draining the agent's node");
+    app.wait_repaired(&jwt, &id, &token, SETTLE).await;
+    let (_, moved, _) = running_task(cluster, "zeroclaw-eve");
+    assert_ne!(moved, node, "the task moved off the drained node");
+    assert_answers(&app, &jwt, &id).await;
+    cluster
+        .docker(0, &["node", "update", "--availability", "active", &node_id])
+        .expect("re-activating the node");
+
+    let (status, body) = app.delete_agent(&jwt, &id).await;
+    assert!(status.is_success(), "{body}");
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    while app.get_agent(&jwt, &id).await.0 != 404 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "agent {id} not deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(app);
+    world.shutdown().unwrap_or_else(|e| panic!("{e:#}"));
+    let left = swarm::leftovers(&tag);
+    assert!(left.is_empty(), "left on the machine: {left:?}");
+}

@@ -34,6 +34,7 @@ use tokio::time::Instant;
 use self::raw::RawEngine;
 use self::tasks::{current_task, observe, RawTask, ServiceView};
 use super::{status_of, DockerError, DockerRuntime};
+use crate::config::VolumeDriver;
 use crate::orchestrator::{
     ContainerSpec, FileEntry, Incarnation, Labels, ObservedContainer, AGENT_ID_LABEL,
 };
@@ -59,6 +60,8 @@ pub struct SwarmRuntime {
     raw: RawEngine,
     /// The manager's own node id: stats are read only for tasks on it.
     node_id: String,
+    /// A volume driver every node shares: no pinning ([`Self::pin`]).
+    volume_driver: Option<VolumeDriver>,
 }
 
 impl SwarmRuntime {
@@ -66,7 +69,11 @@ impl SwarmRuntime {
     ///
     /// Errors: the engine is not a swarm manager (a worker, or no swarm),
     /// or `host` is not a supported endpoint.
-    pub async fn connect(docker: DockerRuntime, host: Option<&str>) -> Result<Self, DockerError> {
+    pub async fn connect(
+        docker: DockerRuntime,
+        host: Option<&str>,
+        volume_driver: Option<VolumeDriver>,
+    ) -> Result<Self, DockerError> {
         let info = docker.client().info().await?;
         let swarm = info.swarm.unwrap_or_default();
         if swarm.control_available != Some(true) {
@@ -81,6 +88,7 @@ impl SwarmRuntime {
         Ok(SwarmRuntime {
             raw: RawEngine::new(host)?,
             node_id: swarm.node_id.unwrap_or_default(),
+            volume_driver,
             docker,
         })
     }
@@ -302,13 +310,28 @@ impl SwarmRuntime {
                 return Err(DockerError::NameConflict(spec.name.clone()));
             }
             let pinned = view.labels.get(spec::NODE_LABEL).cloned();
-            let body = spec::service_spec(&labelled, refs, pinned.as_deref(), view.replicas);
+            let body = spec::service_spec(
+                &labelled,
+                refs,
+                pinned.as_deref(),
+                view.replicas,
+                self.volume_driver.as_ref(),
+            );
             self.replace_spec(&view.id, &body).await?;
             self.remove_unused_secrets(&spec.agent_id, &keep).await;
             return Ok(view.id);
         }
-        let pinned = self.pinned_node(&spec.agent_id, &spec.volume).await?;
-        let body = spec::service_spec(&labelled, refs, pinned.as_deref(), 0);
+        let pinned = match self.volume_driver {
+            Some(_) => None,
+            None => self.pinned_node(&spec.agent_id, &spec.volume).await?,
+        };
+        let body = spec::service_spec(
+            &labelled,
+            refs,
+            pinned.as_deref(),
+            0,
+            self.volume_driver.as_ref(),
+        );
         let created = match self.docker.client().create_service(body, None).await {
             Ok(c) => c,
             Err(e) if status_of(&e) == Some(409) => {
@@ -517,7 +540,7 @@ impl SwarmRuntime {
             .ok_or_else(|| DockerError::Other(format!("service {id} is gone")))?;
         let view = ServiceView::of(&service)
             .ok_or_else(|| DockerError::Other(format!("service {id} has no spec")))?;
-        if view.labels.contains_key(spec::NODE_LABEL) {
+        if view.labels.contains_key(spec::NODE_LABEL) || self.volume_driver.is_some() {
             return Ok(task);
         }
         let Some(node) = task.node_id.clone().filter(|n| !n.is_empty()) else {

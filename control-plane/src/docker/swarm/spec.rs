@@ -10,14 +10,16 @@ use std::collections::HashMap;
 use base64::Engine as _;
 use bollard::models::{
     EndpointSpec, EndpointSpecModeEnum, HealthConfig, Limit, Mount, MountTmpfsOptions, MountType,
-    MountVolumeOptions, NetworkAttachmentConfig, SecretSpec, ServiceSpec, ServiceSpecMode,
-    ServiceSpecModeReplicated, ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum,
-    ServiceSpecUpdateConfigOrderEnum, TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecFile,
-    TaskSpecContainerSpecSecrets, TaskSpecLogDriver, TaskSpecPlacement, TaskSpecResources,
-    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
+    MountVolumeOptions, MountVolumeOptionsDriverConfig, NetworkAttachmentConfig, SecretSpec,
+    ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecUpdateConfig,
+    ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum, TaskSpec,
+    TaskSpecContainerSpec, TaskSpecContainerSpecFile, TaskSpecContainerSpecSecrets,
+    TaskSpecLogDriver, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
+    TaskSpecRestartPolicyConditionEnum,
 };
 use sha2::{Digest, Sha256};
 
+use crate::config::VolumeDriver;
 use crate::docker::spec::{
     fixed_env, AGENT_GID, AGENT_UID, LOG_DRIVER, LOG_MAX_FILE, LOG_MAX_SIZE, PIDS_LIMIT,
 };
@@ -139,6 +141,7 @@ pub fn service_spec(
     secrets: Vec<TaskSpecContainerSpecSecrets>,
     pinned_node: Option<&str>,
     replicas: i64,
+    volume_driver: Option<&VolumeDriver>,
 ) -> ServiceSpec {
     let fixed = fixed_env();
     let fixed_keys: Vec<&str> = fixed
@@ -168,6 +171,12 @@ pub fn service_spec(
             read_only: Some(false),
             volume_options: Some(MountVolumeOptions {
                 labels: Some(volume_labels),
+                // A shared driver: every node's volume of this name is the
+                // same data, so the task may start on any node.
+                driver_config: volume_driver.map(|d| MountVolumeOptionsDriverConfig {
+                    name: Some(d.name.clone()),
+                    options: Some(d.options_for(&spec.volume).into_iter().collect()),
+                }),
                 ..Default::default()
             }),
             ..Default::default()
@@ -341,7 +350,7 @@ mod tests {
 
     #[test]
     fn service_carries_limits_hardening_and_labels() {
-        let s = service_spec(&spec(), Vec::new(), None, 0);
+        let s = service_spec(&spec(), Vec::new(), None, 0, None);
         assert_eq!(s.name.as_deref(), Some("zeroclaw-ada"));
         let labels = s.labels.unwrap();
         assert_eq!(labels["io.zcaas.managed"], "true");
@@ -392,11 +401,38 @@ mod tests {
 
     #[test]
     fn pinned_service_is_constrained_to_its_node() {
-        let s = service_spec(&spec(), Vec::new(), Some("node-x"), 1);
+        let s = service_spec(&spec(), Vec::new(), Some("node-x"), 1, None);
         assert_eq!(s.labels.unwrap()[NODE_LABEL], "node-x");
         assert_eq!(
             s.task_template.unwrap().placement.unwrap().constraints,
             Some(vec!["node.id==node-x".to_owned()])
+        );
+    }
+
+    #[test]
+    fn a_shared_volume_driver_gets_its_options_per_volume() {
+        let driver = VolumeDriver {
+            name: "local".into(),
+            options: [("device".to_owned(), "/srv/shared/{volume}".to_owned())].into(),
+        };
+        let s = service_spec(&spec(), Vec::new(), None, 1, Some(&driver));
+        let mounts = s
+            .task_template
+            .unwrap()
+            .container_spec
+            .unwrap()
+            .mounts
+            .unwrap();
+        let config = mounts[0]
+            .volume_options
+            .clone()
+            .unwrap()
+            .driver_config
+            .unwrap();
+        assert_eq!(config.name.as_deref(), Some("local"));
+        assert_eq!(
+            config.options.unwrap()["device"],
+            "/srv/shared/zeroclaw-ada-data"
         );
     }
 
