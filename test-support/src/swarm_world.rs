@@ -70,13 +70,24 @@ impl SwarmWorld {
     /// # Errors
     /// The step that failed; the cluster is torn down first.
     pub async fn start(nodes: usize) -> anyhow::Result<SwarmWorld> {
+        Self::start_with_images(nodes, &[]).await
+    }
+
+    /// [`Self::start`], with `extra` images (tags on the machine's daemon,
+    /// built beforehand, e.g. [`crate::ensure_traefik_image`]) also loaded
+    /// into every node.
+    ///
+    /// # Errors
+    /// As [`Self::start`].
+    pub async fn start_with_images(nodes: usize, extra: &[&str]) -> anyhow::Result<SwarmWorld> {
         init_tracing();
         let docker = DockerRuntime::connect(Default::default())
             .await
             .context("connecting to the machine's Docker daemon")?;
         ensure_agent_image(&docker).await;
         ensure_stub_image(&docker).await;
-        tokio::task::spawn_blocking(move || Self::start_blocking(nodes))
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        tokio::task::spawn_blocking(move || Self::start_blocking_with_images(nodes, &extra))
             .await
             .context("the swarm world's start panicked")?
     }
@@ -87,7 +98,14 @@ impl SwarmWorld {
     /// # Errors
     /// As [`Self::start`].
     pub fn start_blocking(nodes: usize) -> anyhow::Result<SwarmWorld> {
-        let cluster = SwarmCluster::start(nodes, &[AGENT_IMAGE, STUB_IMAGE])?;
+        Self::start_blocking_with_images(nodes, &[])
+    }
+
+    /// [`Self::start_blocking`] with `extra` images loaded too.
+    fn start_blocking_with_images(nodes: usize, extra: &[String]) -> anyhow::Result<SwarmWorld> {
+        let mut images = vec![AGENT_IMAGE, STUB_IMAGE];
+        images.extend(extra.iter().map(String::as_str));
+        let cluster = SwarmCluster::start(nodes, &images)?;
         let tag = cluster.tag().to_owned();
         let prefix = random_prefix();
         let network = format!("{tag}-agents");

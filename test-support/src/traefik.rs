@@ -5,6 +5,12 @@
 //! self-signed certificate), the test's network, and optionally a
 //! constraint. Entrypoints, redirects, middlewares and the file provider are
 //! the repository's.
+//!
+//! On a swarm ([`SwarmTraefik`]): the same image with
+//! `traefik/traefik-swarm.yml` ([`test_swarm_static_config`]: the swarm
+//! provider instead of the Docker one), as a plain container on one node of
+//! a [`SwarmWorld`], reached from the host through [`TcpRelay`]s into its
+//! network namespace.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,8 +19,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use serde_yaml::Value as Yaml;
 
-use crate::images::ensure_traefik_image;
+use crate::images::{ensure_traefik_image, TRAEFIK_IMAGE};
+use crate::netns::TcpRelay;
 use crate::scope::TEST_LABEL;
+use crate::swarm_world::SwarmWorld;
 use zcaas::docker::MANAGED_LABEL;
 
 /// The repository root.
@@ -24,7 +32,18 @@ pub fn repo_root() -> PathBuf {
 
 /// The repository's `traefik/traefik.yml`, parsed.
 pub fn repo_static_config() -> Yaml {
-    let path = repo_root().join("traefik/traefik.yml");
+    read_repo_yaml("traefik/traefik.yml")
+}
+
+/// The repository's `traefik/traefik-swarm.yml` (the swarm provider),
+/// parsed.
+pub fn repo_swarm_static_config() -> Yaml {
+    read_repo_yaml("traefik/traefik-swarm.yml")
+}
+
+/// A YAML file of the repository (`path` relative to its root), parsed.
+pub fn read_repo_yaml(path: &str) -> Yaml {
+    let path = repo_root().join(path);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
@@ -38,17 +57,31 @@ pub fn repo_static_config() -> Yaml {
 /// container, the HTTP → HTTPS redirect, the middlewares, the file provider
 /// at `/etc/traefik/dynamic` — is as in the repository.
 pub fn test_static_config(network: &str, constraint: Option<&str>) -> String {
-    let mut config = repo_static_config();
-    let root = config.as_mapping_mut().expect("traefik.yml is a mapping");
+    adapt(repo_static_config(), "docker", network, constraint)
+}
+
+/// [`test_static_config`] for `traefik/traefik-swarm.yml`: its
+/// `providers.swarm` gets the network and constraint; everything else (the
+/// swarm provider's `refreshSeconds` included) is the repository's.
+pub fn test_swarm_static_config(network: &str, constraint: Option<&str>) -> String {
+    adapt(repo_swarm_static_config(), "swarm", network, constraint)
+}
+
+/// `config` without its certificate resolvers, `providers.<provider>` with
+/// `network` and, when given, `constraint`; as YAML text.
+fn adapt(mut config: Yaml, provider: &str, network: &str, constraint: Option<&str>) -> String {
+    let root = config
+        .as_mapping_mut()
+        .expect("the static file is a mapping");
     root.remove("certificatesResolvers");
-    let docker = root
+    let section = root
         .get_mut("providers")
-        .and_then(|p| p.get_mut("docker"))
+        .and_then(|p| p.get_mut(provider))
         .and_then(Yaml::as_mapping_mut)
-        .expect("traefik.yml has providers.docker");
-    docker.insert("network".into(), network.into());
+        .unwrap_or_else(|| panic!("the static file has no providers.{provider}"));
+    section.insert("network".into(), network.into());
     if let Some(c) = constraint {
-        docker.insert("constraints".into(), c.into());
+        section.insert("constraints".into(), c.into());
     }
     serde_yaml::to_string(&config).expect("serialising YAML")
 }
@@ -175,24 +208,15 @@ impl TraefikContainer {
         timeout: Duration,
     ) -> anyhow::Result<()> {
         let client = self.client(host);
-        let deadline = Instant::now() + timeout;
-        loop {
-            // A short timeout per try: right after a backend goes away,
-            // Traefik may still dial its old address until the Docker event
-            // reaches it, and that dial only gives up after 30 s.
-            let request = client
-                .get(self.https_url(host, path))
-                .timeout(Duration::from_secs(2));
-            let last = match request.send().await {
-                Ok(r) if r.status().as_u16() == want => return Ok(()),
-                Ok(r) => r.status().to_string(),
-                Err(e) => error_chain(&e),
-            };
-            if Instant::now() >= deadline {
-                bail!("GET https://{host}{path}: wanted {want}, last {last}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_for_status(
+            &client,
+            &self.https_url(host, path),
+            host,
+            path,
+            want,
+            timeout,
+        )
+        .await
     }
 
     /// Traefik's log (stdout and stderr), for failure messages.
@@ -215,6 +239,238 @@ impl Drop for TraefikContainer {
     fn drop(&mut self) {
         let _ = Command::new("docker")
             .args(["rm", "-f", &self.name])
+            .output();
+        let _ = std::fs::remove_file(&self.config_file);
+    }
+}
+
+/// Waits (bounded by `timeout`) until `GET url` with `client` answers
+/// `want`, polling every 100 ms with 2 s per try; on timeout, the last
+/// answer seen as an error (`host` and `path` name the request there).
+async fn wait_for_status(
+    client: &reqwest::Client,
+    url: &str,
+    host: &str,
+    path: &str,
+    want: u16,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        // A short timeout per try: right after a backend goes away,
+        // Traefik may still dial its old address until the Docker event
+        // (or the next swarm poll) reaches it, and that dial only gives up
+        // after 30 s.
+        let request = client.get(url).timeout(Duration::from_secs(2));
+        let last = match request.send().await {
+            Ok(r) if r.status().as_u16() == want => return Ok(()),
+            Ok(r) => r.status().to_string(),
+            Err(e) => error_chain(&e),
+        };
+        if Instant::now() >= deadline {
+            bail!("GET https://{host}{path}: wanted {want}, last {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Traefik on a swarm: [`TRAEFIK_IMAGE`] run as a plain container on node
+/// `node` of a [`SwarmWorld`] with [`test_swarm_static_config`] (no
+/// resolver; the world's overlay network; the given constraint), the
+/// repository's `traefik/dynamic/`, and that node's socket at
+/// `/var/run/docker.sock` (a manager's, for node 0: the swarm provider
+/// lists services and tasks there). Attached to the world's network and
+/// labelled `io.zcaas.managed=true` and with the world's test label. The
+/// host reaches its `:443` and `:80` through [`TcpRelay`]s opened in its
+/// network namespace.
+///
+/// Drop it before the world shuts down (its relays hold the container's
+/// namespace); dropping removes the container (best effort: the world's
+/// teardown removes everything of its nodes anyway).
+pub struct SwarmTraefik {
+    /// Container name (`<tag>-traefik`).
+    pub name: String,
+    /// The node it runs on.
+    pub node: usize,
+    /// `docker -H` endpoint of that node.
+    node_host: String,
+    /// The relays to `:443` and `:80`; taken (stopped) before the
+    /// container is removed.
+    relays: Option<(TcpRelay, TcpRelay)>,
+    https_addr: std::net::SocketAddr,
+    http_addr: std::net::SocketAddr,
+    config_file: PathBuf,
+}
+
+impl SwarmTraefik {
+    /// Starts Traefik on `node` of `world` (the image must be loaded there:
+    /// [`SwarmWorld::start_with_images`] with [`TRAEFIK_IMAGE`]) and waits
+    /// (bounded, 30 s) until it answers HTTPS through the relay.
+    pub async fn start(world: &SwarmWorld, node: usize, constraint: &str) -> SwarmTraefik {
+        let name = format!("{}-traefik", world.tag());
+        let config_file = std::env::temp_dir().join(format!("zcaas-{name}.yml"));
+        std::fs::write(
+            &config_file,
+            test_swarm_static_config(&world.network, Some(constraint)),
+        )
+        .expect("writing the Traefik configuration");
+        let dynamic = repo_root().join("traefik/dynamic");
+        let dynamic = dynamic.canonicalize().unwrap_or(dynamic);
+        let socket = world.cluster.node_socket(node).display().to_string();
+        let (managed, test) = (
+            format!("{MANAGED_LABEL}=true"),
+            format!("{TEST_LABEL}={}", world.prefix),
+        );
+        let config_mount = format!("{}:/etc/traefik/traefik.yml:ro", config_file.display());
+        let dynamic_mount = format!("{}:/etc/traefik/dynamic:ro", dynamic.display());
+        let socket_mount = format!("{socket}:/var/run/docker.sock:ro");
+        let args = [
+            "run",
+            "--detach",
+            "--name",
+            &name,
+            "--network",
+            &world.network,
+            "--label",
+            &managed,
+            "--label",
+            &test,
+            "--volume",
+            &config_mount,
+            "--volume",
+            &dynamic_mount,
+            "--volume",
+            &socket_mount,
+            TRAEFIK_IMAGE,
+            "--configFile=/etc/traefik/traefik.yml",
+        ];
+        if let Err(e) = world.cluster.docker(node, &args) {
+            let _ = std::fs::remove_file(&config_file);
+            panic!("starting Traefik on node {node}: {e:#}");
+        }
+        let node_host = world.cluster.node_host(node);
+        let relay = |port| {
+            world
+                .relay_to(node, &name, port)
+                .unwrap_or_else(|e| panic!("a relay to {name}:{port}: {e:#}"))
+        };
+        let (https, http) = (relay(443), relay(80));
+        let traefik = SwarmTraefik {
+            https_addr: https.addr(),
+            http_addr: http.addr(),
+            relays: Some((https, http)),
+            name: name.clone(),
+            node,
+            node_host,
+            config_file,
+        };
+        traefik.wait_answering().await;
+        traefik
+    }
+
+    /// Until Traefik answers any HTTPS request (its 404 for an unknown
+    /// host): the relay itself accepts before Traefik listens.
+    async fn wait_answering(&self) {
+        let client = self.client("traefik.invalid");
+        let url = self.https_url("traefik.invalid", "/");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let last = match client
+                .get(&url)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+            {
+                Ok(_) => return,
+                Err(e) => error_chain(&e),
+            };
+            assert!(
+                Instant::now() < deadline,
+                "Traefik on node {} did not answer within 30 s (last: {last}); logs:\n{}",
+                self.node,
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The host's end of the relay to Traefik's `:443`.
+    pub fn https_addr(&self) -> std::net::SocketAddr {
+        self.https_addr
+    }
+
+    /// The host's end of the relay to Traefik's `:80`.
+    pub fn http_addr(&self) -> std::net::SocketAddr {
+        self.http_addr
+    }
+
+    /// A client that sends `host`'s requests to this Traefik's `:443`
+    /// (accepts its default self-signed certificate; never follows
+    /// redirects).
+    pub fn client(&self, host: &str) -> reqwest::Client {
+        reqwest::Client::builder()
+            .resolve(host, self.https_addr)
+            .danger_accept_invalid_certs(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client")
+    }
+
+    /// `https://<host>:<relay port><path>` for [`Self::client`].
+    pub fn https_url(&self, host: &str, path: &str) -> String {
+        format!("https://{host}:{}{path}", self.https_addr.port())
+    }
+
+    /// `http://127.0.0.1:<relay port to :80><path>` (send a `Host` header).
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http_addr)
+    }
+
+    /// Waits (bounded by `timeout`) until `GET https://<host><path>` answers
+    /// `want` (as [`TraefikContainer::wait_status`]; the swarm provider
+    /// polls every `refreshSeconds`, so allow a few rounds).
+    pub async fn wait_status(
+        &self,
+        host: &str,
+        path: &str,
+        want: u16,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let client = self.client(host);
+        wait_for_status(
+            &client,
+            &self.https_url(host, path),
+            host,
+            path,
+            want,
+            timeout,
+        )
+        .await
+    }
+
+    /// Traefik's log (the last 400 lines), for failure messages and its
+    /// access log.
+    pub fn logs(&self) -> String {
+        Command::new("docker")
+            .args(["-H", &self.node_host, "logs", "--tail", "400", &self.name])
+            .output()
+            .map(|o| {
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                )
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for SwarmTraefik {
+    fn drop(&mut self) {
+        drop(self.relays.take());
+        let _ = Command::new("docker")
+            .args(["-H", &self.node_host, "rm", "-f", &self.name])
             .output();
         let _ = std::fs::remove_file(&self.config_file);
     }
