@@ -377,6 +377,46 @@ impl SwarmCluster {
         self.teardown()
     }
 
+    /// Loses node `i` as a machine would: SIGKILL to its dockerd and to
+    /// every process of that node (containerd, shims, its tasks: command
+    /// lines under its directory, or in its cgroups `/<tag>-n<i+1>`), with
+    /// no goodbye to the swarm. The node's namespace, address and files
+    /// stay for the teardown. Not the manager (node 0).
+    ///
+    /// # Errors
+    /// `i` is 0 or out of range.
+    pub fn kill_node(&mut self, i: usize) -> anyhow::Result<()> {
+        ensure!(
+            i > 0 && i < self.nodes.len(),
+            "node {i} cannot be killed (0 is the manager)"
+        );
+        let node = &mut self.nodes[i];
+        if let Some(mut child) = node.daemon.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let dir = node.dir.to_string_lossy().into_owned();
+        let under = format!("{dir}/");
+        let (cgroup, inside) = (format!("/{}", node.netns), format!("/{}/", node.netns));
+        let pids: Vec<u32> = processes()
+            .into_iter()
+            .filter(|(pid, cmdline)| {
+                cmdline.contains(&under)
+                    || fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                        .unwrap_or_default()
+                        .lines()
+                        .any(|l| {
+                            l.splitn(3, ':')
+                                .nth(2)
+                                .is_some_and(|p| p == cgroup || p.starts_with(&inside))
+                        })
+            })
+            .map(|(pid, _)| pid)
+            .collect();
+        signal(&pids, "KILL");
+        Ok(())
+    }
+
     fn bring_up(&mut self, nodes: usize, images: &[&str]) -> anyhow::Result<()> {
         let bridge = self.tag.clone();
         let gateway = self.net.gateway();

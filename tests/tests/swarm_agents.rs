@@ -365,15 +365,17 @@ async fn agents_run_as_swarm_services_across_nodes() {
 
 /// With a volume driver every node shares (here `local` bind mounts of one
 /// host directory, which all the namespaced nodes see), an agent's data is
-/// not pinned: draining its node moves its task, and it is re-paired on the
-/// other node with no user action.
+/// not pinned: when its node is lost (dockerd, containerd, shims and tasks
+/// SIGKILLed, no goodbye) Swarm starts its task on another node, and when
+/// a node is drained its task moves; each time zcaas re-pairs it with no
+/// user action.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_a_shared_volume_driver_a_drained_node_moves_its_agents() {
+async fn with_a_shared_volume_driver_agents_survive_a_lost_and_a_drained_node() {
     if let Some(why) = swarm::unsupported() {
         eprintln!("skipping: the swarm harness cannot run here: {why}");
         return;
     }
-    let world = SwarmWorld::start(2)
+    let mut world = SwarmWorld::start(3)
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
     let tag = world.tag().to_owned();
@@ -393,31 +395,50 @@ async fn with_a_shared_volume_driver_a_drained_node_moves_its_agents() {
         });
     })
     .await;
-    let cluster = &world.cluster;
     let jwt = app.register("shared").await;
+    let manager = world.cluster.node_id(0).to_owned();
+    // Workers only, so that the node lost is a worker.
+    world
+        .cluster
+        .docker(0, &["node", "update", "--availability", "drain", &manager])
+        .expect("draining the manager");
     let (status, created) = app.create_agent(&jwt, app.agent_body("Eve")).await;
     assert!(status.is_success(), "{created}");
     let id = created["id"].as_str().unwrap().to_owned();
     app.wait_running(&jwt, &id).await;
     assert_answers(&app, &jwt, &id).await;
-    let s = service(cluster, "zeroclaw-eve");
+    let s = service(&world.cluster, "zeroclaw-eve");
     assert!(
         s["Spec"]["TaskTemplate"]["Placement"]["Constraints"].is_null(),
         "not pinned: {s}"
     );
-    let (_, node, _) = running_task(cluster, "zeroclaw-eve");
+
+    // Node loss.
+    let (_, lost, _) = running_task(&world.cluster, "zeroclaw-eve");
+    assert_ne!(lost, 0);
     let token = app.stored_token(&id).await;
-    let node_id = cluster.node_id(node).to_owned();
-    cluster
-        .docker(0, &["node", "update", "--availability", "drain", &node_id])
+    world
+        .cluster
+        .kill_node(lost)
+        .expect("losing the agent's node");
+    let token = app.wait_repaired(&jwt, &id, &token, SETTLE).await;
+    let (_, now_on, _) = running_task(&world.cluster, "zeroclaw-eve");
+    assert!(now_on != lost && now_on != 0, "on node {now_on}");
+    assert_answers(&app, &jwt, &id).await;
+
+    // Drain: back to the manager, the only node left.
+    world
+        .cluster
+        .docker(0, &["node", "update", "--availability", "active", &manager])
+        .expect("re-activating the manager");
+    let drained = world.cluster.node_id(now_on).to_owned();
+    world
+        .cluster
+        .docker(0, &["node", "update", "--availability", "drain", &drained])
         .expect("draining the agent's node");
     app.wait_repaired(&jwt, &id, &token, SETTLE).await;
-    let (_, moved, _) = running_task(cluster, "zeroclaw-eve");
-    assert_ne!(moved, node, "the task moved off the drained node");
+    assert_eq!(running_task(&world.cluster, "zeroclaw-eve").1, 0);
     assert_answers(&app, &jwt, &id).await;
-    cluster
-        .docker(0, &["node", "update", "--availability", "active", &node_id])
-        .expect("re-activating the node");
 
     let (status, body) = app.delete_agent(&jwt, &id).await;
     assert!(status.is_success(), "{body}");
