@@ -92,6 +92,7 @@ impl App {
                     docker,
                     config.docker_host.as_deref(),
                     config.volume_driver.clone(),
+                    config.janitor_image.clone(),
                 )
                 .await
                 .context("connecting to the swarm")?,

@@ -102,6 +102,17 @@ pub enum Command {
         #[arg(long, requires = "apply")]
         volumes: bool,
     },
+    /// Removes agent `--agent-id`'s data volume NAME from this engine (the
+    /// Swarm backend runs it as a one-shot job on the node holding the
+    /// volume): only a volume carrying our labels, this agent's id and, when
+    /// given, installation `--installation`. Gone is success.
+    RemoveVolume {
+        name: String,
+        #[arg(long)]
+        agent_id: String,
+        #[arg(long)]
+        installation: Option<String>,
+    },
     /// Exits 0 if the service of this configuration answers `GET /healthz`
     /// with 200 (the image's HEALTHCHECK: a scratch image has no curl).
     Healthcheck,
@@ -243,6 +254,27 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 },
         } => create_user(&config, &email, password, admin, plan).await,
         Command::Healthcheck => healthcheck(&config).await,
+        Command::RemoveVolume {
+            name,
+            agent_id,
+            installation,
+        } => {
+            let mut docker = crate::docker::DockerRuntime::connect_to(
+                config.docker_host.as_deref(),
+                config.extra_labels.clone(),
+            )
+            .await
+            .context("connecting to Docker")?;
+            if let Some(id) = installation {
+                docker = docker.with_installation(id);
+            }
+            docker
+                .remove_agent_volume(&name, &agent_id)
+                .await
+                .with_context(|| format!("removing volume {name}"))?;
+            println!("volume {name}: removed (or gone)");
+            Ok(())
+        }
     }
 }
 

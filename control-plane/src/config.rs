@@ -106,6 +106,10 @@ pub struct Config {
     /// not pinned to the node of its first start; `None`: node-local
     /// volumes, pinned (deploy/OPERATIONS.md "Several hosts").
     pub volume_driver: Option<VolumeDriver>,
+    /// With `swarm`: the image (on every node) of the one-shot job that
+    /// removes a deleted agent's data volume on the node holding it: the
+    /// control-plane image, whose `zcaas remove-volume` it runs.
+    pub janitor_image: String,
     /// Holds the SQLite file, the master key file and the JWT secret file.
     pub data_dir: PathBuf,
     /// `sqlite://…`; defaults to `<data_dir>/zcaas.db`.
@@ -201,6 +205,7 @@ impl Config {
             docker_host: None,
             agent_proxy: None,
             volume_driver: None,
+            janitor_image: "zcaas/control-plane:latest".into(),
             data_dir,
             database_url,
             domain: "localhost".into(),
@@ -372,6 +377,7 @@ pub struct FileConfig {
     pub docker_host: Option<String>,
     pub agent_proxy: Option<String>,
     pub volume_driver: Option<VolumeDriver>,
+    pub janitor_image: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
     pub domain: Option<String>,
@@ -446,6 +452,11 @@ pub struct ConfigArgs {
     /// [default: none, direct].
     #[arg(long, env = "ZCAAS_AGENT_PROXY", global = true)]
     pub agent_proxy: Option<String>,
+    /// With swarm: the control-plane image every node has, run as a
+    /// one-shot job to remove a deleted agent's volume on its node
+    /// [default: zcaas/control-plane:latest].
+    #[arg(long, env = "ZCAAS_JANITOR_IMAGE", global = true)]
+    pub janitor_image: Option<String>,
     /// Directory of the SQLite file, the master key and the JWT secret [default: ./data].
     #[arg(long, env = "ZCAAS_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
@@ -618,6 +629,7 @@ impl ConfigArgs {
         layer!(
             listen,
             orchestrator,
+            janitor_image,
             database_url,
             domain,
             network,

@@ -144,3 +144,39 @@ pub async fn ensure_traefik_image() -> &'static str {
         .unwrap_or_else(|e| panic!("{e:#}"));
     TRAEFIK_IMAGE
 }
+
+/// Tag of the control-plane image the swarm tests run as the volume
+/// janitor (and any test that needs the product's own image on a node).
+pub const CONTROL_PLANE_IMAGE: &str = "zcaas/control-plane:swarm-test";
+
+static CONTROL_PLANE_IMAGE_BUILT: OnceCell<()> = OnceCell::const_new();
+
+/// Builds [`CONTROL_PLANE_IMAGE`] on the machine's engine with
+/// `scripts/build-control-plane-image.sh`, from this run's static `zcaas`
+/// (`zcaas-e2e`, built with the tests, so never stale) and the shipping
+/// agent binary; once per process.
+pub async fn ensure_control_plane_image() -> &'static str {
+    CONTROL_PLANE_IMAGE_BUILT
+        .get_or_try_init(|| async {
+            let script = crate::traefik::repo_root().join("scripts/build-control-plane-image.sh");
+            let zcaas = crate::process::zcaas_binary()?;
+            let agent = agent_binary()?;
+            let out = tokio::process::Command::new(&script)
+                .arg(CONTROL_PLANE_IMAGE)
+                .env("ZCAAS_BINARY", &zcaas)
+                .env("AGENT_BINARY", &agent)
+                .output()
+                .await
+                .with_context(|| format!("running {}", script.display()))?;
+            anyhow::ensure!(
+                out.status.success(),
+                "{} failed: {}",
+                script.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok::<_, anyhow::Error>(())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    CONTROL_PLANE_IMAGE
+}

@@ -594,7 +594,8 @@ impl SwarmCluster {
     }
 
     /// `swarm init` on node 0, `swarm join` of the others, node labels
-    /// `zcsw.node=nK`, then waits until all are ready and active.
+    /// `zcsw.node=nK` and `io.zcaas.docker-socket=<its socket>`, then waits
+    /// until all are ready and active.
     fn form_swarm(&mut self) -> anyhow::Result<()> {
         let manager = self.nodes[0].addr;
         let manager_listen = format!("{manager}:{SWARM_PORT}");
@@ -648,9 +649,24 @@ impl SwarmCluster {
         }
         for i in 0..self.nodes.len() {
             let label = format!("{PREFIX}.node={}", self.nodes[i].name);
+            // Where that node's engine socket is, for zcaas's janitor jobs
+            // (every node's is elsewhere than /var/run/docker.sock here).
+            let socket = format!(
+                "{}={}",
+                zcaas::docker::swarm::DOCKER_SOCKET_LABEL,
+                self.nodes[i].socket.display()
+            );
             self.docker(
                 0,
-                &["node", "update", "--label-add", &label, &self.nodes[i].id],
+                &[
+                    "node",
+                    "update",
+                    "--label-add",
+                    &label,
+                    "--label-add",
+                    &socket,
+                    &self.nodes[i].id,
+                ],
             )?;
         }
         let deadline = Instant::now() + READY_TIMEOUT;

@@ -21,6 +21,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::Value;
+use zcaas_test_support::images::ensure_control_plane_image;
 use zcaas_test_support::swarm::{self, SwarmCluster};
 use zcaas_test_support::swarm_world::SwarmWorld;
 use zcaas_test_support::{SseReader, TestApp};
@@ -110,12 +111,16 @@ async fn agents_run_as_swarm_services_across_nodes() {
         eprintln!("skipping: the swarm harness cannot run here: {why}");
         return;
     }
-    let world = SwarmWorld::start(3)
+    // The control-plane image on every node: the janitor job that removes
+    // a deleted agent's volume on a worker runs it.
+    let janitor = ensure_control_plane_image().await;
+    let world = SwarmWorld::start_with_images(3, &[janitor])
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
     let tag = world.tag().to_owned();
     let app = TestApp::in_swarm(&world, |c| {
         c.retry_backoff_base = Duration::from_secs(1);
+        c.janitor_image = janitor.to_owned();
     })
     .await;
     let cluster = &world.cluster;
@@ -316,7 +321,10 @@ async fn agents_run_as_swarm_services_across_nodes() {
     );
     assert_answers(&app, &jwt, &agents[i]).await;
 
-    // DELETE: service and its secrets gone.
+    // DELETE: services, secrets, pin records and every node's volumes gone
+    // (those on workers through the janitor job).
+    let volume_nodes: BTreeSet<usize> = names.iter().map(|n| running_task(cluster, n).1).collect();
+    assert!(volume_nodes.iter().any(|n| *n != 0), "a volume on a worker");
     for id in &agents {
         let (status, body) = app.delete_agent(&jwt, id).await;
         assert!(status.is_success(), "{body}");

@@ -19,10 +19,13 @@
 //! which *is* the restart that makes the agent read it.
 
 pub mod events;
+pub mod janitor;
 pub mod orchestrator;
 pub mod raw;
 pub mod spec;
 pub mod tasks;
+
+pub use janitor::DOCKER_SOCKET_LABEL;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -62,6 +65,8 @@ pub struct SwarmRuntime {
     node_id: String,
     /// A volume driver every node shares: no pinning ([`Self::pin`]).
     volume_driver: Option<VolumeDriver>,
+    /// The image of the volume janitor jobs ([`janitor`]).
+    janitor_image: String,
 }
 
 impl SwarmRuntime {
@@ -73,6 +78,7 @@ impl SwarmRuntime {
         docker: DockerRuntime,
         host: Option<&str>,
         volume_driver: Option<VolumeDriver>,
+        janitor_image: String,
     ) -> Result<Self, DockerError> {
         let info = docker.client().info().await?;
         let swarm = info.swarm.unwrap_or_default();
@@ -89,6 +95,7 @@ impl SwarmRuntime {
             raw: RawEngine::new(host)?,
             node_id: swarm.node_id.unwrap_or_default(),
             volume_driver,
+            janitor_image,
             docker,
         })
     }

@@ -150,16 +150,20 @@ impl Orchestrator for SwarmRuntime {
     }
 
     /// The volume lives on the node the agent's data was pinned to: removed
-    /// when that is the manager; on another node it is left there with a
-    /// warning naming node and volume (the manager cannot reach another
-    /// node's engine; OPERATIONS.md says how to remove it).
+    /// by the manager's engine when that is the manager, else by a one-shot
+    /// job on that node ([`super::janitor`]). Should the job fail (no
+    /// janitor image there, node down), the volume is left with a warning
+    /// naming node and volume, and its pin record stays as the trace of it.
     async fn remove_agent_volume(&self, name: &str, agent_id: &str) -> Result<()> {
         let pinned = self.pins_of(agent_id).await?;
         match pinned.as_deref() {
             Some(node) if node != self.node_id() => {
-                tracing::warn!(agent_id, volume = name, node,
-                    "the agent's data volume is on another node and stays there: remove it on that \
-                     node (docker volume rm)");
+                if let Err(e) = self.remove_volume_on(node, name, agent_id).await {
+                    tracing::warn!(agent_id, volume = name, node, error = %e,
+                        "the agent's data volume could not be removed on its node and stays there \
+                         (docker volume rm on that node)");
+                    return Ok(());
+                }
             }
             _ => self.docker().remove_agent_volume(name, agent_id).await?,
         }

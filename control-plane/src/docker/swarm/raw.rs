@@ -136,6 +136,13 @@ impl RawEngine {
             .map_err(|e| DockerError::Other(format!("decoding GET /services/{id}: {e}")))
     }
 
+    /// `GET /nodes/{id}` as the engine wrote it.
+    pub async fn node(&self, id: &str) -> Result<serde_json::Value, DockerError> {
+        let body = self.get(&format!("/nodes/{id}")).await?;
+        serde_json::from_slice(&body)
+            .map_err(|e| DockerError::Other(format!("decoding GET /nodes/{id}: {e}")))
+    }
+
     /// `POST /services/{id}/update?version=<version>` with `spec`.
     pub async fn update_service(
         &self,
