@@ -215,6 +215,22 @@ pub struct SwarmCluster {
     down: bool,
 }
 
+/// A service's task as the manager reports it ([`SwarmCluster::tasks`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskInfo {
+    pub id: String,
+    /// The index of its node in the cluster (`None`: a node not of this
+    /// cluster, or not assigned yet).
+    pub node: Option<usize>,
+    pub node_id: String,
+    /// `running`, `pending`, `shutdown`, …
+    pub state: String,
+    /// Its container's id on its node (empty before it has one).
+    pub container: String,
+    /// Its address on the network asked for, without the prefix length.
+    pub addr: Option<String>,
+}
+
 /// One node: its names, address, daemon process and swarm node id.
 struct Node {
     /// `nK`.
@@ -375,6 +391,71 @@ impl SwarmCluster {
     /// Every step that failed and everything left behind.
     pub fn shutdown(mut self) -> anyhow::Result<()> {
         self.teardown()
+    }
+
+    /// The tasks of `services` whose desired state is `running` (any
+    /// current state), as the manager's `docker service ps` + `docker
+    /// inspect --type task` report them, with each one's address on
+    /// `network` when given.
+    ///
+    /// # Errors
+    /// A docker CLI call failed or answered something that is not task JSON.
+    pub fn tasks(&self, services: &[&str], network: Option<&str>) -> anyhow::Result<Vec<TaskInfo>> {
+        let mut args = vec![
+            "service",
+            "ps",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            "desired-state=running",
+        ];
+        args.extend(services);
+        let ids = self.docker(0, &args)?;
+        if ids.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inspect = vec!["inspect", "--type", "task"];
+        inspect.extend(ids.lines());
+        let json = self.docker(0, &inspect)?;
+        let tasks: Vec<serde_json::Value> =
+            serde_json::from_str(&json).context("task inspect JSON")?;
+        Ok(tasks
+            .iter()
+            .map(|t| {
+                let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+                let addr = network.and_then(|network| {
+                    t["NetworksAttachments"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|a| a["Network"]["Spec"]["Name"] == network)
+                        .and_then(|a| a["Addresses"][0].as_str())
+                        .map(|a| a.split('/').next().unwrap_or(a).to_owned())
+                });
+                let node_id = text(&t["NodeID"]);
+                TaskInfo {
+                    id: text(&t["ID"]),
+                    node: self.node_index(&node_id),
+                    node_id,
+                    state: text(&t["Status"]["State"]),
+                    container: text(&t["Status"]["ContainerStatus"]["ContainerID"]),
+                    addr,
+                }
+            })
+            .collect())
+    }
+
+    /// The one running task of `service` ([`Self::tasks`]).
+    ///
+    /// # Errors
+    /// None runs now, or a docker CLI call failed.
+    pub fn running_task(&self, service: &str, network: Option<&str>) -> anyhow::Result<TaskInfo> {
+        let tasks = self.tasks(&[service], network)?;
+        tasks
+            .iter()
+            .find(|t| t.state == "running" && t.node.is_some())
+            .cloned()
+            .with_context(|| format!("no running task of {service}: {tasks:?}"))
     }
 
     /// Loses node `i` as a machine would: SIGKILL to its dockerd and to

@@ -510,3 +510,22 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     out
 }
+
+/// A client that sends every request for `hosts` to `addr` (a Traefik's
+/// HTTPS port, however the test reaches it), accepts Traefik's default
+/// self-signed certificate, never follows redirects and gives up on a
+/// request after `timeout`.
+pub fn https_client(
+    hosts: &[&str],
+    addr: std::net::SocketAddr,
+    timeout: Duration,
+) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout);
+    for host in hosts {
+        builder = builder.resolve(host, addr);
+    }
+    builder.build().expect("an HTTP client")
+}

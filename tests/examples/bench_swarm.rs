@@ -246,24 +246,14 @@ async fn sequential(backends: &[Backend<'_>], runs: usize) -> anyhow::Result<()>
 
 /// Node index → how many of `services`' running tasks are on it.
 fn spread(cluster: &SwarmCluster, services: &[String]) -> anyhow::Result<BTreeMap<usize, usize>> {
-    let mut args = vec![
-        "service",
-        "ps",
-        "-q",
-        "--no-trunc",
-        "--filter",
-        "desired-state=running",
-    ];
-    args.extend(services.iter().map(String::as_str));
-    let ids = cluster.docker(0, &args)?;
-    let mut inspect = vec!["inspect", "--type", "task"];
-    inspect.extend(ids.lines());
-    let tasks: Vec<Value> = serde_json::from_str(&cluster.docker(0, &inspect)?)?;
+    let names: Vec<&str> = services.iter().map(String::as_str).collect();
     let mut per_node = BTreeMap::new();
-    for t in tasks.iter().filter(|t| t["Status"]["State"] == "running") {
-        let node = cluster
-            .node_index(t["NodeID"].as_str().unwrap_or_default())
-            .context("a task on a node outside the cluster")?;
+    for t in cluster
+        .tasks(&names, None)?
+        .iter()
+        .filter(|t| t.state == "running")
+    {
+        let node = t.node.context("a task on a node outside the cluster")?;
         *per_node.entry(node).or_default() += 1;
     }
     Ok(per_node)

@@ -30,14 +30,12 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use zcaas::docker::MANAGED_LABEL;
+use zcaas_test_support::images::ensure_control_plane_image;
 use zcaas_test_support::traefik::{docker_socket, test_static_config};
 use zcaas_test_support::{
     docker_inspect, ensure_traefik_image, free_port, labelled, Api, World, AGENT_IMAGE, TEST_LABEL,
 };
 
-/// Tag of the control-plane image this test builds (a test tag: never the
-/// production `latest`).
-const CONTROL_PLANE_IMAGE: &str = "zcaas/control-plane:compose-test";
 /// Longest wait for the stack to answer through Traefik after `up -d`.
 const STACK_TIMEOUT: Duration = Duration::from_secs(90);
 /// Longest wait, after the redeploy an issued token causes, for the agent's
@@ -213,14 +211,7 @@ fn override_file(prefix: &str, edge_network: &str, edge_subnet: &str) -> String 
 /// follows redirects.
 fn traefik_client(hosts: &[&str], https_port: u16) -> reqwest::Client {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], https_port));
-    let mut builder = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(30));
-    for host in hosts {
-        builder = builder.resolve(host, addr);
-    }
-    builder.build().expect("an HTTP client")
+    zcaas_test_support::traefik::https_client(hosts, addr, Duration::from_secs(30))
 }
 
 /// Polls `GET url` until it answers `want`; panics after `timeout` with the
@@ -263,26 +254,6 @@ fn health_status(container: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// Runs `scripts/build-control-plane-image.sh <tag>` with this run's
-/// static `zcaas` binary and the shipping agent binary (no cargo build).
-async fn build_control_plane_image(tag: &str) {
-    let script = repo().join("scripts/build-control-plane-image.sh");
-    // `zcaas-e2e` is `zcaas` built with this test package, so never stale.
-    let zcaas = zcaas_test_support::process::zcaas_binary().unwrap_or_else(|e| panic!("{e:#}"));
-    let agent = zcaas_test_support::agent_binary().unwrap_or_else(|e| panic!("{e:#}"));
-    let out = tokio::process::Command::new(&script)
-        .arg(tag)
-        .env("ZCAAS_BINARY", &zcaas)
-        .env("AGENT_BINARY", &agent)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-    assert!(out.status.success(), "{} failed", script.display());
-    eprintln!("{}", String::from_utf8_lossy(&out.stdout).trim());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn production_compose_stack_serves_agents_through_traefik() {
     let started = Instant::now();
@@ -297,10 +268,10 @@ async fn production_compose_stack_serves_agents_through_traefik() {
     let network = world.network.clone();
 
     let t = Instant::now();
-    build_control_plane_image(CONTROL_PLANE_IMAGE).await;
+    let control_plane_image = ensure_control_plane_image().await;
     let traefik_image = ensure_traefik_image().await;
     eprintln!(
-        "[{prefix}] images: {CONTROL_PLANE_IMAGE}, {traefik_image}, {AGENT_IMAGE} in {}",
+        "[{prefix}] images: {control_plane_image}, {traefik_image}, {AGENT_IMAGE} in {}",
         secs(t)
     );
 
@@ -327,7 +298,7 @@ async fn production_compose_stack_serves_agents_through_traefik() {
     .expect("writing the override");
     std::fs::write(dir.path().join("empty.env"), "").expect("writing an empty env file");
     let env: Vec<(String, String)> = [
-        ("ZCAAS_IMAGE", CONTROL_PLANE_IMAGE.to_owned()),
+        ("ZCAAS_IMAGE", control_plane_image.to_owned()),
         ("ZCAAS_RUNTIME_IMAGE", AGENT_IMAGE.to_owned()),
         ("ZCAAS_NETWORK", network.clone()),
         ("ZCAAS_EDGE_NETWORK", edge_network.clone()),

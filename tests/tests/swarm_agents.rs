@@ -44,39 +44,10 @@ fn service(cluster: &SwarmCluster, name: &str) -> Value {
 
 /// The running task of service `name`: (task id, node index, container id).
 fn running_task(cluster: &SwarmCluster, name: &str) -> (String, usize, String) {
-    let ids = cluster
-        .docker(
-            0,
-            &[
-                "service",
-                "ps",
-                "-q",
-                "--no-trunc",
-                "--filter",
-                "desired-state=running",
-                name,
-            ],
-        )
-        .unwrap_or_else(|e| panic!("service ps {name}: {e:#}"));
-    let mut args = vec!["inspect", "--type", "task"];
-    args.extend(ids.lines());
-    let out = cluster.docker(0, &args).expect("task inspect");
-    let tasks: Vec<Value> = serde_json::from_str(&out).expect("task inspect JSON");
-    let t = tasks
-        .iter()
-        .find(|t| t["Status"]["State"] == "running")
-        .unwrap_or_else(|| panic!("no running task of {name}: {out}"));
-    let node = cluster
-        .node_index(t["NodeID"].as_str().unwrap_or_default())
-        .expect("the task's node is one of the cluster's");
-    (
-        t["ID"].as_str().unwrap().to_owned(),
-        node,
-        t["Status"]["ContainerStatus"]["ContainerID"]
-            .as_str()
-            .unwrap()
-            .to_owned(),
-    )
+    let t = cluster
+        .running_task(name, None)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    (t.id, t.node.expect("a node of the cluster"), t.container)
 }
 
 /// A field of `/proc/<pid>/status` of container `container`'s first

@@ -14,7 +14,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use zcaas_test_support::swarm::{self, SwarmCluster};
 use zcaas_test_support::{ensure_agent_image, random_prefix, AGENT_IMAGE, TEST_LABEL};
 
@@ -43,45 +42,17 @@ fn current_tasks(
     service: &str,
     network: &str,
 ) -> Result<Vec<Task>, String> {
-    let ids = cluster
-        .docker(
-            0,
-            &[
-                "service",
-                "ps",
-                "-q",
-                "--no-trunc",
-                "--filter",
-                "desired-state=running",
-                service,
-            ],
-        )
+    let tasks = cluster
+        .tasks(&[service], Some(network))
         .map_err(|e| format!("{e:#}"))?;
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut args = vec!["inspect", "--type", "task"];
-    args.extend(ids.lines());
-    let json = cluster.docker(0, &args).map_err(|e| format!("{e:#}"))?;
-    let tasks: Vec<Value> = serde_json::from_str(&json).map_err(|e| e.to_string())?;
     Ok(tasks
-        .iter()
-        .map(|t| {
-            let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
-            let addr = t["NetworksAttachments"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|a| a["Network"]["Spec"]["Name"] == network)
-                .and_then(|a| a["Addresses"][0].as_str())
-                .map(|a| a.split('/').next().unwrap_or(a).to_owned());
-            Task {
-                id: text(&t["ID"]),
-                node: text(&t["NodeID"]),
-                state: text(&t["Status"]["State"]),
-                container: text(&t["Status"]["ContainerStatus"]["ContainerID"]),
-                addr,
-            }
+        .into_iter()
+        .map(|t| Task {
+            id: t.id,
+            node: t.node_id,
+            state: t.state,
+            container: t.container,
+            addr: t.addr,
         })
         .collect())
 }

@@ -36,14 +36,12 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::Value;
+use zcaas_test_support::images::ensure_control_plane_image;
 use zcaas_test_support::swarm::{self, SwarmCluster};
 use zcaas_test_support::swarm_world::SwarmWorld;
 use zcaas_test_support::traefik::test_swarm_static_config;
 use zcaas_test_support::{ensure_traefik_image, Api, AGENT_IMAGE, TEST_LABEL, TRAEFIK_IMAGE};
 
-/// Tag of the control-plane image this test builds (a test tag: never the
-/// production `latest`).
-const CONTROL_PLANE_IMAGE: &str = "zcaas/control-plane:swarm-stack-test";
 /// The stack's name: services `zcstack_traefik` and `zcstack_control-plane`.
 const STACK: &str = "zcstack";
 /// Until both services' tasks run (healthy) after `docker stack deploy`.
@@ -64,26 +62,6 @@ fn repo() -> PathBuf {
 /// Seconds since `t`, for the timings printed.
 fn secs(t: Instant) -> String {
     format!("{:.1} s", t.elapsed().as_secs_f64())
-}
-
-/// Runs `scripts/build-control-plane-image.sh <tag>` with this run's
-/// static `zcaas` binary and the shipping agent binary (no cargo build), as
-/// `tests/tests/compose_stack.rs` does.
-async fn build_control_plane_image(tag: &str) {
-    let script = repo().join("scripts/build-control-plane-image.sh");
-    let zcaas = zcaas_test_support::process::zcaas_binary().unwrap_or_else(|e| panic!("{e:#}"));
-    let agent = zcaas_test_support::agent_binary().unwrap_or_else(|e| panic!("{e:#}"));
-    let out = tokio::process::Command::new(&script)
-        .arg(tag)
-        .env("ZCAAS_BINARY", &zcaas)
-        .env("AGENT_BINARY", &agent)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-    assert!(out.status.success(), "{} failed", script.display());
-    eprintln!("{}", String::from_utf8_lossy(&out.stdout).trim());
 }
 
 /// The second compose file: only what a test must add (see the module
@@ -197,14 +175,7 @@ fn container_of(cluster: &SwarmCluster, service: &str) -> String {
 /// HTTPS port), accepts Traefik's default self-signed certificate and never
 /// follows redirects.
 fn traefik_client(hosts: &[&str], addr: std::net::SocketAddr) -> reqwest::Client {
-    let mut builder = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10));
-    for host in hosts {
-        builder = builder.resolve(host, addr);
-    }
-    builder.build().expect("an HTTP client")
+    zcaas_test_support::traefik::https_client(hosts, addr, Duration::from_secs(10))
 }
 
 /// Polls `GET url` until it answers 200; panics after `timeout` with the
@@ -241,12 +212,12 @@ async fn swarm_stack_runs_zcaas_and_traefik_and_routes_an_agent() {
     }
     let started = Instant::now();
     let t = Instant::now();
-    build_control_plane_image(CONTROL_PLANE_IMAGE).await;
+    let control_plane_image = ensure_control_plane_image().await;
     let traefik_image = ensure_traefik_image().await;
     assert_eq!(traefik_image, TRAEFIK_IMAGE);
-    eprintln!("images {CONTROL_PLANE_IMAGE}, {traefik_image}: {}", secs(t));
+    eprintln!("images {control_plane_image}, {traefik_image}: {}", secs(t));
     let t = Instant::now();
-    let world = SwarmWorld::start_with_images(2, &[traefik_image, CONTROL_PLANE_IMAGE])
+    let world = SwarmWorld::start_with_images(2, &[traefik_image, control_plane_image])
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
     let tag = world.tag().to_owned();
@@ -279,7 +250,7 @@ async fn swarm_stack_runs_zcaas_and_traefik_and_routes_an_agent() {
         ("DOCKER_SOCKET", socket.display().to_string()),
         ("DOCKER_GID", docker_gid.to_string()),
         ("TRAEFIK_CONFIG", traefik_config.display().to_string()),
-        ("ZCAAS_IMAGE", CONTROL_PLANE_IMAGE.to_owned()),
+        ("ZCAAS_IMAGE", control_plane_image.to_owned()),
         ("ZCAAS_RUNTIME_IMAGE", AGENT_IMAGE.to_owned()),
         ("ZCAAS_NETWORK", world.network.clone()),
         ("ZCAAS_DOMAIN", domain.clone()),

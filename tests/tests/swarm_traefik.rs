@@ -274,41 +274,15 @@ fn swarm_stack_runs_zcaas_in_swarm_mode_behind_traefik_on_a_manager() {
 /// The running task of service `name`: (node index, its address on
 /// `network`).
 fn running_task(cluster: &SwarmCluster, name: &str, network: &str) -> (usize, IpAddr) {
-    let ids = cluster
-        .docker(
-            0,
-            &[
-                "service",
-                "ps",
-                "-q",
-                "--no-trunc",
-                "--filter",
-                "desired-state=running",
-                name,
-            ],
-        )
-        .unwrap_or_else(|e| panic!("service ps {name}: {e:#}"));
-    let mut args = vec!["inspect", "--type", "task"];
-    args.extend(ids.lines());
-    let out = cluster.docker(0, &args).expect("task inspect");
-    let tasks: Vec<Value> = serde_json::from_str(&out).expect("task inspect JSON");
-    let t = tasks
-        .iter()
-        .find(|t| t["Status"]["State"] == "running")
-        .unwrap_or_else(|| panic!("no running task of {name}: {out}"));
-    let node = cluster
-        .node_index(t["NodeID"].as_str().unwrap_or_default())
-        .expect("the task's node is one of the cluster's");
-    let addr = t["NetworksAttachments"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|a| a["Network"]["Spec"]["Name"] == network)
-        .and_then(|a| a["Addresses"][0].as_str())
-        .and_then(|a| a.split('/').next())
+    let t = cluster
+        .running_task(name, Some(network))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let addr = t
+        .addr
+        .as_deref()
         .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("{name}'s task has no address on {network}: {t}"));
-    (node, addr)
+        .unwrap_or_else(|| panic!("{name}'s task has no address on {network}: {t:?}"));
+    (t.node.expect("a node of the cluster"), addr)
 }
 
 /// The backend address (`ServiceAddr`) of the last request for `host` that

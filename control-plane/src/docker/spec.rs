@@ -51,9 +51,9 @@ pub fn fixed_env() -> Vec<String> {
     ]
 }
 
-/// The create body for `spec`. The name goes separately in
-/// `CreateContainerOptions`. Pure: no I/O, unit-tested field by field.
-pub fn container_config(spec: &ContainerSpec) -> ContainerCreateBody {
+/// `spec.env` without the keys [`fixed_env`] sets, then [`fixed_env`]:
+/// the workload's environment on either engine.
+pub(crate) fn workload_env(spec: &ContainerSpec) -> Vec<String> {
     let fixed = fixed_env();
     let fixed_keys: Vec<&str> = fixed
         .iter()
@@ -69,6 +69,13 @@ pub fn container_config(spec: &ContainerSpec) -> ContainerCreateBody {
         .cloned()
         .collect();
     env.extend(fixed);
+    env
+}
+
+/// The create body for `spec`. The name goes separately in
+/// `CreateContainerOptions`. Pure: no I/O, unit-tested field by field.
+pub fn container_config(spec: &ContainerSpec) -> ContainerCreateBody {
+    let env = workload_env(spec);
 
     let port_key = agent_port_key();
     // No host port (`network` address mode): nothing is published, so the
@@ -158,6 +165,18 @@ pub fn container_config(spec: &ContainerSpec) -> ContainerCreateBody {
 /// certificate or the entrypoint's), and its rule admits only the public
 /// paths ([`router_rule`]).
 fn labels(spec: &ContainerSpec) -> HashMap<String, String> {
+    workload_labels(spec, TRAEFIK_NETWORK_LABEL)
+}
+
+/// Ownership labels, agent id, spec hash and Traefik's router labels of
+/// `spec`'s workload, the network Traefik reaches it on under
+/// `network_label` (the Docker provider's `traefik.docker.network`, the
+/// swarm provider's `traefik.swarm.network`). The server port is always
+/// given: the swarm provider sees no container ports.
+pub(crate) fn workload_labels(
+    spec: &ContainerSpec,
+    network_label: &str,
+) -> HashMap<String, String> {
     let mut labels: HashMap<String, String> = spec
         .labels
         .iter()
@@ -190,7 +209,7 @@ fn labels(spec: &ContainerSpec) -> HashMap<String, String> {
         ),
         AGENT_PORT.to_string(),
     );
-    labels.insert(TRAEFIK_NETWORK_LABEL.to_owned(), spec.network.clone());
+    labels.insert(network_label.to_owned(), spec.network.clone());
     labels
 }
 

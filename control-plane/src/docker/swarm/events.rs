@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use futures::stream::{self, BoxStream, StreamExt};
 
-use super::tasks::{current_task, RawTask, ServiceView};
+use super::tasks::current_task;
 use super::{SwarmRuntime, EVENT_POLL};
 use crate::docker::DockerError;
 use crate::orchestrator::{ContainerEvent, INSTALLATION_LABEL};
@@ -71,21 +71,12 @@ pub fn diff(before: &HashMap<String, Seen>, after: &HashMap<String, Seen>) -> Ve
 impl SwarmRuntime {
     /// One reading: our services and each one's current task.
     async fn reading(&self) -> Result<HashMap<String, Seen>, DockerError> {
-        let services = self.our_services().await?;
-        let tasks = self.all_tasks().await?;
-        let mut by_service: HashMap<&str, Vec<RawTask>> = HashMap::new();
-        for t in &tasks {
-            by_service
-                .entry(t.service_id.as_str())
-                .or_default()
-                .push(t.clone());
-        }
-        Ok(services
-            .iter()
-            .filter_map(ServiceView::of)
-            .map(|v| {
-                let ts = by_service.get(v.id.as_str()).map_or(&[][..], Vec::as_slice);
-                let current = current_task(ts);
+        Ok(self
+            .services_with_tasks()
+            .await?
+            .into_iter()
+            .map(|(v, tasks)| {
+                let current = current_task(&tasks);
                 let seen = Seen {
                     agent_id: v.agent_id().map(str::to_owned),
                     installation: v.labels.get(INSTALLATION_LABEL).cloned(),

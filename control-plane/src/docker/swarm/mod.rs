@@ -164,25 +164,34 @@ impl SwarmRuntime {
         Ok(Some(observe(&view, &tasks)))
     }
 
-    /// Every service of ours, observed, sorted by name: one service list
-    /// and one task list.
-    pub async fn list_managed(&self) -> Result<Vec<ObservedContainer>, DockerError> {
+    /// Our services, each with its tasks: one service list and one task
+    /// list, whatever the number of services.
+    pub(crate) async fn services_with_tasks(
+        &self,
+    ) -> Result<Vec<(ServiceView, Vec<RawTask>)>, DockerError> {
         let services = self.our_services().await?;
-        let tasks = self.all_tasks().await?;
-        let mut by_service: HashMap<&str, Vec<RawTask>> = HashMap::new();
-        for t in &tasks {
-            by_service
-                .entry(t.service_id.as_str())
-                .or_default()
-                .push(t.clone());
+        let mut by_service: HashMap<String, Vec<RawTask>> = HashMap::new();
+        for t in self.all_tasks().await? {
+            by_service.entry(t.service_id.clone()).or_default().push(t);
         }
-        let mut out: Vec<ObservedContainer> = services
+        Ok(services
             .iter()
             .filter_map(ServiceView::of)
             .map(|v| {
-                let ts = by_service.get(v.id.as_str()).map_or(&[][..], Vec::as_slice);
-                observe(&v, ts)
+                let tasks = by_service.remove(&v.id).unwrap_or_default();
+                (v, tasks)
             })
+            .collect())
+    }
+
+    /// Every service of ours, observed, sorted by name
+    /// ([`Self::services_with_tasks`]).
+    pub async fn list_managed(&self) -> Result<Vec<ObservedContainer>, DockerError> {
+        let mut out: Vec<ObservedContainer> = self
+            .services_with_tasks()
+            .await?
+            .iter()
+            .map(|(v, tasks)| observe(v, tasks))
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)

@@ -21,11 +21,10 @@ use sha2::{Digest, Sha256};
 
 use crate::config::VolumeDriver;
 use crate::docker::spec::{
-    fixed_env, AGENT_GID, AGENT_UID, LOG_DRIVER, LOG_MAX_FILE, LOG_MAX_SIZE, PIDS_LIMIT,
+    AGENT_GID, AGENT_UID, LOG_DRIVER, LOG_MAX_FILE, LOG_MAX_SIZE, PIDS_LIMIT,
 };
 use crate::orchestrator::{
-    router_rule, ContainerSpec, FileEntry, Labels, AGENT_ID_LABEL, AGENT_PORT, DATA_DIR,
-    MANAGED_LABEL, SPEC_HASH_LABEL,
+    ContainerSpec, FileEntry, Labels, AGENT_ID_LABEL, DATA_DIR, MANAGED_LABEL,
 };
 
 /// The network Traefik's `swarm` provider reaches a service's tasks on
@@ -143,21 +142,7 @@ pub fn service_spec(
     replicas: i64,
     volume_driver: Option<&VolumeDriver>,
 ) -> ServiceSpec {
-    let fixed = fixed_env();
-    let fixed_keys: Vec<&str> = fixed
-        .iter()
-        .filter_map(|kv| kv.split_once('=').map(|(k, _)| k))
-        .collect();
-    let mut env: Vec<String> = spec
-        .env
-        .iter()
-        .filter(|kv| {
-            let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
-            !fixed_keys.contains(&key)
-        })
-        .cloned()
-        .collect();
-    env.extend(fixed);
+    let env = crate::docker::spec::workload_env(spec);
 
     let mut volume_labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
     volume_labels.insert(MANAGED_LABEL.to_owned(), "true".to_owned());
@@ -286,40 +271,11 @@ fn tmpfs(target: &str, size: i64) -> Mount {
 }
 
 /// Ownership labels, agent id, spec hash and Traefik's swarm-provider
-/// labels (the router as the Docker backend's, [`router_rule`]; the
-/// server port is mandatory there: the swarm provider sees no container
-/// ports).
+/// labels (the router as the Docker backend's,
+/// [`crate::orchestrator::router_rule`], with
+/// [`TRAEFIK_SWARM_NETWORK_LABEL`]).
 pub fn service_labels(spec: &ContainerSpec) -> HashMap<String, String> {
-    let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
-    labels.insert(MANAGED_LABEL.to_owned(), "true".to_owned());
-    labels.insert(AGENT_ID_LABEL.to_owned(), spec.agent_id.clone());
-    labels.insert(SPEC_HASH_LABEL.to_owned(), spec.spec_hash.clone());
-    let router = format!("traefik.http.routers.{}", spec.slug);
-    labels.insert("traefik.enable".to_owned(), "true".to_owned());
-    labels.insert(
-        format!("{router}.rule"),
-        router_rule(&spec.host, &spec.public_paths),
-    );
-    labels.insert(
-        format!("{router}.entrypoints"),
-        spec.traefik_entrypoint.clone(),
-    );
-    labels.insert(format!("{router}.tls"), "true".to_owned());
-    if !spec.traefik_cert_resolver.is_empty() {
-        labels.insert(
-            format!("{router}.tls.certresolver"),
-            spec.traefik_cert_resolver.clone(),
-        );
-    }
-    labels.insert(
-        format!(
-            "traefik.http.services.{}.loadbalancer.server.port",
-            spec.slug
-        ),
-        AGENT_PORT.to_string(),
-    );
-    labels.insert(TRAEFIK_SWARM_NETWORK_LABEL.to_owned(), spec.network.clone());
-    labels
+    crate::docker::spec::workload_labels(spec, TRAEFIK_SWARM_NETWORK_LABEL)
 }
 
 #[cfg(test)]
