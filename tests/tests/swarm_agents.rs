@@ -292,6 +292,14 @@ async fn agents_run_as_swarm_services_across_nodes() {
     );
     assert_answers(&app, &jwt, &agents[i]).await;
 
+    // Every other agent the drain stopped (Swarm may have put two on that
+    // worker) comes back too, before the volumes are counted.
+    for id in &agents {
+        let (status, body) = app.retry(&jwt, id).await;
+        assert!(status.is_success() || status == 409, "{body}");
+        app.wait_status(&jwt, id, &["RUNNING"], SETTLE).await;
+    }
+
     // DELETE: services, secrets, pin records and every node's volumes gone
     // (those on workers through the janitor job).
     let volume_nodes: BTreeSet<usize> = names.iter().map(|n| running_task(cluster, n).1).collect();
