@@ -455,3 +455,57 @@ async fn read(resp: reqwest::Response) -> anyhow::Result<(StatusCode, Value)> {
         Err(_) => bail!("non-JSON body for {status}: {text}"),
     }
 }
+
+/// `zcaas_deploy_phase_duration_seconds` by phase: (sum in seconds, count).
+pub type PhaseSums = std::collections::HashMap<String, (f64, f64)>;
+
+impl Api {
+    /// The deploy-phase histogram's sums and counts from `/metrics`
+    /// (empty when it does not answer): two readings give each phase's
+    /// mean over the deploys between them ([`phase_means`]).
+    pub async fn deploy_phases(&self) -> PhaseSums {
+        let mut out = PhaseSums::new();
+        let Ok(res) = self.http.get(self.url("/metrics")).send().await else {
+            return out;
+        };
+        let text = res.text().await.unwrap_or_default();
+        let series = "zcaas_deploy_phase_duration_seconds_";
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix(series) else {
+                continue;
+            };
+            let (kind, rest) = rest.split_once("{phase=\"").unwrap_or(("", ""));
+            let Some((phase, value)) = rest.split_once("\"} ") else {
+                continue;
+            };
+            let Ok(value) = value.trim().parse::<f64>() else {
+                continue;
+            };
+            let entry = out.entry(phase.to_owned()).or_default();
+            match kind {
+                "sum" => entry.0 = value,
+                "count" => entry.1 = value,
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+/// The mean ms of each deploy phase between two readings of
+/// [`Api::deploy_phases`]: `queue 12, prepare 3, …` (`-` for a phase no
+/// deploy reached).
+pub fn phase_means(before: &PhaseSums, after: &PhaseSums) -> String {
+    zcaas::metrics::DEPLOY_PHASES
+        .iter()
+        .map(|&phase| {
+            let (s0, n0) = before.get(phase).copied().unwrap_or_default();
+            let (s1, n1) = after.get(phase).copied().unwrap_or_default();
+            match n1 - n0 {
+                n if n > 0.0 => format!("{phase} {:.0}", (s1 - s0) / n * 1000.0),
+                _ => format!("{phase} -"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -80,7 +80,7 @@ impl SwarmWorld {
     /// # Errors
     /// As [`Self::start`].
     pub async fn start_with_images(nodes: usize, extra: &[&str]) -> anyhow::Result<SwarmWorld> {
-        init_tracing();
+        crate::world::init_tracing();
         let docker = DockerRuntime::connect(Default::default())
             .await
             .context("connecting to the machine's Docker daemon")?;
@@ -279,17 +279,4 @@ fn container_ip(
         .with_context(|| format!("the address of {container} on {network} (node {node})"))?;
     ip.parse()
         .with_context(|| format!("{container} has no address on {network} (node {node}): {ip:?}"))
-}
-
-/// The control plane's logs in the test's output (`RUST_LOG`, default
-/// `zcaas=info`), as [`crate::World`] does; a no-op when a subscriber is
-/// already installed.
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("zcaas=info")),
-        )
-        .with_test_writer()
-        .try_init();
 }

@@ -177,13 +177,7 @@ impl TraefikContainer {
     /// default self-signed certificate; never follows redirects).
     pub fn client(&self, host: &str) -> reqwest::Client {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.https_port));
-        reqwest::Client::builder()
-            .resolve(host, addr)
-            .danger_accept_invalid_certs(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("client")
+        https_client(&[host], addr, Duration::from_secs(30))
     }
 
     /// `https://<host>:<websecure port><path>` for [`Self::client`].
@@ -408,13 +402,7 @@ impl SwarmTraefik {
     /// (accepts its default self-signed certificate; never follows
     /// redirects).
     pub fn client(&self, host: &str) -> reqwest::Client {
-        reqwest::Client::builder()
-            .resolve(host, self.https_addr)
-            .danger_accept_invalid_certs(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("client")
+        https_client(&[host], self.https_addr, Duration::from_secs(30))
     }
 
     /// `https://<host>:<relay port><path>` for [`Self::client`].
@@ -528,4 +516,27 @@ pub fn https_client(
         builder = builder.resolve(host, addr);
     }
     builder.build().expect("an HTTP client")
+}
+
+/// Asserts that plain `GET url` (Traefik's `web` entrypoint, however the
+/// test reaches it) with `Host: host` is redirected to
+/// `https://<host>…<path>`, the path kept.
+pub async fn assert_https_redirect(url: &str, host: &str, path: &str) {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("an HTTP client");
+    let r = http
+        .get(url)
+        .header(reqwest::header::HOST, host)
+        .send()
+        .await
+        .expect("plain HTTP");
+    assert!(r.status().is_redirection(), "{}", r.status());
+    let location = r.headers()[reqwest::header::LOCATION].to_str().unwrap();
+    assert!(
+        location.starts_with(&format!("https://{host}")) && location.ends_with(path),
+        "{location}"
+    );
 }

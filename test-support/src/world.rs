@@ -84,7 +84,7 @@ fn run_stub(prefix: &str, name: &str, network: &str) {
 
 /// The control plane's logs in the test's output (`RUST_LOG`, default
 /// `zcaas=info`); a no-op when a subscriber is already installed.
-fn init_tracing() {
+pub(crate) fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -77,6 +77,7 @@ use futures::StreamExt as _;
 use serde_json::{json, Value};
 use zcaas::config::{ConfigArgs, FileConfig};
 use zcaas::docker::AGENT_ID_LABEL;
+use zcaas_test_support::api::phase_means;
 use zcaas_test_support::host;
 use zcaas_test_support::process::{zcaas_command_with, ServerProcess};
 use zcaas_test_support::store::TestDatabase;
@@ -845,7 +846,7 @@ async fn measure(
 async fn probe(fleet: &Fleet<'_>, api: &Api, running: usize) -> anyhow::Result<Vec<f64>> {
     let jwt = &fleet.users[0].jwt;
     let mut ms = Vec::new();
-    let phases_before = deploy_phases(api).await;
+    let phases_before = api.deploy_phases().await;
     for k in 0..fleet.opts.probe {
         let body = api.agent_body(&format!("{} p{running}-{k}", fleet.prefix));
         let (status, agent) = post_json(api, "/api/agents", jwt, &body).await?;
@@ -872,52 +873,13 @@ async fn probe(fleet: &Fleet<'_>, api: &Api, running: usize) -> anyhow::Result<V
         }
     }
     ms.sort_by(f64::total_cmp);
-    let phases_after = deploy_phases(api).await;
-    let means: Vec<String> = zcaas::metrics::DEPLOY_PHASES
-        .iter()
-        .map(|&phase| {
-            let (s0, n0) = phases_before.get(phase).copied().unwrap_or_default();
-            let (s1, n1) = phases_after.get(phase).copied().unwrap_or_default();
-            match n1 - n0 {
-                n if n > 0.0 => format!("{phase} {:.0}", (s1 - s0) / n * 1000.0),
-                _ => format!("{phase} -"),
-            }
-        })
-        .collect();
+    let phases_after = api.deploy_phases().await;
+    let means = phase_means(&phases_before, &phases_after);
     println!(
         "  where one start's time goes with {running} RUNNING (zcaas_deploy_phase_duration_seconds, mean ms): {}",
-        means.join(", ")
+        means
     );
     Ok(ms)
-}
-
-/// `zcaas_deploy_phase_duration_seconds` by phase: (sum in seconds, count).
-async fn deploy_phases(api: &Api) -> HashMap<String, (f64, f64)> {
-    let mut out: HashMap<String, (f64, f64)> = HashMap::new();
-    let Ok(res) = api.http.get(api.url("/metrics")).send().await else {
-        return out;
-    };
-    let text = res.text().await.unwrap_or_default();
-    let series = "zcaas_deploy_phase_duration_seconds_";
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix(series) else {
-            continue;
-        };
-        let (kind, rest) = rest.split_once("{phase=\"").unwrap_or(("", ""));
-        let Some((phase, value)) = rest.split_once("\"} ") else {
-            continue;
-        };
-        let Ok(value) = value.trim().parse::<f64>() else {
-            continue;
-        };
-        let entry = out.entry(phase.to_owned()).or_default();
-        match kind {
-            "sum" => entry.0 = value,
-            "count" => entry.1 = value,
-            _ => {}
-        }
-    }
-    out
 }
 
 /// Creates agents `from..to`, `concurrency` in flight at a time.

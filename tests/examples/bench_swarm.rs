@@ -23,11 +23,12 @@
 //! deleted, apps shut down, both swarms torn down and
 //! `swarm::leftovers(tag)` checked empty.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use serde_json::Value;
+use zcaas_test_support::api::phase_means;
 use zcaas_test_support::swarm::{self, SwarmCluster};
 use zcaas_test_support::swarm_world::SwarmWorld;
 use zcaas_test_support::{docker_cli, Api, TestApp};
@@ -129,54 +130,6 @@ async fn delete_all(api: &Api, jwt: &str, ids: &[String]) -> Vec<String> {
     left
 }
 
-/// `zcaas_deploy_phase_duration_seconds` by phase: (sum in seconds, count).
-async fn deploy_phases(api: &Api) -> HashMap<String, (f64, f64)> {
-    let mut out: HashMap<String, (f64, f64)> = HashMap::new();
-    let Ok(res) = api.http.get(api.url("/metrics")).send().await else {
-        return out;
-    };
-    let text = res.text().await.unwrap_or_default();
-    let series = "zcaas_deploy_phase_duration_seconds_";
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix(series) else {
-            continue;
-        };
-        let (kind, rest) = rest.split_once("{phase=\"").unwrap_or(("", ""));
-        let Some((phase, value)) = rest.split_once("\"} ") else {
-            continue;
-        };
-        let Ok(value) = value.trim().parse::<f64>() else {
-            continue;
-        };
-        let entry = out.entry(phase.to_owned()).or_default();
-        match kind {
-            "sum" => entry.0 = value,
-            "count" => entry.1 = value,
-            _ => {}
-        }
-    }
-    out
-}
-
-/// The mean ms of each deploy phase between two readings.
-fn phase_means(
-    before: &HashMap<String, (f64, f64)>,
-    after: &HashMap<String, (f64, f64)>,
-) -> String {
-    zcaas::metrics::DEPLOY_PHASES
-        .iter()
-        .map(|&phase| {
-            let (s0, n0) = before.get(phase).copied().unwrap_or_default();
-            let (s1, n1) = after.get(phase).copied().unwrap_or_default();
-            match n1 - n0 {
-                n if n > 0.0 => format!("{phase} {:.0}", (s1 - s0) / n * 1000.0),
-                _ => format!("{phase} -"),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// One backend under test: its app, user, and (for a swarm) its cluster.
 struct Backend<'a> {
     name: &'static str,
@@ -216,7 +169,7 @@ async fn sequential(backends: &[Backend<'_>], runs: usize) -> anyhow::Result<()>
     println!("== POST /api/agents -> RUNNING, one at a time, {runs} runs each, round-robin");
     let mut before = Vec::new();
     for b in backends {
-        before.push(deploy_phases(b.app).await);
+        before.push(b.app.deploy_phases().await);
     }
     let mut ms: Vec<Vec<f64>> = vec![Vec::new(); backends.len()];
     for i in 0..runs {
@@ -227,7 +180,7 @@ async fn sequential(backends: &[Backend<'_>], runs: usize) -> anyhow::Result<()>
     let mut p50s = Vec::new();
     for (k, b) in backends.iter().enumerate() {
         p50s.push(summary(&format!("POST -> RUNNING, {}", b.name), &ms[k]));
-        let after = deploy_phases(b.app).await;
+        let after = b.app.deploy_phases().await;
         println!(
             "  deploy phases, mean ms: {}",
             phase_means(&before[k], &after)
@@ -263,7 +216,7 @@ fn spread(cluster: &SwarmCluster, services: &[String]) -> anyhow::Result<BTreeMa
 async fn concurrent(b: &Backend<'_>) -> anyhow::Result<()> {
     const N: usize = 50;
     println!("== {N} concurrent creates, {}", b.name);
-    let before = deploy_phases(b.app).await;
+    let before = b.app.deploy_phases().await;
     let t0 = Instant::now();
     let creates = (0..N).map(|i| async move {
         let id = create(b.app, &b.jwt, &format!("bulk {i}")).await?;
@@ -313,7 +266,7 @@ async fn concurrent(b: &Backend<'_>) -> anyhow::Result<()> {
             sorted[0]
         );
     }
-    let after = deploy_phases(b.app).await;
+    let after = b.app.deploy_phases().await;
     println!("  deploy phases, mean ms: {}", phase_means(&before, &after));
     if let Some(cluster) = b.cluster {
         match spread(cluster, &slugs) {

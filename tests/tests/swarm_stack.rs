@@ -30,7 +30,6 @@
 
 use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt as _;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -39,7 +38,7 @@ use serde_json::Value;
 use zcaas_test_support::images::ensure_control_plane_image;
 use zcaas_test_support::swarm::{self, SwarmCluster};
 use zcaas_test_support::swarm_world::SwarmWorld;
-use zcaas_test_support::traefik::test_swarm_static_config;
+use zcaas_test_support::traefik::{repo_root, test_swarm_static_config};
 use zcaas_test_support::{ensure_traefik_image, Api, AGENT_IMAGE, TEST_LABEL, TRAEFIK_IMAGE};
 
 /// The stack's name: services `zcstack_traefik` and `zcstack_control-plane`.
@@ -53,11 +52,6 @@ const API_TIMEOUT: Duration = Duration::from_secs(30);
 const ROUTE_TIMEOUT: Duration = Duration::from_secs(45);
 /// Until a deleted agent's service, or the stack's services, are gone.
 const GONE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The repository root.
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// Seconds since `t`, for the timings printed.
 fn secs(t: Instant) -> String {
@@ -261,7 +255,10 @@ async fn swarm_stack_runs_zcaas_and_traefik_and_routes_an_agent() {
     ];
     let stack_cli = |args: &[&str]| {
         let mut cmd = Command::new("timeout");
-        cmd.arg("120").arg("docker").args(args).current_dir(repo());
+        cmd.arg("120")
+            .arg("docker")
+            .args(args)
+            .current_dir(repo_root());
         cmd.env_clear();
         for var in ["PATH", "HOME"] {
             if let Some(v) = std::env::var_os(var) {

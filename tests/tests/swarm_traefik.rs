@@ -431,23 +431,12 @@ async fn traefik_routes_an_agent_on_a_worker_through_the_swarm_provider() {
     }
 
     // Plain HTTP is redirected to HTTPS, path kept.
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let r = http
-        .get(traefik.http_url("/health"))
-        .header(reqwest::header::HOST, &host)
-        .send()
-        .await
-        .expect("plain HTTP");
-    assert!(r.status().is_redirection(), "{}", r.status());
-    let location = r.headers()[reqwest::header::LOCATION].to_str().unwrap();
-    assert!(
-        location.starts_with(&format!("https://{host}")) && location.ends_with("/health"),
-        "{location}"
-    );
+    zcaas_test_support::traefik::assert_https_redirect(
+        &traefik.http_url("/health"),
+        &host,
+        "/health",
+    )
+    .await;
 
     // DELETE: the route goes with the service, within a few polls.
     let (status, body) = app.delete_agent(&jwt, &id).await;

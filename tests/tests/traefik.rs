@@ -569,22 +569,12 @@ async fn a_real_traefik_routes_only_the_public_paths_of_an_agent() {
         .unwrap_or_else(|e| panic!("{e:#}\nTraefik:\n{}", traefik.logs()));
 
     // Plain HTTP is redirected to HTTPS, path kept.
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let r = http
-        .get(traefik.http_url("/health"))
-        .header(reqwest::header::HOST, &host)
-        .send()
-        .await
-        .expect("plain HTTP");
-    assert!(r.status().is_redirection(), "{}", r.status());
-    let location = r.headers()[reqwest::header::LOCATION].to_str().unwrap();
-    assert!(
-        location.starts_with(&format!("https://{host}")) && location.ends_with("/health"),
-        "{location}"
-    );
+    zcaas_test_support::traefik::assert_https_redirect(
+        &traefik.http_url("/health"),
+        &host,
+        "/health",
+    )
+    .await;
 
     // Only the public paths: the pairing endpoints, metrics and the
     // runtime's API are Traefik's 404, while the agent itself serves them

@@ -94,15 +94,7 @@ impl DockerRuntime {
     /// the engine's timestamp; lines are capped at
     /// [`super::logs::MAX_LINE_BYTES`] and decoded lossily.
     pub async fn logs_tail(&self, id: &str, lines: usize) -> Result<Vec<LogLine>, DockerError> {
-        let options = LogsOptions {
-            follow: false,
-            stdout: true,
-            stderr: true,
-            since: 0,
-            until: 0,
-            timestamps: true,
-            tail: lines.to_string(),
-        };
+        let options = tail_options(lines);
         let mut out: Vec<LogLine> = Vec::new();
         let mut stream = into_lines(self.docker.logs(id, Some(options)));
         while let Some(line) = stream.next().await {
@@ -122,16 +114,7 @@ impl DockerRuntime {
         id: &str,
         tail: usize,
     ) -> BoxStream<'static, Result<LogLine, DockerError>> {
-        let options = LogsOptions {
-            follow: true,
-            stdout: true,
-            stderr: true,
-            since: 0,
-            until: 0,
-            timestamps: true,
-            tail: tail.to_string(),
-        };
-        into_lines(self.docker.logs(id, Some(options)))
+        into_lines(self.docker.logs(id, Some(follow_options(tail))))
     }
 
     /// Follows the logs of both streams from `since` on (whole seconds:
@@ -141,16 +124,7 @@ impl DockerRuntime {
         id: &str,
         since: DateTime<Utc>,
     ) -> BoxStream<'static, Result<LogLine, DockerError>> {
-        let options = LogsOptions {
-            follow: true,
-            stdout: true,
-            stderr: true,
-            // The engine's field is an `i32` of seconds (until 2038).
-            since: i32::try_from(since.timestamp().max(0)).unwrap_or(i32::MAX),
-            until: 0,
-            timestamps: true,
-            tail: "all".to_owned(),
-        };
+        let options = since_options(since);
         into_lines(self.docker.logs(id, Some(options)))
     }
 
@@ -327,6 +301,38 @@ impl DockerRuntime {
                 }
             })
             .boxed()
+    }
+}
+
+/// Both streams' last `lines` lines, stamped, not followed (the logs
+/// options of every engine call here, containers' and Swarm's alike).
+pub(crate) fn tail_options(lines: usize) -> LogsOptions {
+    LogsOptions {
+        follow: false,
+        stdout: true,
+        stderr: true,
+        since: 0,
+        until: 0,
+        timestamps: true,
+        tail: lines.to_string(),
+    }
+}
+
+/// Both streams from the last `tail` lines on, stamped, followed.
+pub(crate) fn follow_options(tail: usize) -> LogsOptions {
+    LogsOptions {
+        follow: true,
+        ..tail_options(tail)
+    }
+}
+
+/// Both streams from `since` on (whole seconds), stamped, followed.
+pub(crate) fn since_options(since: DateTime<Utc>) -> LogsOptions {
+    LogsOptions {
+        // The engine's field is an `i32` of seconds (until 2038).
+        since: i32::try_from(since.timestamp().max(0)).unwrap_or(i32::MAX),
+        tail: "all".to_owned(),
+        ..follow_options(0)
     }
 }
 

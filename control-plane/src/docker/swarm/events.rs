@@ -51,9 +51,6 @@ pub fn diff(before: &HashMap<String, Seen>, after: &HashMap<String, Seen>) -> Ve
                     out.push(event(id, now, "start"));
                 }
             }
-            (Some((old, false)), Some((new, true))) if old != new => {
-                out.push(event(id, now, "start"))
-            }
             (Some((_, false)), Some((_, true))) => out.push(event(id, now, "start")),
             (None, Some((_, true))) if before.contains_key(id) => out.push(event(id, now, "start")),
             (Some((_, true)), None) => out.push(event(id, now, "die")),

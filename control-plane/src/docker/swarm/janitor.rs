@@ -154,7 +154,6 @@ impl SwarmRuntime {
         let name = format!("zcaas-janitor-{short}-{}", uuid::Uuid::new_v4().simple());
         let mut labels: HashMap<String, String> =
             self.docker.ownership_labels().into_iter().collect();
-        labels.insert(MANAGED_LABEL.to_owned(), "true".to_owned());
         labels.insert(AGENT_ID_LABEL.to_owned(), agent_id.to_owned());
         let extra: Vec<String> = self
             .docker

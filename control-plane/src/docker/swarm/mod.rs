@@ -27,7 +27,7 @@ pub mod tasks;
 
 pub use janitor::DOCKER_SOCKET_LABEL;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::models::{NetworkCreateRequest, Service, ServiceSpec};
@@ -118,6 +118,17 @@ impl SwarmRuntime {
             Err(e) if status_of(&e) == Some(404) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Service `id` and its view; gone (or without a spec) is an error.
+    async fn existing(&self, id: &str) -> Result<(Service, ServiceView), DockerError> {
+        let service = self
+            .service(id)
+            .await?
+            .ok_or_else(|| DockerError::Other(format!("service {id} is gone")))?;
+        let view = ServiceView::of(&service)
+            .ok_or_else(|| DockerError::Other(format!("service {id} has no spec")))?;
+        Ok((service, view))
     }
 
     /// Every task of service `service_id` the manager still keeps.
@@ -339,7 +350,7 @@ impl SwarmRuntime {
         }
         let pinned = match self.volume_driver {
             Some(_) => None,
-            None => self.pinned_node(&spec.agent_id, &spec.volume).await?,
+            None => self.pinned_node(&spec.agent_id).await?,
         };
         let body = spec::service_spec(
             &labelled,
@@ -364,12 +375,7 @@ impl SwarmRuntime {
     /// Replaces the files of service `id` (new secrets, one update: Swarm
     /// replaces the task, so a running agent restarts with them).
     pub async fn write_files(&self, id: &str, files: &[FileEntry]) -> Result<(), DockerError> {
-        let service = self
-            .service(id)
-            .await?
-            .ok_or_else(|| DockerError::Other(format!("service {id} is gone")))?;
-        let view = ServiceView::of(&service)
-            .ok_or_else(|| DockerError::Other(format!("service {id} has no spec")))?;
+        let (_, view) = self.existing(id).await?;
         let agent_id = view
             .agent_id()
             .ok_or_else(|| DockerError::Other(format!("service {id} carries no agent id")))?
@@ -535,10 +541,11 @@ impl SwarmRuntime {
 
     /// Replaces service `id`'s task with a new one (a forced update:
     /// stop-first, so the two never run together) and returns its start.
-    pub async fn restart(&self, id: &str, timeout: Duration) -> Result<Incarnation, DockerError> {
+    /// The old task's grace period is the service's own
+    /// ([`spec::STOP_GRACE_NS`]), not a per-call timeout.
+    pub async fn restart(&self, id: &str) -> Result<Incarnation, DockerError> {
         let old: Vec<String> = self.tasks_of(id).await?.into_iter().map(|t| t.id).collect();
         self.scale(id, 1, true).await?;
-        let _ = timeout;
         let task = self.wait_running(id, &old).await?;
         let task = self.pin(id, task).await?;
         incarnation(&task)
@@ -550,12 +557,7 @@ impl SwarmRuntime {
     /// task whose node still satisfies it; should Swarm replace it anyway,
     /// the new task is waited for and returned.
     async fn pin(&self, id: &str, task: RawTask) -> Result<RawTask, DockerError> {
-        let service = self
-            .service(id)
-            .await?
-            .ok_or_else(|| DockerError::Other(format!("service {id} is gone")))?;
-        let view = ServiceView::of(&service)
-            .ok_or_else(|| DockerError::Other(format!("service {id} has no spec")))?;
+        let (service, view) = self.existing(id).await?;
         if view.labels.contains_key(spec::NODE_LABEL) || self.volume_driver.is_some() {
             return Ok(task);
         }
@@ -582,44 +584,35 @@ impl SwarmRuntime {
         }
     }
 
-    /// The node agent `agent_id`'s data volume was pinned to by an earlier
-    /// service of the agent, if any: a service's labels hold it, and a
-    /// recreated service (a changed spec) is created with the pin of the
-    /// one it replaces through the volume's record ([`Self::record_pin`]).
-    async fn pinned_node(
-        &self,
-        agent_id: &str,
-        _volume: &str,
-    ) -> Result<Option<String>, DockerError> {
-        Ok(self.pin_records().await?.remove(agent_id))
-    }
-
-    /// agent id → the node its data is pinned to, from our Swarm configs
-    /// named `zcaas-pin-<agent id>` (the volume's record: it outlives a
-    /// service replaced because its spec changed, and goes with the
-    /// volume).
-    pub(crate) async fn pin_records(&self) -> Result<BTreeMap<String, String>, DockerError> {
-        let options = bollard::query_parameters::ListConfigsOptions {
-            filters: Some(HashMap::from([(
-                "label".to_owned(),
-                self.docker.label_filters(),
-            )])),
+    /// The node agent `agent_id`'s data volume is pinned to, if recorded:
+    /// our Swarm config `zcaas-pin-<agent id>` (the volume's record, made at
+    /// its first start by [`Self::record_pin`]: it outlives a service
+    /// replaced because its spec changed, and goes with the volume).
+    pub(crate) async fn pinned_node(&self, agent_id: &str) -> Result<Option<String>, DockerError> {
+        let config = match self
+            .docker
+            .client()
+            .inspect_config(&pin_name(agent_id))
+            .await
+        {
+            Ok(c) => c,
+            Err(e) if status_of(&e) == Some(404) => return Ok(None),
+            Err(e) => return Err(e.into()),
         };
-        let configs = self.docker.client().list_configs(Some(options)).await?;
-        Ok(configs
+        let labels: Labels = config
+            .spec
+            .and_then(|s| s.labels)
+            .unwrap_or_default()
             .into_iter()
-            .filter_map(|c| {
-                let labels = c.spec?.labels?;
-                Some((
-                    labels.get(AGENT_ID_LABEL)?.clone(),
-                    labels.get(spec::NODE_LABEL)?.clone(),
-                ))
-            })
-            .collect())
+            .collect();
+        if !self.docker.is_owned(&labels) {
+            return Ok(None);
+        }
+        Ok(labels.get(spec::NODE_LABEL).cloned())
     }
 
     /// Records that agent `agent_id`'s volume `volume` lives on `node` (a
-    /// Swarm config, see [`Self::pins`]); already recorded is success.
+    /// Swarm config, see [`Self::pinned_node`]); already recorded is success.
     pub(crate) async fn record_pin(
         &self,
         agent_id: &str,
@@ -677,7 +670,7 @@ impl SwarmRuntime {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             let tasks = self.tasks_of(&view.id).await.unwrap_or_default();
-            if !tasks.iter().any(|t| t.is_running() || !t.is_terminal()) {
+            if tasks.iter().all(RawTask::is_terminal) {
                 break;
             }
             tokio::time::sleep(TASK_POLL).await;

@@ -3,6 +3,7 @@
 //! come through the manager from whichever node runs the task; stats only
 //! for tasks on the manager ([`OrchestratorError::NotVisible`] otherwise).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -11,13 +12,14 @@ use bollard::query_parameters::LogsOptions;
 use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt};
 
-use super::tasks::{current_task, RawTask};
+use super::tasks::{current_task, observe, RawTask};
 use super::SwarmRuntime;
-use crate::docker::observe::into_lines;
+use crate::docker::observe::{follow_options, into_lines, since_options, tail_options};
 use crate::docker::DockerError;
 use crate::orchestrator::{
     ContainerEvent, ContainerSpec, ContainerStats, FileEntry, ImageInfo, Incarnation, Labels,
-    LogLine, ObservedContainer, Orchestrator, OrchestratorError, Ownership, Result,
+    ListedWorkload, LogLine, ObservedContainer, Orchestrator, OrchestratorError, Ownership,
+    PolledStats, Result,
 };
 
 /// How often a followed task's state is checked: the follow ends when the
@@ -31,6 +33,23 @@ fn neutral<T: 'static>(
 }
 
 impl SwarmRuntime {
+    /// The container of service `id`'s running `task` when it runs on the
+    /// manager's node (the only engine zcaas reads stats from); otherwise
+    /// why not: no running task, or [`OrchestratorError::NotVisible`].
+    fn local_container(&self, id: &str, task: Option<&RawTask>) -> Result<String> {
+        let task = task
+            .filter(|t| t.is_running())
+            .ok_or_else(|| OrchestratorError::Other(format!("service {id} has no running task")))?;
+        let node = task.node_id.clone().unwrap_or_default();
+        match task.container_id() {
+            Some(container) if node == self.node_id() => Ok(container.to_owned()),
+            _ => Err(OrchestratorError::NotVisible(format!(
+                "the agent runs on swarm node {node}; its CPU and memory are read on that node \
+                 (docker stats there), not from the manager zcaas talks to"
+            ))),
+        }
+    }
+
     /// The task that stands for service `id` now, if any.
     async fn current(&self, id: &str) -> Result<Option<RawTask>, DockerError> {
         let tasks = self.tasks_of(id).await?;
@@ -141,8 +160,8 @@ impl Orchestrator for SwarmRuntime {
         Ok(SwarmRuntime::stop(self, id, timeout).await?)
     }
 
-    async fn restart(&self, id: &str, timeout: Duration) -> Result<Incarnation> {
-        Ok(SwarmRuntime::restart(self, id, timeout).await?)
+    async fn restart(&self, id: &str, _timeout: Duration) -> Result<Incarnation> {
+        Ok(SwarmRuntime::restart(self, id).await?)
     }
 
     async fn remove(&self, id_or_name: &str) -> Result<()> {
@@ -155,7 +174,7 @@ impl Orchestrator for SwarmRuntime {
     /// janitor image there, node down), the volume is left with a warning
     /// naming node and volume, and its pin record stays as the trace of it.
     async fn remove_agent_volume(&self, name: &str, agent_id: &str) -> Result<()> {
-        let pinned = self.pins_of(agent_id).await?;
+        let pinned = self.pinned_node(agent_id).await?;
         match pinned.as_deref() {
             Some(node) if node != self.node_id() => {
                 if let Err(e) = self.remove_volume_on(node, name, agent_id).await {
@@ -174,15 +193,7 @@ impl Orchestrator for SwarmRuntime {
     /// The last `lines` lines of every task of the service (the current
     /// and earlier ones the manager keeps), through the manager.
     async fn logs_tail(&self, id: &str, lines: usize) -> Result<Vec<LogLine>> {
-        let options = LogsOptions {
-            follow: false,
-            stdout: true,
-            stderr: true,
-            since: 0,
-            until: 0,
-            timestamps: true,
-            tail: lines.to_string(),
-        };
+        let options = tail_options(lines);
         let mut out = Vec::new();
         let mut stream = into_lines(self.docker().client().service_logs(id, Some(options)));
         while let Some(line) = stream.next().await {
@@ -196,49 +207,79 @@ impl Orchestrator for SwarmRuntime {
     }
 
     fn logs_follow(&self, id: &str, tail: usize) -> BoxStream<'static, Result<LogLine>> {
-        let options = LogsOptions {
-            follow: true,
-            stdout: true,
-            stderr: true,
-            since: 0,
-            until: 0,
-            timestamps: true,
-            tail: tail.to_string(),
-        };
-        neutral(self.follow_task(id, options))
+        neutral(self.follow_task(id, follow_options(tail)))
     }
 
     fn logs_since(&self, id: &str, since: DateTime<Utc>) -> BoxStream<'static, Result<LogLine>> {
-        let options = LogsOptions {
-            follow: true,
-            stdout: true,
-            stderr: true,
-            since: i32::try_from(since.timestamp().max(0)).unwrap_or(i32::MAX),
-            until: 0,
-            timestamps: true,
-            tail: "all".to_owned(),
-        };
-        neutral(self.follow_task(id, options))
+        neutral(self.follow_task(id, since_options(since)))
     }
 
     async fn stats(&self, id: &str) -> Result<ContainerStats> {
-        let task = self
-            .current(id)
-            .await?
-            .filter(RawTask::is_running)
-            .ok_or_else(|| OrchestratorError::Other(format!("service {id} has no running task")))?;
-        let node = task.node_id.clone().unwrap_or_default();
-        match task.container_id() {
-            Some(container) if node == self.node_id() => Ok(self.docker().stats(container).await?),
-            _ => Err(OrchestratorError::NotVisible(format!(
-                "the agent runs on swarm node {node}; its CPU and memory are read on that node \
-                 (docker stats there), not from the manager zcaas talks to"
-            ))),
+        let task = self.current(id).await?;
+        let container = self.local_container(id, task.as_ref())?;
+        Ok(self.docker().stats(&container).await?)
+    }
+
+    /// One task listing for all of `ids`; the tasks on the manager's node
+    /// read in one batch as the Docker backend polls its containers
+    /// (cgroup files, CPU since the previous poll), the others
+    /// [`OrchestratorError::NotVisible`].
+    async fn poll_stats(&self, ids: &[String]) -> Vec<Result<PolledStats>> {
+        let tasks = match self.all_tasks().await {
+            Ok(tasks) => tasks,
+            Err(e) => {
+                let why = e.to_string();
+                return ids
+                    .iter()
+                    .map(|_| Err(OrchestratorError::Other(format!("listing tasks: {why}"))))
+                    .collect();
+            }
+        };
+        let mut by_service: HashMap<&str, Vec<RawTask>> = HashMap::new();
+        for t in &tasks {
+            by_service
+                .entry(t.service_id.as_str())
+                .or_default()
+                .push(t.clone());
         }
+        let mut out: Vec<Option<Result<PolledStats>>> = Vec::with_capacity(ids.len());
+        let mut local: Vec<(usize, String)> = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            let of_service = by_service.get(id.as_str()).map_or(&[][..], Vec::as_slice);
+            match self.local_container(id, current_task(of_service)) {
+                Ok(container) => {
+                    local.push((i, container));
+                    out.push(None);
+                }
+                Err(e) => out.push(Some(Err(e))),
+            }
+        }
+        let containers: Vec<String> = local.iter().map(|(_, c)| c.clone()).collect();
+        let read = self.docker().poll_stats(&containers).await;
+        for ((i, _), stats) in local.into_iter().zip(read) {
+            out[i] = Some(stats.map_err(OrchestratorError::from));
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(OrchestratorError::Other("stats not read".into()))))
+            .collect()
     }
 
     fn events(&self) -> BoxStream<'static, Result<ContainerEvent>> {
         neutral(SwarmRuntime::events(self))
+    }
+
+    /// One service list and one task list for all of `ids` (instead of an
+    /// inspect and a task list per agent).
+    async fn running_endpoints(&self, ids: &[String]) -> Result<Vec<ListedWorkload>> {
+        Ok(self
+            .services_with_tasks()
+            .await?
+            .iter()
+            .filter(|(v, _)| ids.contains(&v.id))
+            .map(|(v, tasks)| observe(v, tasks))
+            .filter(|c| c.running && self.is_owned(&c.labels))
+            .map(|c| ListedWorkload::from(&c))
+            .collect())
     }
 
     async fn list_managed(&self) -> Result<Vec<ObservedContainer>> {
@@ -252,12 +293,5 @@ impl Orchestrator for SwarmRuntime {
 
     async fn list_managed_networks(&self) -> Result<Vec<(String, Labels)>> {
         Ok(self.docker().list_managed_networks().await?)
-    }
-}
-
-impl SwarmRuntime {
-    /// The node agent `agent_id`'s data is pinned to, if recorded.
-    async fn pins_of(&self, agent_id: &str) -> Result<Option<String>, DockerError> {
-        Ok(self.pin_records().await?.remove(agent_id))
     }
 }
